@@ -1,0 +1,96 @@
+//! `songfs init`: make the device id, record the store, check the store is reachable,
+//! write the store's format record (`songfs.json`) if it is new.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Args;
+
+use crate::config::{Config, Home, StoreConfig};
+
+#[derive(Args)]
+pub struct InitArgs {
+    /// file:///absolute/folder or s3://bucket/prefix
+    #[arg(long)]
+    pub store: String,
+    /// S3 endpoint override, e.g. http://127.0.0.1:9000
+    #[arg(long)]
+    pub s3_endpoint: Option<String>,
+    #[arg(long)]
+    pub s3_region: Option<String>,
+    /// The Song Factory database to sync (takes its first snapshot).
+    #[arg(long)]
+    pub db: Option<PathBuf>,
+    /// A name for this machine, shown to the others (default: the host name).
+    #[arg(long)]
+    pub device_name: Option<String>,
+    /// Cache size in bytes (suffixes K, M, G accepted).
+    #[arg(long, value_parser = parse_size)]
+    pub cache_size: Option<u64>,
+    /// Replace an existing configuration (keeps the device id).
+    #[arg(long)]
+    pub force: bool,
+}
+
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (num, mult) = match s.chars().last() {
+        Some('K' | 'k') => (&s[..s.len() - 1], 1u64 << 10),
+        Some('M' | 'm') => (&s[..s.len() - 1], 1 << 20),
+        Some('G' | 'g') => (&s[..s.len() - 1], 1 << 30),
+        Some('T' | 't') => (&s[..s.len() - 1], 1 << 40),
+        _ => (s, 1),
+    };
+    num.trim()
+        .parse::<u64>()
+        .map(|n| n * mult)
+        .map_err(|_| format!("{s:?} is not a size: use bytes or a number with K, M, G or T"))
+}
+
+pub fn run(a: InitArgs) -> anyhow::Result<()> {
+    let home = Home::from_env();
+    let store_cfg = StoreConfig {
+        url: a.store.clone(),
+        s3_endpoint: a.s3_endpoint.clone(),
+        s3_region: a.s3_region.clone(),
+    };
+    let mut cfg = match Config::load(&home) {
+        Ok(existing) if !a.force && existing.store != store_cfg => anyhow::bail!(
+            "{} is already set up for the store {}: pass --force to switch stores",
+            home.root.display(),
+            existing.store.url
+        ),
+        Ok(mut existing) => {
+            existing.store = store_cfg;
+            existing
+        }
+        Err(_) => Config::new(store_cfg, a.device_name.clone().unwrap_or_else(hostname)),
+    };
+    if let Some(n) = a.device_name {
+        cfg.device_name = n;
+    }
+    if let Some(c) = a.cache_size {
+        cfg.cache_size = c;
+    }
+    if let Some(db) = &a.db {
+        let db = std::fs::canonicalize(db)
+            .with_context(|| format!("the database {} does not exist: check the path (the app keeps it at ~/.songfactory/songfactory.db)", db.display()))?;
+        cfg.db_path = Some(db);
+    }
+    let rt = super::runtime()?;
+    rt.block_on(crate::store::format::ensure(&cfg))?;
+    cfg.save(&home)?;
+    eprintln!(
+        "songfs: device {} ({}) set up with store {}",
+        cfg.device_name, cfg.device_id, cfg.store.url
+    );
+    Ok(())
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "this-machine".into())
+}

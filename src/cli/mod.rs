@@ -1,0 +1,83 @@
+//! The command line: one file per group of subcommands; this file parses, sets up
+//! logging and turns errors into one clear line on stderr and a non-zero exit code.
+
+pub mod init;
+pub mod mount;
+pub mod sync;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "songfs", version, about = "Song Factory on several computers")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Set up this device: the store, a device id, optionally the app database.
+    Init(init::InitArgs),
+    /// Mount the audio library (returns once mounted; --foreground to stay attached).
+    Mount(mount::MountArgs),
+    /// Unmount a songfs mount (finishes pending work first).
+    Unmount(mount::UnmountArgs),
+    /// Device, store, cache, uploads, last sync.
+    Status(mount::StatusArgs),
+    /// One sync cycle of the app database (and the namespace).
+    Sync(sync::SyncArgs),
+    /// Conflicts the sync resolved, newest first.
+    Conflicts(sync::ConflictsArgs),
+}
+
+/// Exit codes: 0 success, 1 failure, 2 bad usage (clap's).
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let result = match cli.command {
+        Command::Init(a) => init::run(a),
+        Command::Mount(a) => mount::run_mount(a),
+        Command::Unmount(a) => mount::run_unmount(a),
+        Command::Status(a) => mount::run_status(a),
+        Command::Sync(a) => sync::run_sync(a),
+        Command::Conflicts(a) => sync::run_conflicts(a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("songfs: {}", error_line(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The error and its causes on one line: "what failed: why".
+pub fn error_line(e: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in e.chain() {
+        let s = cause.to_string();
+        if !parts.iter().any(|p| p.contains(&s)) {
+            parts.push(s);
+        }
+    }
+    parts.join(": ")
+}
+
+/// Diagnostics go to stderr, filtered by RUST_LOG (default: warnings).
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// A tokio runtime for one command.
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}

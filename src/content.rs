@@ -1,0 +1,185 @@
+//! Content addressing: SHA-256 of whole files and of their fixed-size chunks, and the
+//! store keys derived from them.
+//!
+//! A blob is named by the SHA-256 of its bytes. Its chunk hashes (one per `CHUNK_SIZE`
+//! bytes) let a reader verify a ranged read before the whole file is local; they travel
+//! with the blob as a sidecar object (`<blob key>.chunks`). Nothing here does I/O except
+//! `hash_file`, which reads a local file.
+
+use std::io::Read;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// Unit of ranged download, verification and cache presence. Small enough that the
+/// first bytes of a cold file arrive about as fast as one small ranged GET.
+pub const CHUNK_SIZE: u64 = 256 * 1024;
+
+/// Hex SHA-256 of a whole blob.
+pub type BlobHash = String;
+
+/// A blob's identity and the per-chunk hashes that verify its ranges.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlobInfo {
+    pub hash: BlobHash,
+    pub size: u64,
+    /// Hex SHA-256 of each `CHUNK_SIZE` chunk, in order (the last may be shorter).
+    pub chunks: Vec<String>,
+}
+
+impl BlobInfo {
+    pub fn chunk_count(&self) -> u64 {
+        chunk_count(self.size)
+    }
+
+    /// Byte range of chunk `i` within the blob.
+    pub fn chunk_range(&self, i: u64) -> std::ops::Range<u64> {
+        let start = (i * CHUNK_SIZE).min(self.size);
+        start..(start + CHUNK_SIZE).min(self.size)
+    }
+
+    /// True when `data` is exactly chunk `i` of this blob.
+    pub fn verify_chunk(&self, i: u64, data: &[u8]) -> bool {
+        let range = self.chunk_range(i);
+        data.len() as u64 == range.end - range.start
+            && self
+                .chunks
+                .get(i as usize)
+                .is_some_and(|h| *h == hex::encode(Sha256::digest(data)))
+    }
+}
+
+pub fn chunk_count(size: u64) -> u64 {
+    size.div_ceil(CHUNK_SIZE)
+}
+
+/// Store key of a blob: `blobs/sha256/ab/<hash>`.
+pub fn blob_key(hash: &str) -> String {
+    format!("blobs/sha256/{}/{}", &hash[..2], hash)
+}
+
+/// Store key of a blob's chunk-hash sidecar.
+pub fn chunks_key(hash: &str) -> String {
+    format!("{}.chunks", blob_key(hash))
+}
+
+/// True for a 64-digit lower-case hex string (guards keys built from untrusted names).
+pub fn is_valid_hash(s: &str) -> bool {
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// Hashes a stream fed in order: whole-file and per-chunk at once, so a file written
+/// sequentially is hashed while it is written, not read again at close.
+#[derive(Clone, Default)]
+pub struct StreamHasher {
+    whole: Sha256,
+    chunk: Sha256,
+    in_chunk: u64,
+    size: u64,
+    chunks: Vec<String>,
+}
+
+impl StreamHasher {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Bytes fed so far.
+    pub fn len(&self) -> u64 {
+        self.size
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.size == 0
+    }
+
+    pub fn update(&mut self, mut data: &[u8]) {
+        self.whole.update(data);
+        self.size += data.len() as u64;
+        while !data.is_empty() {
+            let take = ((CHUNK_SIZE - self.in_chunk) as usize).min(data.len());
+            self.chunk.update(&data[..take]);
+            self.in_chunk += take as u64;
+            data = &data[take..];
+            if self.in_chunk == CHUNK_SIZE {
+                let done = std::mem::take(&mut self.chunk);
+                self.chunks.push(hex::encode(done.finalize()));
+                self.in_chunk = 0;
+            }
+        }
+    }
+
+    pub fn finish(mut self) -> BlobInfo {
+        if self.in_chunk > 0 {
+            self.chunks.push(hex::encode(self.chunk.finalize()));
+        }
+        BlobInfo {
+            hash: hex::encode(self.whole.finalize()),
+            size: self.size,
+            chunks: self.chunks,
+        }
+    }
+}
+
+pub fn hash_bytes(data: &[u8]) -> BlobInfo {
+    let mut h = StreamHasher::new();
+    h.update(data);
+    h.finish()
+}
+
+pub fn hash_file(path: &Path) -> std::io::Result<BlobInfo> {
+    let mut f = std::fs::File::open(path)?;
+    let mut h = StreamHasher::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(h.finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_has_the_known_sha256_and_no_chunks() {
+        let info = hash_bytes(b"");
+        assert_eq!(
+            info.hash,
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+        assert!(info.chunks.is_empty());
+    }
+
+    #[test]
+    fn chunking_is_independent_of_how_bytes_are_fed() {
+        let data: Vec<u8> = (0..(CHUNK_SIZE * 2 + 17))
+            .map(|i| (i * 7 % 251) as u8)
+            .collect();
+        let whole = hash_bytes(&data);
+        let mut h = StreamHasher::new();
+        for piece in data.chunks(1000) {
+            h.update(piece);
+        }
+        assert_eq!(h.finish(), whole);
+        assert_eq!(whole.chunks.len(), 3);
+        assert!(whole.verify_chunk(2, &data[(2 * CHUNK_SIZE) as usize..]));
+        assert!(!whole.verify_chunk(1, &data[(2 * CHUNK_SIZE) as usize..]));
+        assert!(!whole.verify_chunk(3, b""));
+    }
+
+    #[test]
+    fn keys_fan_out_by_the_first_byte() {
+        let h = hash_bytes(b"x").hash;
+        assert_eq!(blob_key(&h), format!("blobs/sha256/{}/{}", &h[..2], h));
+        assert!(is_valid_hash(&h));
+        assert!(!is_valid_hash("../etc/passwd"));
+    }
+}

@@ -1,0 +1,95 @@
+//! The store: where everything shared lives (an S3 bucket + prefix, or a folder).
+//!
+//! One async trait, two backends. Keys are relative to the store root
+//! (`blobs/sha256/ab/<hash>`, `logs/<device>/<seq>.json`, ...). Every object is written
+//! so that a reader never sees half of it. This layer knows nothing of files, caches or
+//! databases; it must never retry forever: callers bound their waits.
+
+pub mod format;
+pub mod local;
+
+use std::ops::Range;
+use std::path::Path;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use crate::config::StoreConfig;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{key}: not found in the store")]
+    NotFound { key: String },
+    #[error("the store is unreachable ({detail}): check the network or the endpoint, songfs retries later")]
+    Unreachable { detail: String },
+    #[error("the store refused access ({detail}): check the credentials (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or ~/.aws)")]
+    Denied { detail: String },
+    #[error("the bucket {bucket} does not exist: create it or fix the store URL")]
+    NoSuchBucket { bucket: String },
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("bad store URL {url}: {why}")]
+    BadUrl { url: String, why: String },
+    #[error("store error: {0}")]
+    Other(String),
+}
+
+impl StoreError {
+    /// Worth retrying later (network trouble), as opposed to a permanent refusal.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, StoreError::Unreachable { .. } | StoreError::Other(_))
+    }
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+#[async_trait]
+pub trait ObjectStore: Send + Sync + 'static {
+    /// Writes a whole object atomically (readers see the old one or the new one).
+    async fn put(&self, key: &str, data: Bytes) -> StoreResult<()>;
+
+    /// Writes a local file as an object; large files go up in parallel parts.
+    async fn put_file(&self, key: &str, path: &Path) -> StoreResult<()>;
+
+    /// Writes the object only if no object has that key. Returns false if one existed.
+    async fn put_if_absent(&self, key: &str, data: Bytes) -> StoreResult<bool>;
+
+    async fn get(&self, key: &str) -> StoreResult<Bytes>;
+
+    /// Bytes `range` of the object; shorter only if the object is shorter.
+    async fn get_range(&self, key: &str, range: Range<u64>) -> StoreResult<Bytes>;
+
+    /// Size of the object, or None if absent.
+    async fn head(&self, key: &str) -> StoreResult<Option<u64>>;
+
+    /// All keys starting with `prefix`, sorted.
+    async fn list(&self, prefix: &str) -> StoreResult<Vec<String>>;
+
+    /// Removes the object; removing an absent object is not an error.
+    async fn delete(&self, key: &str) -> StoreResult<()>;
+
+    /// Human description for messages, e.g. `file:///srv/nas/songfs`.
+    fn describe(&self) -> String;
+}
+
+/// Opens the store a config names. Does not contact it (see `check_reachable`).
+pub async fn open(cfg: &StoreConfig) -> StoreResult<Arc<dyn ObjectStore>> {
+    if let Some(path) = cfg.url.strip_prefix("file://") {
+        if !path.starts_with('/') {
+            return Err(StoreError::BadUrl {
+                url: cfg.url.clone(),
+                why: "a folder store needs an absolute path, e.g. file:///srv/nas/songfs".into(),
+            });
+        }
+        return Ok(Arc::new(local::LocalStore::new(path)));
+    }
+    Err(StoreError::BadUrl {
+        url: cfg.url.clone(),
+        why: "expected file:///absolute/folder or s3://bucket/prefix".into(),
+    })
+}
