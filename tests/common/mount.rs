@@ -1,0 +1,207 @@
+//! A real songfs mount for a test: a temp SONGFS_HOME, a temp folder store (or a given
+//! store URL), the real `songfs` binary doing `init` and `mount`, and a guard that
+//! unmounts and kills the daemon (by its PID) when dropped, also after a panic.
+#![allow(dead_code)] // each test file uses a different subset
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+pub fn songfs_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_songfs"))
+}
+
+/// Runs a command, panicking with its stderr if it fails.
+pub fn run_ok(cmd: &mut Command) -> Output {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}):\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+pub struct Mount {
+    pub home: PathBuf,
+    pub store: PathBuf,
+    pub dir: PathBuf,
+    /// Everything of this test lives under here; removed on drop.
+    root: tempfile::TempDir,
+    extra_args: Vec<String>,
+    pid: Option<u32>,
+}
+
+impl Mount {
+    /// init with a fresh folder store, then mount.
+    pub fn new() -> Mount {
+        Mount::with_args(&[])
+    }
+
+    /// Like `new`, with extra `songfs mount` arguments (e.g. `--cache-size 1M`).
+    pub fn with_args(args: &[&str]) -> Mount {
+        let m = Mount::init_only(args);
+        let mut m = m;
+        m.mount();
+        m
+    }
+
+    /// A home set up (`songfs init`) but not mounted yet.
+    pub fn init_only(args: &[&str]) -> Mount {
+        let root = tempfile::Builder::new()
+            .prefix("songfs-mount-test-")
+            .tempdir()
+            .expect("temp dir");
+        let home = root.path().join("home");
+        let store = root.path().join("store");
+        let dir = root.path().join("mnt");
+        std::fs::create_dir_all(&store).unwrap();
+        std::fs::create_dir_all(&dir).unwrap();
+        let m = Mount {
+            home,
+            store,
+            dir,
+            root,
+            extra_args: args.iter().map(|s| s.to_string()).collect(),
+            pid: None,
+        };
+        run_ok(m.songfs().args([
+            "init",
+            "--store",
+            &format!("file://{}", m.store.display()),
+            "--device-name",
+            "test",
+        ]));
+        m
+    }
+
+    pub fn root(&self) -> &Path {
+        self.root.path()
+    }
+
+    /// `songfs` with this test's SONGFS_HOME.
+    pub fn songfs(&self) -> Command {
+        let mut c = Command::new(songfs_bin());
+        c.env("SONGFS_HOME", &self.home)
+            .env("RUST_LOG", "songfs=debug,warn");
+        c
+    }
+
+    pub fn mount(&mut self) {
+        let mut c = self.songfs();
+        c.arg("mount").arg(&self.dir).args(&self.extra_args);
+        run_ok(&mut c);
+        self.pid = std::fs::read_to_string(self.home.join("daemon.pid"))
+            .ok()
+            .and_then(|s| s.trim().parse().ok());
+        assert!(self.pid.is_some(), "the daemon wrote no pid file");
+    }
+
+    /// `songfs unmount` (waits for the daemon to drain uploads and exit).
+    pub fn unmount(&mut self) {
+        run_ok(self.songfs().arg("unmount").arg(&self.dir));
+        if let Some(pid) = self.pid.take() {
+            assert!(
+                wait_until(Duration::from_secs(30), || !alive(pid)),
+                "daemon {pid} still running after unmount"
+            );
+        }
+    }
+
+    /// kill -9 of the daemon: the mount is left dead (ENOTCONN) like after a crash.
+    pub fn kill9(&mut self) {
+        let pid = self.pid.take().expect("daemon running");
+        // SAFETY: plain kill(2) of the daemon this test started.
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        assert!(wait_until(Duration::from_secs(10), || !alive(pid)));
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.join(rel)
+    }
+
+    pub fn status(&self) -> serde_json::Value {
+        let out = run_ok(self.songfs().args(["status", "--json"]));
+        serde_json::from_slice(&out.stdout).expect("status --json is JSON")
+    }
+
+    /// Waits until the daemon reports no pending uploads.
+    pub fn wait_uploads(&self, timeout: Duration) -> bool {
+        wait_until(timeout, || {
+            let s = self.status();
+            s["daemon"]["pending_uploads"].as_u64() == Some(0)
+                && s["daemon"]["updated_at"].is_string()
+        })
+    }
+
+    /// Where the folder store keeps a blob.
+    pub fn store_blob(&self, hash: &str) -> PathBuf {
+        self.store.join("blobs/sha256").join(&hash[..2]).join(hash)
+    }
+
+    pub fn daemon_log(&self) -> String {
+        std::fs::read_to_string(self.home.join("logs/daemon.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("fusermount3")
+            .arg("-u")
+            .arg("-z")
+            .arg(&self.dir)
+            .output();
+        if let Some(pid) = self.pid.take() {
+            if alive(pid) {
+                // SAFETY: kill(2) of the daemon this test started, by PID.
+                unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            }
+        }
+        if std::thread::panicking() {
+            eprintln!("--- daemon log ---\n{}", self.daemon_log());
+        }
+    }
+}
+
+pub fn alive(pid: u32) -> bool {
+    // A zombie still answers kill(0); it counts as gone.
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => !s.split(' ').nth(2).is_some_and(|st| st == "Z"),
+        Err(_) => false,
+    }
+}
+
+pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    cond()
+}
+
+/// SHA-256 hex of bytes (what the store names a blob by).
+pub fn sha256_hex(data: &[u8]) -> String {
+    songfs::content::hash_bytes(data).hash
+}
+
+/// Deterministic pseudo-random bytes.
+pub fn bytes(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
