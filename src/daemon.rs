@@ -3,7 +3,7 @@
 //! `fusermount3 -u`, SIGTERM or SIGINT), then commits staged files, drains uploads for
 //! a bounded time and exits.
 //!
-//! It writes its PID to `$SONGFS_HOME/daemon.pid` and, every two seconds, what
+//! It writes its PID to `$SONGFS_HOME/daemon.pid` and, every second, what
 //! `songfs status` shows to `$SONGFS_HOME/daemon-status.json` (the status command runs in
 //! another process and cannot ask the uploader directly). It must never exit with the
 //! mount still attached (a dead mount answers ENOTCONN to every program).
@@ -263,7 +263,7 @@ async fn write_status_loop(
 ) {
     loop {
         write_status(&home, &mountpoint, &store, reachable, &cache, &uploader);
-        tokio::time::sleep(Duration::from_secs(2)).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
 

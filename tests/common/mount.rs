@@ -129,12 +129,17 @@ impl Mount {
         serde_json::from_slice(&out.stdout).expect("status --json is JSON")
     }
 
-    /// Waits until the daemon reports no pending uploads.
+    /// Waits until the daemon reports no pending uploads in a status written after
+    /// this call began (the status file is refreshed every second).
     pub fn wait_uploads(&self, timeout: Duration) -> bool {
+        let since = chrono::Utc::now();
         wait_until(timeout, || {
             let s = self.status();
-            s["daemon"]["pending_uploads"].as_u64() == Some(0)
-                && s["daemon"]["updated_at"].is_string()
+            let fresh = s["daemon"]["updated_at"]
+                .as_str()
+                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                .is_some_and(|t| t > since);
+            fresh && s["daemon"]["pending_uploads"].as_u64() == Some(0)
         })
     }
 
