@@ -72,9 +72,23 @@ pub fn running_pid(home: &Home) -> Option<u32> {
         .trim()
         .parse()
         .ok()?;
-    // SAFETY: kill with signal 0 only checks that the process exists.
-    let alive = unsafe { libc::kill(pid as i32, 0) } == 0;
-    alive.then_some(pid)
+    process_alive(pid).then_some(pid)
+}
+
+/// True if `pid` is a live (not zombie) songfs process: a daemon killed by a crash may
+/// linger as a zombie where nothing reaps it, and its PID may be reused later.
+pub fn process_alive(pid: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // The state follows the parenthesised command name.
+    let state = stat.rsplit(')').next().and_then(|r| r.split_whitespace().next());
+    if matches!(state, Some("Z") | Some("X")) {
+        return false;
+    }
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|c| String::from_utf8_lossy(&c).contains("songfs"))
+        .unwrap_or(false)
 }
 
 pub fn read_status(home: &Home) -> Option<DaemonStatus> {

@@ -337,8 +337,7 @@ pub fn run_unmount(a: UnmountArgs) -> anyhow::Result<()> {
     // Wait for the daemon to finish its uploads and exit.
     if let Some(pid) = pid {
         let deadline = Instant::now() + daemon::DRAIN_TIMEOUT + Duration::from_secs(10);
-        // SAFETY: signal 0 only checks for existence.
-        while unsafe { libc::kill(pid as i32, 0) } == 0 && Instant::now() < deadline {
+        while daemon::process_alive(pid) && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
