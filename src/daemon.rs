@@ -82,7 +82,10 @@ pub fn process_alive(pid: u32) -> bool {
         return false;
     };
     // The state follows the parenthesised command name.
-    let state = stat.rsplit(')').next().and_then(|r| r.split_whitespace().next());
+    let state = stat
+        .rsplit(')')
+        .next()
+        .and_then(|r| r.split_whitespace().next());
     if matches!(state, Some("Z") | Some("X")) {
         return false;
     }
@@ -183,29 +186,40 @@ pub fn run(home: &Home, cfg: &Config, opts: DaemonOptions) -> anyhow::Result<()>
         .context("cannot set up the filesystem")?,
     );
 
-    let mut options = vec![
+    let mut fuse_cfg = fuser::Config::default();
+    fuse_cfg.mount_options = vec![
         fuser::MountOption::FSName("songfs".into()),
         fuser::MountOption::Subtype("songfs".into()),
         fuser::MountOption::DefaultPermissions,
         fuser::MountOption::NoAtime,
+        fuser::MountOption::RW,
     ];
-    options.push(fuser::MountOption::RW);
-    let mut fuse_cfg = fuser::Config::default();
-    fuse_cfg.mount_options = options;
     fuse_cfg.n_threads = Some(4);
     fuse_cfg.clone_fd = true;
     if opts.allow_other {
         fuse_cfg.acl = fuser::SessionACL::All;
     }
     let adapter = FuseAdapter::new(fs.clone(), rt.handle().clone());
-    let mut session = fuser::Session::new(adapter, &opts.mountpoint, &fuse_cfg)
-        .with_context(|| format!("cannot mount {}", opts.mountpoint.display()))?;
+    // SAFETY: geteuid cannot fail.
+    let as_root = unsafe { libc::geteuid() } == 0;
+    let mut session = if as_root {
+        fuser::Session::new(adapter, &opts.mountpoint, &fuse_cfg)
+    } else {
+        // A user mounts through the setuid fusermount3 (see fs::fusermount).
+        let mut o = "fsname=songfs,subtype=songfs,default_permissions,noatime,rw".to_string();
+        if opts.allow_other {
+            o.push_str(",allow_other");
+        }
+        crate::fs::fusermount::mount(&opts.mountpoint, &o)
+            .and_then(|fd| fuser::Session::from_fd(adapter, fd, fuse_cfg.acl, fuse_cfg.clone()))
+    }
+    .with_context(|| format!("cannot mount {}", opts.mountpoint.display()))?;
 
     std::fs::write(pid_path(home), format!("{}\n", std::process::id()))
         .with_context(|| format!("cannot write {}", pid_path(home).display()))?;
     tracing::info!(mountpoint = %opts.mountpoint.display(), store = %store.describe(), "mounted");
 
-    let mut unmounter = session.unmount_callable();
+    let mut unmounter = as_root.then(|| session.unmount_callable());
     let mountpoint = opts.mountpoint.clone();
     rt.spawn(async move {
         use tokio::signal::unix::{signal, SignalKind};
@@ -220,13 +234,13 @@ pub fn run(home: &Home, cfg: &Config, opts: DaemonOptions) -> anyhow::Result<()>
             _ = int.recv() => {}
         }
         tracing::info!(mountpoint = %mountpoint.display(), "signal received: unmounting");
-        if let Err(e) = unmounter.unmount() {
-            tracing::warn!(error = %e, "unmount failed; trying a lazy unmount");
-            let _ = std::process::Command::new("fusermount3")
-                .arg("-u")
-                .arg("-z")
-                .arg(&mountpoint)
-                .status();
+        let done = match unmounter.as_mut() {
+            Some(u) => u.unmount(),
+            None => crate::fs::fusermount::unmount(&mountpoint, false),
+        };
+        if let Err(e) = done {
+            tracing::warn!(error = %e, "unmount failed (busy?); detaching lazily");
+            let _ = crate::fs::fusermount::unmount(&mountpoint, true);
         }
     });
     let status_task = rt.spawn(write_status_loop(

@@ -20,6 +20,8 @@ struct TestUser {
     uid: u32,
     gid: u32,
     dir: PathBuf,
+    /// /dev/fuse's mode before the test (restored on drop).
+    fuse_mode: u32,
 }
 
 impl TestUser {
@@ -41,11 +43,16 @@ impl TestUser {
         let (uid, gid) = (id("-u"), id("-g"));
         std::fs::create_dir_all(&dir).unwrap();
         std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).unwrap();
+        // Distributions ship /dev/fuse as 0666 (udev: KERNEL=="fuse", MODE="0666"), and
+        // fusermount3 opens it as the calling user; this container has it 0600.
+        let fuse_mode = std::fs::metadata("/dev/fuse").unwrap().permissions().mode() & 0o7777;
+        std::fs::set_permissions("/dev/fuse", std::fs::Permissions::from_mode(0o666)).unwrap();
         TestUser {
             name,
             uid,
             gid,
             dir,
+            fuse_mode,
         }
     }
 
@@ -84,6 +91,8 @@ impl Drop for TestUser {
             }
         }
         let _ = Command::new("userdel").arg(&self.name).output();
+        let _ =
+            std::fs::set_permissions("/dev/fuse", std::fs::Permissions::from_mode(self.fuse_mode));
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

@@ -8,6 +8,7 @@
 pub mod error;
 pub mod filesystem;
 pub mod fuse;
+pub mod fusermount;
 pub mod read;
 pub mod staging;
 pub mod statfs;
