@@ -304,7 +304,7 @@ fn namespace_operations_behave_like_a_local_disk() {
             .create(true)
             .open(&p)
             .unwrap();
-        write!(f, "line {i}\n").unwrap();
+        writeln!(f, "line {i}").unwrap();
     }
     assert_eq!(
         std::fs::read_to_string(&p).unwrap(),

@@ -9,6 +9,7 @@
 //! 4. otherwise the bytes come through `Cache::read_ahead` on the tokio runtime (verified
 //!    chunks, fetched lazily, sequential prefetch per handle); the FUSE thread is free
 //!    meanwhile and the reply is sent when the bytes arrive.
+//!
 //! A handle re-checks the inode's hash on every read, so a commit through another handle
 //! (or a rename over the file's content) is seen at once. This module never writes.
 

@@ -172,12 +172,9 @@ impl Drop for Mount {
     }
 }
 
+/// A live (not zombie) songfs process.
 pub fn alive(pid: u32) -> bool {
-    // A zombie still answers kill(0); it counts as gone.
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(s) => !s.split(' ').nth(2).is_some_and(|st| st == "Z"),
-        Err(_) => false,
-    }
+    songfs::daemon::process_alive(pid)
 }
 
 pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
