@@ -531,6 +531,114 @@ impl Catalog {
     }
 }
 
+/// Path-based access for the sync, which names files by their path relative to the
+/// mount root ("2026-02-10_song/song_v1.mp3"), identical on every machine.
+impl Catalog {
+    /// The entry at `path` ("" is the root).
+    pub fn resolve(&self, path: &str) -> CatalogResult<Node> {
+        let ix = self.index();
+        let mut cur = ROOT_INO;
+        for part in path.split('/').filter(|p| !p.is_empty()) {
+            cur = *ix.dir(cur)?.get(part).ok_or(CatalogError::NotFound)?;
+        }
+        Ok(ix.nodes[&cur].clone())
+    }
+
+    /// Every file with its path, local-only files excluded (they never leave this
+    /// machine), in path order.
+    pub fn files(&self) -> Vec<(String, Node)> {
+        let ix = self.index();
+        let mut out = Vec::new();
+        let mut stack = vec![(ROOT_INO, String::new())];
+        while let Some((dir, prefix)) = stack.pop() {
+            for (name, ino) in ix.children.get(&dir).into_iter().flatten() {
+                let n = &ix.nodes[ino];
+                let path = if prefix.is_empty() {
+                    name.clone()
+                } else {
+                    format!("{prefix}/{name}")
+                };
+                match n.kind {
+                    Kind::Dir => stack.push((n.ino, path)),
+                    Kind::File if !n.local_only => out.push((path, n.clone())),
+                    Kind::File => {}
+                }
+            }
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    /// Makes `path` a file with this content (a remote change applied by the sync):
+    /// creates missing parent directories, replaces an existing file's content. The
+    /// owner of new entries is the owner of the mount root.
+    pub fn upsert_file(
+        &self,
+        path: &str,
+        hash: &str,
+        size: u64,
+        mtime_ns: i64,
+        mode: u32,
+    ) -> CatalogResult<Node> {
+        let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
+        let Some((name, dirs)) = parts.split_last() else {
+            return Err(CatalogError::InvalidName(path.to_string()));
+        };
+        let root = self.get(ROOT_INO)?;
+        let mut parent = ROOT_INO;
+        for d in dirs {
+            parent = match self.lookup(parent, d) {
+                Ok(n) if n.is_dir() => n.ino,
+                Ok(_) => return Err(CatalogError::NotDir),
+                Err(CatalogError::NotFound) => {
+                    self.create(parent, d, Kind::Dir, 0o755, root.uid, root.gid, None, false)?
+                        .ino
+                }
+                Err(e) => return Err(e),
+            };
+        }
+        let ino = match self.lookup(parent, name) {
+            Ok(n) if n.is_dir() => return Err(CatalogError::IsDir),
+            Ok(n) => n.ino,
+            Err(CatalogError::NotFound) => {
+                self.create(
+                    parent,
+                    name,
+                    Kind::File,
+                    mode,
+                    root.uid,
+                    root.gid,
+                    Some(hash),
+                    false,
+                )?
+                .ino
+            }
+            Err(e) => return Err(e),
+        };
+        self.set_attr(
+            ino,
+            AttrChange {
+                mode: Some(mode),
+                ..AttrChange::default()
+            },
+        )?;
+        self.set_content(ino, Some(hash), size, mtime_ns, false)
+    }
+
+    /// Removes the file at `path` (a remote delete); None if there was none.
+    pub fn remove_file(&self, path: &str) -> CatalogResult<Option<Node>> {
+        let n = match self.resolve(path) {
+            Ok(n) => n,
+            Err(CatalogError::NotFound) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        if n.is_dir() {
+            return Err(CatalogError::IsDir);
+        }
+        self.unlink(n.parent, &n.name).map(Some)
+    }
+}
+
 impl Index {
     fn dir(&self, ino: u64) -> CatalogResult<&BTreeMap<String, u64>> {
         match self.nodes.get(&ino) {
@@ -661,6 +769,53 @@ mod tests {
             c.path_of(c.lookup(d2.ino, "x").unwrap().ino).unwrap(),
             "d1/x"
         );
+    }
+
+    #[test]
+    fn the_sync_applies_remote_files_by_path() {
+        let d = tempfile::tempdir().unwrap();
+        let c = open(d.path());
+        let n = c
+            .upsert_file("2026-02-10_song/stems/v.mp3", "h1", 10, 5, 0o644)
+            .unwrap();
+        assert_eq!(c.path_of(n.ino).unwrap(), "2026-02-10_song/stems/v.mp3");
+        assert_eq!(c.resolve("2026-02-10_song/stems").unwrap().uid, 1000);
+        let n2 = c
+            .upsert_file("2026-02-10_song/stems/v.mp3", "h2", 20, 6, 0o600)
+            .unwrap();
+        assert_eq!(
+            (n2.ino, n2.hash.as_deref(), n2.size, n2.mode),
+            (n.ino, Some("h2"), 20, 0o600)
+        );
+        c.create(
+            ROOT_INO,
+            "songfactory_backup_1.db",
+            Kind::File,
+            0o600,
+            0,
+            0,
+            None,
+            true,
+        )
+        .unwrap();
+        let files = c.files();
+        assert_eq!(files.len(), 1, "local-only files are not listed");
+        assert_eq!(files[0].0, "2026-02-10_song/stems/v.mp3");
+        assert!(matches!(
+            c.upsert_file("2026-02-10_song", "h", 1, 1, 0o644),
+            Err(CatalogError::IsDir)
+        ));
+        assert_eq!(
+            c.remove_file("2026-02-10_song/stems/v.mp3")
+                .unwrap()
+                .unwrap()
+                .ino,
+            n.ino
+        );
+        assert!(c
+            .remove_file("2026-02-10_song/stems/v.mp3")
+            .unwrap()
+            .is_none());
     }
 
     #[test]

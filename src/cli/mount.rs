@@ -66,6 +66,12 @@ pub fn run_mount(a: MountArgs) -> anyhow::Result<()> {
     }
     check_fuse_installed()?;
     let mountpoint = check_mountpoint(&a.mountpoint)?;
+    let mut cfg = cfg;
+    if cfg.mount_point.as_deref() != Some(mountpoint.as_path()) {
+        // The sync writes paths inside the mount relative to where it sits here.
+        cfg.mount_point = Some(mountpoint.clone());
+        cfg.save(&home)?;
+    }
     if a.foreground {
         let opts = DaemonOptions {
             mountpoint,
