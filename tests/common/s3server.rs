@@ -112,7 +112,11 @@ impl S3Server {
     /// Environment for a child process (the `songfs` binary) so the AWS credential
     /// chain finds this server's keys and nothing from the machine's own ~/.aws.
     pub fn env(&self) -> Vec<(String, String)> {
-        let nowhere = self.dir.path().join("no-aws-config");
+        // Empty files (a missing one makes the SDK warn on stderr).
+        let nowhere = self.dir.path().join("empty-aws-config");
+        if !nowhere.exists() {
+            std::fs::write(&nowhere, b"").expect("empty AWS config file");
+        }
         vec![
             ("AWS_ACCESS_KEY_ID".into(), ACCESS_KEY.into()),
             ("AWS_SECRET_ACCESS_KEY".into(), SECRET_KEY.into()),
