@@ -2,9 +2,7 @@
 //! (which also cleans up the dead mount the crash left), every file that was closed
 //! before the kill reads back whole, and its upload finishes.
 
-mod common {
-    pub mod mount;
-}
+mod common;
 
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};

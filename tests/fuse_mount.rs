@@ -1,9 +1,7 @@
 //! `songfs mount`, `unmount` and `status` from the command line: what they refuse and
 //! how they say it, and that a mount comes up in the background and goes away cleanly.
 
-mod common {
-    pub mod mount;
-}
+mod common;
 
 use std::process::Command;
 

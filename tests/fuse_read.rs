@@ -2,9 +2,7 @@
 //! a seek to the end of a cold file, a corrupt blob (EIO, never cached), and the cache
 //! limit holding while files larger than it are read.
 
-mod common {
-    pub mod mount;
-}
+mod common;
 
 use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::FileExt;

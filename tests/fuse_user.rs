@@ -2,9 +2,7 @@
 //! home, writes a file the way the app does (Python: mkstemp in the target folder,
 //! write, close, os.replace over the target) and reads it back.
 
-mod common {
-    pub mod mount;
-}
+mod common;
 
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;

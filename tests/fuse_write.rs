@@ -2,9 +2,7 @@
 //! and truncates against a reference file, `cp -r`, `rsync -a`, `sox` patching a WAV
 //! header, local-only backups, and content surviving a remount.
 
-mod common {
-    pub mod mount;
-}
+mod common;
 
 use std::ffi::CString;
 use std::io::{Read, Seek, SeekFrom, Write};

@@ -33,6 +33,8 @@ pub struct Mount {
     /// Everything of this test lives under here; removed on drop.
     root: tempfile::TempDir,
     extra_args: Vec<String>,
+    /// Environment for every `songfs` run (the S3 server's credentials).
+    env: Vec<(String, String)>,
     pid: Option<u32>,
 }
 
@@ -50,25 +52,27 @@ impl Mount {
         m
     }
 
+    /// init with an S3 store on a test server (`prefix` inside its bucket), then mount.
+    pub fn with_s3(s3: &super::s3server::S3Server, prefix: &str, args: &[&str]) -> Mount {
+        let mut m = Mount::bare(args);
+        m.env = s3.env();
+        m.store = s3.data_dir().join(s3.bucket()).join(prefix);
+        run_ok(m.songfs().args([
+            "init",
+            "--store",
+            &s3.url(prefix),
+            "--s3-endpoint",
+            &s3.endpoint(),
+            "--device-name",
+            "test",
+        ]));
+        m.mount();
+        m
+    }
+
     /// A home set up (`songfs init`) but not mounted yet.
     pub fn init_only(args: &[&str]) -> Mount {
-        let root = tempfile::Builder::new()
-            .prefix("songfs-mount-test-")
-            .tempdir()
-            .expect("temp dir");
-        let home = root.path().join("home");
-        let store = root.path().join("store");
-        let dir = root.path().join("mnt");
-        std::fs::create_dir_all(&store).unwrap();
-        std::fs::create_dir_all(&dir).unwrap();
-        let m = Mount {
-            home,
-            store,
-            dir,
-            root,
-            extra_args: args.iter().map(|s| s.to_string()).collect(),
-            pid: None,
-        };
+        let m = Mount::bare(args);
         run_ok(m.songfs().args([
             "init",
             "--store",
@@ -79,6 +83,27 @@ impl Mount {
         m
     }
 
+    fn bare(args: &[&str]) -> Mount {
+        let root = tempfile::Builder::new()
+            .prefix("songfs-mount-test-")
+            .tempdir()
+            .expect("temp dir");
+        let home = root.path().join("home");
+        let store = root.path().join("store");
+        let dir = root.path().join("mnt");
+        std::fs::create_dir_all(&store).unwrap();
+        std::fs::create_dir_all(&dir).unwrap();
+        Mount {
+            home,
+            store,
+            dir,
+            root,
+            extra_args: args.iter().map(|s| s.to_string()).collect(),
+            env: Vec::new(),
+            pid: None,
+        }
+    }
+
     pub fn root(&self) -> &Path {
         self.root.path()
     }
@@ -87,7 +112,8 @@ impl Mount {
     pub fn songfs(&self) -> Command {
         let mut c = Command::new(songfs_bin());
         c.env("SONGFS_HOME", &self.home)
-            .env("RUST_LOG", "songfs=debug,warn");
+            .env("RUST_LOG", "songfs=debug,warn")
+            .envs(self.env.iter().map(|(k, v)| (k, v)));
         c
     }
 
@@ -143,7 +169,8 @@ impl Mount {
         })
     }
 
-    /// Where the folder store keeps a blob.
+    /// Where the store keeps a blob on disk (the folder store, or the S3 server's data
+    /// folder).
     pub fn store_blob(&self, hash: &str) -> PathBuf {
         self.store.join("blobs/sha256").join(&hash[..2]).join(hash)
     }
