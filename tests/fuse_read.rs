@@ -27,7 +27,9 @@ fn empty_cache(m: &mut Mount) {
 }
 
 fn cache_bytes(m: &Mount) -> u64 {
-    m.status()["daemon"]["cache_bytes"].as_u64().unwrap_or(0)
+    m.fresh_status()["daemon"]["cache_bytes"]
+        .as_u64()
+        .expect("status has cache_bytes")
 }
 
 #[test]

@@ -155,6 +155,22 @@ impl Mount {
         serde_json::from_slice(&out.stdout).expect("status --json is JSON")
     }
 
+    /// A status the daemon wrote after this call began (it refreshes it every second),
+    /// so a check cannot pass on numbers from before the action it checks.
+    pub fn fresh_status(&self) -> serde_json::Value {
+        let since = chrono::Utc::now();
+        let mut last = serde_json::Value::Null;
+        let fresh = wait_until(Duration::from_secs(10), || {
+            last = self.status();
+            last["daemon"]["updated_at"]
+                .as_str()
+                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                .is_some_and(|t| t > since)
+        });
+        assert!(fresh, "the daemon stopped refreshing its status: {last}");
+        last
+    }
+
     /// Waits until the daemon reports no pending uploads in a status written after
     /// this call began (the status file is refreshed every second).
     pub fn wait_uploads(&self, timeout: Duration) -> bool {
