@@ -68,3 +68,28 @@ fn mount_runs_in_the_background_status_reports_it_and_unmount_stops_it() {
         "unmount drained the uploads"
     );
 }
+
+#[test]
+fn sigterm_unmounts_cleanly_after_draining_uploads() {
+    let mut m = Mount::new();
+    let data = common::mount::bytes(77, 400_000);
+    std::fs::write(m.path("late.mp3"), &data).unwrap();
+    let pid = m.pid().unwrap();
+    // SAFETY: kill(2) of the daemon this test started, by PID.
+    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    assert!(
+        common::mount::wait_until(std::time::Duration::from_secs(30), || {
+            !common::mount::alive(pid)
+        }),
+        "the daemon ignored SIGTERM"
+    );
+    m.forget_daemon();
+    // Unmounted, not dead: the folder is the empty directory again.
+    assert_eq!(std::fs::read_dir(&m.dir).unwrap().count(), 0);
+    assert_eq!(
+        std::fs::read(m.store_blob(&common::mount::sha256_hex(&data))).unwrap(),
+        data,
+        "the upload was drained before exit"
+    );
+    assert!(!m.home.join("daemon.pid").exists());
+}

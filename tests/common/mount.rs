@@ -138,6 +138,16 @@ impl Mount {
         }
     }
 
+    /// The daemon's PID while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.pid
+    }
+
+    /// Forgets the daemon after the test stopped it some other way.
+    pub fn forget_daemon(&mut self) {
+        self.pid = None;
+    }
+
     /// kill -9 of the daemon: the mount is left dead (ENOTCONN) like after a crash.
     pub fn kill9(&mut self) {
         let pid = self.pid.take().expect("daemon running");
