@@ -180,6 +180,7 @@ pub fn run(home: &Home, cfg: &Config, opts: DaemonOptions) -> anyhow::Result<()>
             cache.clone(),
             FsOptions {
                 local_dir: local_dir(home),
+                rescue_dir: home.root.join("lost+found"),
                 local_only_patterns: patterns,
             },
         )

@@ -1,6 +1,7 @@
 //! kill -9 of the daemon while files are being copied in and uploaded: after the remount
 //! (which also cleans up the dead mount the crash left), every file that was closed
-//! before the kill reads back whole, and its upload finishes.
+//! before the kill reads back whole, and its upload finishes; the bytes of the file
+//! still open are saved to `$SONGFS_HOME/lost+found`.
 
 mod common;
 
@@ -65,9 +66,24 @@ fn kill_9_during_a_copy_loses_no_closed_file_and_pending_uploads_finish() {
             "{name} in the store"
         );
     }
-    // The half-written file is either absent or whatever its last commit held: never
-    // a torn mix. It had no commit (never closed), so it is empty.
-    if let Ok(meta) = std::fs::metadata(m.path("album/in-progress.wav")) {
-        assert_eq!(meta.len(), 0);
-    }
+    // The half-written file keeps its last committed content (it was never closed:
+    // empty), never a torn mix; the bytes written before the kill are saved aside.
+    assert_eq!(
+        std::fs::metadata(m.path("album/in-progress.wav"))
+            .unwrap()
+            .len(),
+        0
+    );
+    let rescued: Vec<_> = std::fs::read_dir(m.home.join("lost+found"))
+        .expect("lost+found exists after a crash with uncommitted bytes")
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(rescued.len(), 1, "{rescued:?}");
+    let saved = std::fs::read(&rescued[0]).unwrap();
+    let chunk = bytes(999, 256 * 1024);
+    assert!(!saved.is_empty());
+    assert!(
+        saved.chunks(chunk.len()).all(|c| c == &chunk[..c.len()]),
+        "rescued bytes are what was written"
+    );
 }

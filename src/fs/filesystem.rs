@@ -39,6 +39,8 @@ pub const EMPTY_HASH: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca4
 pub struct FsOptions {
     /// Where local-only files keep their bytes (`$SONGFS_HOME/local`).
     pub local_dir: PathBuf,
+    /// Where uncommitted bytes left by a crash are saved (`$SONGFS_HOME/lost+found`).
+    pub rescue_dir: PathBuf,
     /// Glob patterns of file names that never reach the store.
     pub local_only_patterns: Vec<glob::Pattern>,
 }
@@ -104,7 +106,7 @@ fn ebadf() -> FsError {
 impl SongFs {
     pub fn new(catalog: Arc<Catalog>, cache: Arc<Cache>, opts: FsOptions) -> FsResult<SongFs> {
         std::fs::create_dir_all(&opts.local_dir)?;
-        super::staging::remove_leftovers(&cache.staging_dir());
+        super::staging::rescue_leftovers(&cache.staging_dir(), &opts.rescue_dir);
         Ok(SongFs {
             catalog,
             cache,
@@ -649,7 +651,8 @@ impl SongFs {
         let inos: Vec<u64> = lock(&self.staged).keys().copied().collect();
         for ino in inos {
             if let Err(e) = self.commit(ino) {
-                tracing::error!(ino, error = %e, "could not commit a file at unmount; its bytes stay in the staging folder");
+                let kept = self.staged_of(ino).and_then(|st| lock(&st).keep());
+                tracing::error!(ino, error = %e, staged = ?kept, "could not commit a file at unmount; its bytes are saved to lost+found at the next mount");
             }
         }
     }

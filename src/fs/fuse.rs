@@ -133,6 +133,8 @@ impl fuser::Filesystem for FuseAdapter {
             .add_capabilities(InitFlags::FUSE_DO_READDIRPLUS | InitFlags::FUSE_READDIRPLUS_AUTO);
         let _ = config.add_capabilities(InitFlags::FUSE_PARALLEL_DIROPS);
         let _ = config.set_max_write(MAX_IO);
+        // Cache misses are answered asynchronously: let the kernel keep more in flight.
+        let _ = config.set_max_background(64);
         if let Err(nearest) = config.set_max_readahead(MAX_IO) {
             let _ = config.set_max_readahead(nearest);
         }

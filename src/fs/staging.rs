@@ -203,17 +203,44 @@ pub fn pread(f: &File, offset: u64, len: u32, size: u64) -> std::io::Result<Vec<
     Ok(buf)
 }
 
-/// Removes staging files a crashed daemon left behind (their bytes were never
-/// committed: the file they belonged to was never closed).
-pub fn remove_leftovers(dir: &Path) {
+/// Moves staging files a crashed daemon left behind (bytes of files that were never
+/// closed, or whose commit failed at unmount) into `rescue`, so nothing written is
+/// deleted without the user seeing it.
+pub fn rescue_leftovers(dir: &Path, rescue: &Path) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
     for e in entries.flatten() {
-        if e.file_name().to_string_lossy().starts_with(STAGING_PREFIX) {
-            tracing::info!(path = %e.path().display(), "removing a staging file left by a crash");
-            let _ = std::fs::remove_file(e.path());
+        if !e.file_name().to_string_lossy().starts_with(STAGING_PREFIX) {
+            continue;
         }
+        let from = e.path();
+        let to = rescue.join(e.file_name());
+        let moved = std::fs::create_dir_all(rescue).and_then(|_| {
+            std::fs::rename(&from, &to).or_else(|_| {
+                std::fs::copy(&from, &to)?;
+                std::fs::remove_file(&from)
+            })
+        });
+        match moved {
+            Ok(()) => tracing::warn!(
+                file = %to.display(),
+                "uncommitted bytes of a file that was not closed before songfs stopped were saved here"
+            ),
+            Err(err) => {
+                tracing::error!(file = %from.display(), error = %err, "cannot move leftover staging file")
+            }
+        }
+    }
+}
+
+impl Staged {
+    /// Detaches the staging file without deleting it (its commit failed at unmount;
+    /// the next start rescues it).
+    pub fn keep(&mut self) -> Option<PathBuf> {
+        self.hasher = None;
+        self.dirty = false;
+        self.file.take().map(|(_, p)| p)
     }
 }
 
