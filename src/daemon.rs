@@ -141,6 +141,12 @@ pub fn run(home: &Home, cfg: &Config, opts: DaemonOptions) -> anyhow::Result<()>
 
     std::fs::create_dir_all(home.cache_dir())
         .with_context(|| format!("cannot create {}", home.cache_dir().display()))?;
+    // The cache empties its staging folder when it opens: first save what a crash left
+    // there (bytes of files never closed) to lost+found.
+    crate::fs::staging::rescue_leftovers(
+        &home.cache_dir().join("staging"),
+        &home.root.join("lost+found"),
+    );
     let cache = {
         let _enter = rt.enter();
         Cache::open(
