@@ -161,3 +161,187 @@ fn track_numbers(state: &MergeState, rules: &Rules) -> Vec<Fix> {
     }
     fixes
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sync::merge::{Change, Event};
+    use serde_json::json;
+
+    fn hlc(wall_ms: u64, device: &str) -> Hlc {
+        Hlc {
+            wall_ms,
+            counter: 0,
+            device: device.into(),
+        }
+    }
+
+    fn create(state: &mut MergeState, row: &RowId, at: u64, fields: &[(&str, Value)]) {
+        let clock = hlc(at, "a");
+        state.apply(&Change {
+            row: row.clone(),
+            event: Event::Live {
+                clock: clock.clone(),
+            },
+        });
+        for (column, value) in fields {
+            set(state, row, column, value.clone(), clock.clone());
+        }
+    }
+
+    fn set(state: &mut MergeState, row: &RowId, column: &str, value: Value, clock: Hlc) {
+        let replaces = state
+            .rows
+            .get(row)
+            .map(|r| r.frontier(column))
+            .unwrap_or_default();
+        state.apply(&Change {
+            row: row.clone(),
+            event: Event::Set {
+                column: column.into(),
+                value,
+                clock,
+                replaces,
+            },
+        });
+    }
+
+    fn defaults(rows: &BTreeMap<RowId, Row>) -> Vec<&str> {
+        rows.iter()
+            .filter(|(id, row)| id.table == "artists" && truthy(&row["is_default"]))
+            .map(|(id, _)| id.gid.as_str())
+            .collect()
+    }
+
+    #[test]
+    fn the_most_recently_made_default_artist_stays_the_only_default() {
+        let rules = Rules::default();
+        let mut state = MergeState::default();
+        let (x, y, z) = (
+            RowId::new("artists", "x"),
+            RowId::new("artists", "y"),
+            RowId::new("artists", "z"),
+        );
+        create(&mut state, &x, 1, &[("is_default", json!(1))]);
+        create(&mut state, &y, 2, &[("is_default", json!(0))]);
+        create(&mut state, &z, 3, &[("is_default", json!(0))]);
+        // Two devices each made another artist the default without seeing each other.
+        set(&mut state, &y, "is_default", json!(1), hlc(10, "b"));
+        set(&mut state, &z, "is_default", json!(1), hlc(11, "c"));
+        set(&mut state, &x, "is_default", json!(0), hlc(11, "c"));
+        let rows = resolve_all(&state, &rules);
+        assert_eq!(defaults(&rows), ["z"]);
+        let fixes = corrections(&state, &rules);
+        assert_eq!(fixes.len(), 1);
+        assert_eq!(
+            (fixes[0].row.gid.as_str(), &fixes[0].value),
+            ("y", &json!(0))
+        );
+    }
+
+    #[test]
+    fn with_no_default_the_oldest_alive_artist_becomes_it() {
+        let rules = Rules::default();
+        let mut state = MergeState::default();
+        let (x, y, z) = (
+            RowId::new("artists", "x"),
+            RowId::new("artists", "y"),
+            RowId::new("artists", "z"),
+        );
+        create(&mut state, &y, 2, &[("is_default", json!(0))]);
+        create(&mut state, &x, 1, &[("is_default", json!(1))]);
+        create(&mut state, &z, 3, &[("is_default", json!(0))]);
+        state.apply(&Change {
+            row: x.clone(),
+            event: Event::Delete {
+                clock: hlc(5, "b"),
+                cascade_of: None,
+            },
+        });
+        assert_eq!(defaults(&resolve_all(&state, &rules)), ["y"]);
+    }
+
+    #[test]
+    fn one_consistent_default_needs_no_fix() {
+        let mut state = MergeState::default();
+        create(
+            &mut state,
+            &RowId::new("artists", "x"),
+            1,
+            &[("is_default", json!(1))],
+        );
+        create(
+            &mut state,
+            &RowId::new("artists", "y"),
+            2,
+            &[("name", json!("Y"))],
+        );
+        assert!(corrections(&state, &Rules::default()).is_empty());
+    }
+
+    #[test]
+    fn tracks_of_each_project_are_renumbered_one_to_n() {
+        let rules = Rules::default();
+        let mut state = MergeState::default();
+        let p = json!({"$ref": "cd_projects/p"});
+        let q = json!({"$ref": "cd_projects/q"});
+        let track = |gid: &str| RowId::new("cd_tracks", gid);
+        create(
+            &mut state,
+            &track("t1"),
+            1,
+            &[("project_id", p.clone()), ("track_number", json!(1))],
+        );
+        create(
+            &mut state,
+            &track("t2"),
+            2,
+            &[("project_id", p.clone()), ("track_number", json!(2))],
+        );
+        // Two devices each appended a track as number 3.
+        create(
+            &mut state,
+            &track("t3"),
+            5,
+            &[("project_id", p.clone()), ("track_number", json!(3))],
+        );
+        create(
+            &mut state,
+            &track("t4"),
+            4,
+            &[("project_id", p.clone()), ("track_number", json!(3))],
+        );
+        // A deleted track leaves a gap; another project is numbered on its own.
+        create(
+            &mut state,
+            &track("t0"),
+            1,
+            &[("project_id", p.clone()), ("track_number", json!(0))],
+        );
+        state.apply(&Change {
+            row: track("t0"),
+            event: Event::Delete {
+                clock: hlc(6, "a"),
+                cascade_of: None,
+            },
+        });
+        create(
+            &mut state,
+            &track("u1"),
+            1,
+            &[("project_id", q.clone()), ("track_number", json!(7))],
+        );
+        let rows = resolve_all(&state, &rules);
+        let number = |gid: &str| rows[&track(gid)]["track_number"].clone();
+        assert_eq!(number("t1"), json!(1));
+        assert_eq!(number("t2"), json!(2));
+        assert_eq!(
+            number("t4"),
+            json!(3),
+            "the earlier number 3 keeps its place"
+        );
+        assert_eq!(number("t3"), json!(4));
+        assert_eq!(number("u1"), json!(1));
+        assert!(!rows.contains_key(&track("t0")));
+    }
+}
