@@ -1,1 +1,5 @@
 //! (to be written)
+
+pub mod clock;
+pub mod invariants;
+pub mod merge;
