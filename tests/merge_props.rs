@@ -466,6 +466,15 @@ fn check_rules(world: &World) -> Result<(), TestCaseError> {
                 row,
                 column
             );
+            prop_assert_eq!(
+                row_state
+                    .field(rules, &row.table, column)
+                    .map(|(clock, _)| clock),
+                expected.as_ref().map(|(id, _)| clock_of(world, *id)),
+                "winning clock of {}.{}",
+                row,
+                column
+            );
             // An edit made after its author saw every other edit of the field always wins.
             if let Some(ids) = world.field_sets.get(&(row.clone(), column.to_string())) {
                 if let Some(last) = ids
@@ -494,6 +503,22 @@ fn check_invariants(world: &World) -> Result<(), TestCaseError> {
             .filter(|r| is_one(r.get("is_default")))
             .count();
         prop_assert_eq!(defaults, 1, "exactly one default artist: {:?}", artists);
+        // The one kept is the most recent "make default" among the merged values, if any is default.
+        let most_recent_default = rows
+            .keys()
+            .filter(|id| id.table == "artists")
+            .filter_map(|id| {
+                let (version, value) = expected_value(world, id, "is_default")?;
+                (value == json!(1)).then(|| (clock_of(world, version), id))
+            })
+            .max();
+        if let Some((_, id)) = most_recent_default {
+            prop_assert!(
+                is_one(rows[id].get("is_default")),
+                "{} must stay the default",
+                id
+            );
+        }
     }
     let mut numbers: Vec<i64> = rows
         .iter()

@@ -850,6 +850,45 @@ mod tests {
     }
 
     #[test]
+    fn a_child_stays_dead_when_its_parent_came_back_and_was_deleted_again() {
+        let project = RowId::new("cd_projects", "p");
+        let track = RowId::new("cd_tracks", "t");
+        let mut state = MergeState::default();
+        for row in [&project, &track] {
+            state.apply(&change(row, Event::Live { clock: hlc(1, "a") }));
+        }
+        state.apply(&change(
+            &project,
+            Event::Delete {
+                clock: hlc(5, "a"),
+                cascade_of: None,
+            },
+        ));
+        state.apply(&change(
+            &track,
+            Event::Delete {
+                clock: hlc(5, "a"),
+                cascade_of: Some(project.clone()),
+            },
+        ));
+        state.apply(&change(
+            &project,
+            set("name", json!("n"), &hlc(7, "b"), &[]),
+        ));
+        assert!(state.is_alive(&track));
+        // Deleted again by a device that did not hold the track (so no new cascade event for it).
+        state.apply(&change(
+            &project,
+            Event::Delete {
+                clock: hlc(9, "c"),
+                cascade_of: None,
+            },
+        ));
+        assert!(!state.is_alive(&project));
+        assert!(!state.is_alive(&track));
+    }
+
+    #[test]
     fn a_child_stays_dead_while_any_cascading_parent_is_dead() {
         let song = RowId::new("songs", "s");
         let tag = RowId::new("tags", "t");
