@@ -91,7 +91,7 @@ fn an_edit_made_after_seeing_another_wins_even_with_an_older_wall_clock() {
             "second, after seeing first"
         );
     }
-    assert!(a.conflicts().is_empty() && b.conflicts().is_empty());
+    assert!(a.conflicts().is_empty() && b.conflicts().is_empty(), "{:?} {:?}", a.conflicts(), b.conflicts());
 }
 
 #[test]

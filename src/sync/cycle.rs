@@ -841,8 +841,12 @@ fn field_conflicts(m: &MergeState, rules: &Rules, rows: &BTreeSet<RowId>) -> Vec
     for r in rows {
         if let Some(s) = m.rows.get(r) {
             for c in s.conflicts(rules, &r.table) {
-                // Two devices that hold the same value (the seeded rows) do not conflict.
-                if c.kept != c.lost {
+                // Two devices that hold the same value (the seeded rows) do not conflict,
+                // nor do the install times of two copies of a seeded row.
+                let seeded_stamp = c.kept_clock.wall_ms == 0
+                    && c.lost_clock.wall_ms == 0
+                    && (c.column == "created_at" || c.column == "updated_at");
+                if c.kept != c.lost && !seeded_stamp {
                     out.push((r.clone(), c.column, c.kept, c.kept_clock, c.lost, c.lost_clock));
                 }
             }
