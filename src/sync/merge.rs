@@ -6,9 +6,10 @@
 //! Must never: drop a version that could still win, or depend on arrival order.
 //!
 //! # Fields: last writer wins, with concurrent versions kept
-//! Every edit of one field is an [`Event::Set`] with an [`Hlc`] and `replaces`: the versions of that
-//! field the writer held when it wrote (its frontier). A version is *superseded* when it is causally
-//! before some version received:
+//! Every edit of one field is an [`Event::Set`] with an [`Hlc`] and `replaces`: the field's causal past
+//! as the writer knew it ([`RowState::frontier`]: per device that wrote the field, its version the
+//! writer held, or the newest of its clocks the writer knew superseded — a version vector). A version is
+//! *superseded* when it is causally before some version received:
 //! - it is listed in some received event's `replaces`, or
 //! - a later Set of the same field from the same device was received (a device writes a field only
 //!   after applying its own previous write, so its previous write — or whatever superseded it — is in
@@ -17,7 +18,10 @@
 //! Because one device's writes of one field are causally chained, "superseded" is a version vector:
 //! per device, the greatest clock known to be superseded. A field therefore keeps, per device, only its
 //! newest version (value dropped once superseded, clock kept) and the greatest superseded clock: state is
-//! bounded by the number of devices, and an old version arriving late stays superseded.
+//! bounded by the number of devices, and an old version arriving late stays superseded. Because each
+//! Set carries its writer's whole version vector for the field, a device that got a Set but not the
+//! logs in between still knows everything that Set superseded: its frontier is exactly the causal one
+//! at every moment, not only once every log arrived.
 //!
 //! The *frontier* of a field is its non-superseded versions: a value plus every concurrent value not yet
 //! replaced. The resolved value, among the frontier:
@@ -392,8 +396,33 @@ impl RowState {
         }
     }
 
-    /// Clocks a new local Set of `column` replaces (the current frontier of that field), in clock order.
+    /// Clocks a new local Set of `column` replaces: the field's causal past as one clock per device
+    /// that wrote it — that device's non-superseded version, or else the newest of its clocks known to
+    /// be superseded. Listing the superseded ones too means a receiver that has not yet got the logs in
+    /// between still knows them superseded, so an old version never resurfaces. In clock order.
     pub fn frontier(&self, column: &str) -> Vec<Hlc> {
+        let Some(field) = self.fields.get(column) else {
+            return Vec::new();
+        };
+        let mut past: BTreeMap<&str, &Hlc> = field
+            .superseded
+            .iter()
+            .map(|(device, clock)| (device.as_str(), clock))
+            .collect();
+        for (device, version) in &field.newest {
+            let clock = past.entry(device.as_str()).or_insert(&version.clock);
+            if version.clock > **clock {
+                *clock = &version.clock;
+            }
+        }
+        let mut clocks: Vec<Hlc> = past.into_values().cloned().collect();
+        clocks.sort();
+        clocks
+    }
+
+    /// The non-superseded versions of `column`, in clock order: more than one while concurrent edits
+    /// are not yet resolved by a later edit.
+    pub fn concurrent(&self, column: &str) -> Vec<Hlc> {
         self.fields
             .get(column)
             .map(|field| field.frontier().map(|(clock, _)| clock.clone()).collect())
@@ -665,9 +694,37 @@ mod tests {
             for i in order {
                 row.apply(&events[i]);
             }
-            assert_eq!(row.frontier("title"), vec![c.clone()], "order {order:?}");
+            assert_eq!(row.concurrent("title"), vec![c.clone()], "order {order:?}");
             assert_eq!(row.fields(&Rules::default(), "songs")["title"], json!("C"));
         }
+    }
+
+    #[test]
+    fn an_old_version_never_resurfaces_while_a_log_in_between_is_missing() {
+        // Device a writes A; b, having A, writes B; c, having both, writes C.
+        let mut on_b = RowState::default();
+        let a = set("title", json!("A"), &hlc(1, "a"), &[]);
+        on_b.apply(&a);
+        let b = Event::Set {
+            column: "title".into(),
+            value: json!("B"),
+            clock: hlc(2, "b"),
+            replaces: on_b.frontier("title"),
+        };
+        let mut on_c = on_b.clone();
+        on_c.apply(&b);
+        let c = Event::Set {
+            column: "title".into(),
+            value: json!("C"),
+            clock: hlc(3, "c"),
+            replaces: on_c.frontier("title"),
+        };
+        // Device d gets a's and c's logs, not yet b's.
+        let mut on_d = RowState::default();
+        on_d.apply(&c);
+        on_d.apply(&a);
+        assert_eq!(on_d.concurrent("title"), vec![hlc(3, "c")]);
+        assert_eq!(on_c.frontier("title"), vec![hlc(1, "a"), hlc(2, "b")]);
     }
 
     #[test]
@@ -676,7 +733,7 @@ mod tests {
         // The earlier write reached the writer only through the later one: no `replaces` needed.
         row.apply(&set("status", json!("completed"), &hlc(9, "a"), &[]));
         row.apply(&set("status", json!("submitted"), &hlc(5, "a"), &[]));
-        assert_eq!(row.frontier("status"), vec![hlc(9, "a")]);
+        assert_eq!(row.concurrent("status"), vec![hlc(9, "a")]);
     }
 
     #[test]
@@ -739,7 +796,7 @@ mod tests {
         let mut row = RowState::default();
         row.apply(&set("title", json!("x"), &hlc(5, "a"), &[&hlc(9, "b")]));
         row.apply(&set("title", json!("y"), &hlc(9, "b"), &[]));
-        assert_eq!(row.frontier("title"), vec![hlc(5, "a"), hlc(9, "b")]);
+        assert_eq!(row.concurrent("title"), vec![hlc(5, "a"), hlc(9, "b")]);
     }
 
     fn change(row: &RowId, event: Event) -> Change {
