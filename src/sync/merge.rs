@@ -446,7 +446,8 @@ impl RowState {
         self.fields.get(column)?.winner(rules.ladder(table, column))
     }
 
-    /// Concurrent versions that lost (for the conflicts log): every frontier version but the winner.
+    /// Concurrent versions that lost (for the conflicts log): every non-superseded version but the
+    /// winner, except those holding the winner's value (two devices that agree do not conflict).
     pub fn conflicts(&self, rules: &Rules, table: &str) -> Vec<FieldConflict> {
         let mut conflicts = Vec::new();
         for (column, field) in &self.fields {
@@ -454,7 +455,7 @@ impl RowState {
                 continue;
             };
             for (lost_clock, lost) in field.frontier() {
-                if lost_clock != kept_clock {
+                if lost_clock != kept_clock && lost != kept {
                     conflicts.push(FieldConflict {
                         column: column.clone(),
                         kept: kept.clone(),
@@ -648,6 +649,15 @@ mod tests {
         assert_eq!(conflicts.len(), 1);
         assert_eq!(conflicts[0].lost, json!("queued"));
         assert_eq!(conflicts[0].kept, json!("completed"));
+    }
+
+    #[test]
+    fn concurrent_equal_values_are_not_conflicts() {
+        let mut row = RowState::default();
+        row.apply(&set("title", json!("same"), &hlc(5, "a"), &[]));
+        row.apply(&set("title", json!("same"), &hlc(6, "b"), &[]));
+        assert_eq!(row.concurrent("title").len(), 2);
+        assert!(row.conflicts(&Rules::default(), "songs").is_empty());
     }
 
     #[test]
