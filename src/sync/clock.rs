@@ -88,6 +88,14 @@ impl Clock {
         &self.last
     }
 
+    /// How many milliseconds this clock runs ahead of the wall time `now_ms` (0 if not ahead).
+    /// A device whose wall clock is far in the future drags every clock that observes it forward:
+    /// order stays causal, but the wall times in the logs stop meaning anything, so callers warn
+    /// when this grows large.
+    pub fn ahead_of(&self, now_ms: u64) -> u64 {
+        self.last.wall_ms.saturating_sub(now_ms)
+    }
+
     /// The device this clock issues values for.
     pub fn device(&self) -> &str {
         &self.device
@@ -127,6 +135,20 @@ mod tests {
         let reply = behind.tick(0);
         assert!(reply > seen, "{reply} must order after {seen}");
         assert_eq!(reply.device, "behind");
+    }
+
+    #[test]
+    fn reports_how_far_a_remote_clock_dragged_it_ahead() {
+        let mut clock = Clock::new("a", None);
+        clock.tick(1_000);
+        assert_eq!(clock.ahead_of(1_000), 0);
+        clock.observe(&Hlc {
+            wall_ms: 61_000,
+            counter: 0,
+            device: "future".into(),
+        });
+        assert_eq!(clock.ahead_of(1_000), 60_000);
+        assert_eq!(clock.ahead_of(100_000), 0);
     }
 
     #[test]
