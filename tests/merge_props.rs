@@ -343,15 +343,12 @@ fn clock_of(world: &World, id: usize) -> &Hlc {
 
 /// The field's value per the rules: among the versions no other version has in its causal past,
 /// the highest rung if all are on the ladder, else the highest clock.
-fn expected_value(
-    world: &World,
-    known: Known,
-    row: &RowId,
-    column: &str,
-) -> Option<(usize, Value)> {
-    let ids: Vec<usize> = world
-        .field_sets
-        .get(&(row.clone(), column.to_string()))?
+/// The field's versions that no known version has in its causal past.
+fn expected_frontier(world: &World, known: Known, row: &RowId, column: &str) -> Vec<usize> {
+    let Some(all) = world.field_sets.get(&(row.clone(), column.to_string())) else {
+        return Vec::new();
+    };
+    let ids: Vec<usize> = all
         .iter()
         .copied()
         .filter(|id| is_known(known, *id))
@@ -360,9 +357,19 @@ fn expected_value(
         .iter()
         .flat_map(|w| world.events[*w].past.iter().copied())
         .collect();
-    let frontier: Vec<(usize, &Value)> = ids
-        .iter()
+    ids.into_iter()
         .filter(|id| !dominated.contains(id))
+        .collect()
+}
+
+fn expected_value(
+    world: &World,
+    known: Known,
+    row: &RowId,
+    column: &str,
+) -> Option<(usize, Value)> {
+    let frontier: Vec<(usize, &Value)> = expected_frontier(world, known, row, column)
+        .iter()
         .map(|id| match &world.events[*id].change.event {
             Event::Set { value, .. } => (*id, value),
             _ => unreachable!("field_sets holds Sets only"),
@@ -507,6 +514,21 @@ fn check_rules(world: &World, device: usize, known: Known) -> Result<(), TestCas
                 "winning clock of {}.{}",
                 row,
                 column
+            );
+            // Exactly the causally concurrent versions are kept: none lost, none resurfacing.
+            let mut frontier: Vec<&Hlc> = expected_frontier(world, known, &row, column)
+                .into_iter()
+                .map(|id| clock_of(world, id))
+                .collect();
+            frontier.sort();
+            let kept = row_state.concurrent(column);
+            prop_assert_eq!(
+                kept.iter().collect::<Vec<_>>(),
+                frontier,
+                "concurrent versions of {}.{} on device {}",
+                row,
+                column,
+                device
             );
             // An edit made after its author saw every other edit of the field always wins.
             if known.is_some() {
