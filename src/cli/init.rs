@@ -80,6 +80,7 @@ pub fn run(a: InitArgs) -> anyhow::Result<()> {
     let rt = super::runtime()?;
     rt.block_on(crate::store::format::ensure(&cfg))?;
     cfg.save(&home)?;
+    crate::sync::snapshot_on_init(&cfg, &home)?;
     eprintln!(
         "songfs: device {} ({}) set up with store {}",
         cfg.device_name, cfg.device_id, cfg.store.url

@@ -1,12 +1,22 @@
-//! `songfs sync`, `songfs conflicts`. (Owned by the sync work; stub.)
+//! `songfs sync [--json] [--accept-restore]`: one sync cycle of the app database;
+//! `songfs conflicts [--json]`: what the sync resolved on its own, newest first.
 
+use anyhow::Context;
 use clap::Args;
+
+use crate::config::{Config, Home};
+use crate::sync::conflicts;
+use crate::sync::cycle::{self, Options};
 
 #[derive(Args)]
 pub struct SyncArgs {
     /// Machine-readable summary (the app's "Sync Now" button reads it).
     #[arg(long)]
     pub json: bool,
+    /// The database was restored from a backup on purpose: send its contents to the
+    /// other devices as new edits (without this, songfs refuses to sync a restored database).
+    #[arg(long)]
+    pub accept_restore: bool,
 }
 
 #[derive(Args)]
@@ -15,9 +25,65 @@ pub struct ConflictsArgs {
     pub json: bool,
 }
 
-pub fn run_sync(_a: SyncArgs) -> anyhow::Result<()> {
-    anyhow::bail!("songfs sync is not built yet")
+pub fn run_sync(a: SyncArgs) -> anyhow::Result<()> {
+    let home = Home::from_env();
+    let cfg = Config::load(&home)?;
+    let rt = super::runtime()?;
+    let store = rt
+        .block_on(crate::store::open(&cfg.store))
+        .with_context(|| format!("cannot open the store {}", cfg.store.url))?;
+    let opts = Options {
+        accept_restore: a.accept_restore,
+    };
+    let handle = rt.handle().clone();
+    let summary = cycle::run(&cfg, &home, store, &handle, opts).context("sync failed")?;
+    if a.json {
+        println!("{}", serde_json::to_string(&summary)?);
+    } else {
+        println!("{}", summary.human());
+    }
+    if !summary.errors.is_empty() {
+        anyhow::bail!(
+            "{} change log(s) could not be applied (the others were): {}",
+            summary.errors.len(),
+            summary.errors.join("; ")
+        );
+    }
+    Ok(())
 }
-pub fn run_conflicts(_a: ConflictsArgs) -> anyhow::Result<()> {
-    anyhow::bail!("songfs conflicts is not built yet")
+
+pub fn run_conflicts(a: ConflictsArgs) -> anyhow::Result<()> {
+    let home = Home::from_env();
+    let cfg = Config::load(&home)?;
+    let path = cfg.conflicts_log_path();
+    let (records, skipped) = conflicts::read_newest_first(&path)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    if skipped > 0 {
+        tracing::warn!(skipped, path = %path.display(), "lines that are not conflict records were skipped");
+    }
+    if a.json {
+        println!("{}", serde_json::to_string(&records)?);
+        return Ok(());
+    }
+    if records.is_empty() {
+        println!("No conflicts.");
+        return Ok(());
+    }
+    for r in records {
+        let col = r.column.as_deref().map(|c| format!(".{c}")).unwrap_or_default();
+        println!(
+            "{}  {:<9} {}/{}{}  kept {}{}  lost {}{}\n    {}",
+            r.at,
+            r.kind,
+            r.table,
+            r.row,
+            col,
+            r.kept,
+            r.kept_by.map(|d| format!(" (from {d})")).unwrap_or_default(),
+            r.lost,
+            r.lost_by.map(|d| format!(" (from {d})")).unwrap_or_default(),
+            r.why
+        );
+    }
+    Ok(())
 }

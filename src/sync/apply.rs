@@ -1,0 +1,502 @@
+//! Apply: write the merged state of some rows into the app database.
+//!
+//! Two steps, so a crash never turns applied remote changes into "local edits":
+//! 1. [`plan`] turns resolved rows into intents (local values, local key) that the
+//!    cycle stores in `state.db` in the same transaction as the merged state.
+//! 2. [`execute`] writes the intents into the app database in ONE short
+//!    `BEGIN IMMEDIATE` transaction, then, in one `state.db` transaction, moves them into
+//!    the shadow and clears them. After a crash between the two commits, `execute` runs
+//!    again at the next start: rows already written compare equal and are left alone.
+//!
+//! Concurrency with the app: a field is only written where the live value still equals
+//! the shadow (what songfs last saw); a field the user changed since then is left alone
+//! and the shadow records the merged value, so the next capture sends the user's edit,
+//! which is newer. Inserts and updates go parents first, deletes children first, so
+//! `genres` is never empty on the way; the last genre is never deleted.
+//!
+//! Must never: leave half a log applied, write a secret config key, or let
+//! `sqlite_sequence` fall below a table's largest id (the app would re-issue it).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use rusqlite::{params_from_iter, Connection, OptionalExtension, TransactionBehavior};
+
+use super::capture::{canonical, is_private, Counts, LocalRow};
+use super::conflicts::ConflictRecord;
+use super::identity::{self, IdMap};
+use super::merge::{Row, RowId, Value};
+use super::schema::{LocalKey, Schema, Table, SYNCED_TABLES};
+use super::state::{Intent, ShadowRow, StateDb};
+use super::translate::{self, Translator};
+use super::SyncError;
+
+/// What an execute did.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub counts: BTreeMap<String, Counts>,
+    pub conflicts: Vec<ConflictRecord>,
+    /// Changes the apply caused locally that other devices must hear about (a reference
+    /// cleared, children removed with their parent): the next capture sends them.
+    pub follow_up: bool,
+}
+
+fn table_rank(t: &str) -> usize {
+    SYNCED_TABLES.iter().position(|x| *x == t).unwrap_or(usize::MAX)
+}
+
+/// Intents for `rows` (resolved wire rows; None = not alive). `ids` is a working copy
+/// that learns the keys chosen for new rows, so children translate to them.
+pub fn plan(
+    app: &Connection,
+    schema: &Schema,
+    rows: &BTreeMap<RowId, Option<Row>>,
+    ids: &mut IdMap,
+    mount: Option<&Path>,
+    private_config_keys: &[String],
+) -> Result<Vec<Intent>, SyncError> {
+    let mut order: Vec<&RowId> = rows.keys().collect();
+    order.sort_by_key(|r| (table_rank(&r.table), (*r).clone()));
+    let mut taken: BTreeMap<String, i64> = BTreeMap::new();
+    let mut out = Vec::new();
+    for rid in order {
+        let Some(t) = schema.table(&rid.table) else {
+            continue;
+        };
+        let existing = ids.key_of(&rid.table, &rid.gid).map(str::to_string);
+        let Some(wire) = &rows[rid] else {
+            if let Some(key) = existing {
+                out.push(Intent {
+                    table: rid.table.clone(),
+                    gid: rid.gid.clone(),
+                    key: Some(key),
+                    data: None,
+                });
+            }
+            continue;
+        };
+        let tr = Translator {
+            schema,
+            ids,
+            mount,
+        };
+        let mut local = LocalRow::new();
+        for c in &t.columns {
+            if let Some(v) = wire.get(&c.name) {
+                local.insert(c.name.clone(), tr.to_local(&t.name, &c.name, v));
+            }
+        }
+        if is_private(&t.name, &local, private_config_keys) {
+            tracing::warn!(row = %rid, "a remote change of a private config key was ignored");
+            continue;
+        }
+        let key = match (&t.key, existing) {
+            (_, Some(k)) => k,
+            (LocalKey::IntegerId(col), None) => {
+                let id = choose_id(app, t, local.get(col).and_then(|v| v.as_i64()), ids, &mut taken)?;
+                local.insert(col.clone(), Value::from(id));
+                identity::id_key(id)
+            }
+            (LocalKey::Text(_) | LocalKey::Composite(_), None) => {
+                let vals: Vec<Value> = t
+                    .key_columns()
+                    .iter()
+                    .map(|c| local.get(c).cloned().unwrap_or(Value::Null))
+                    .collect();
+                if vals.iter().any(Value::is_null) {
+                    tracing::warn!(row = %rid, "a remote row names a row this device does not have; skipped");
+                    continue;
+                }
+                identity::key_text(&vals)
+            }
+        };
+        ids.insert(&rid.table, &rid.gid, &key);
+        out.push(Intent {
+            table: rid.table.clone(),
+            gid: rid.gid.clone(),
+            key: Some(key),
+            data: Some(canonical(&local)),
+        });
+    }
+    Ok(out)
+}
+
+/// The origin's rowid where it is free here, else the next free one.
+fn choose_id(
+    app: &Connection,
+    t: &Table,
+    wanted: Option<i64>,
+    ids: &IdMap,
+    taken: &mut BTreeMap<String, i64>,
+) -> Result<i64, SyncError> {
+    let col = &t.key_columns()[0];
+    let floor = taken.get(&t.name).copied().unwrap_or(0);
+    if let Some(w) = wanted.filter(|w| *w > 0) {
+        let free = ids.gid_of(&t.name, &identity::id_key(w)).is_none()
+            && app
+                .query_row(
+                    &format!("SELECT 1 FROM \"{}\" WHERE \"{col}\" = ?1", t.name),
+                    [w],
+                    |_| Ok(()),
+                )
+                .optional()?
+                .is_none();
+        if free {
+            taken.insert(t.name.clone(), floor.max(w));
+            return Ok(w);
+        }
+    }
+    let max: i64 = app.query_row(
+        &format!("SELECT COALESCE(MAX(\"{col}\"), 0) FROM \"{}\"", t.name),
+        [],
+        |r| r.get(0),
+    )?;
+    let seq: i64 = app
+        .query_row(
+            "SELECT seq FROM sqlite_sequence WHERE name = ?1",
+            [&t.name],
+            |r| r.get(0),
+        )
+        .optional()
+        .unwrap_or(None)
+        .unwrap_or(0);
+    let id = max.max(seq).max(floor) + 1;
+    taken.insert(t.name.clone(), id);
+    Ok(id)
+}
+
+/// Writes the pending intents (from `state.db`) into the app database, then the shadow.
+pub fn execute(app: &mut Connection, st: &mut StateDb, schema: &Schema) -> Result<Outcome, SyncError> {
+    let mut intents = st.intents()?;
+    if intents.is_empty() {
+        return Ok(Outcome::default());
+    }
+    intents.sort_by_key(|i| {
+        let rank = table_rank(&i.table);
+        // Upserts parents first, then deletes children first.
+        if i.data.is_some() {
+            (0, rank as i64, i.gid.clone())
+        } else {
+            (1, -(rank as i64), i.gid.clone())
+        }
+    });
+    let mut shadows = Vec::new();
+    for i in &intents {
+        let s = match &i.key {
+            Some(k) => st.shadow_row(&i.table, k)?,
+            None => None,
+        };
+        shadows.push(s);
+    }
+    let mut out = Outcome::default();
+    let mut puts: Vec<(String, ShadowRow)> = Vec::new();
+    let mut removes: Vec<(String, String)> = Vec::new();
+    let tx = app.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut touched: BTreeSet<String> = BTreeSet::new();
+    for (i, shadow) in intents.iter().zip(&shadows) {
+        let Some(t) = schema.table(&i.table) else {
+            continue;
+        };
+        let Some(key) = &i.key else { continue };
+        match &i.data {
+            Some(data) => {
+                let target: LocalRow = serde_json::from_str(data).unwrap_or_default();
+                if let Some(row) = upsert(&tx, t, key, &i.gid, &target, shadow.as_ref(), &mut out)? {
+                    touched.insert(t.name.clone());
+                    puts.push((t.name.clone(), row));
+                }
+            }
+            None => {
+                if delete(&tx, schema, t, key, &i.gid, shadow.as_ref(), &mut out)? {
+                    removes.push((t.name.clone(), key.clone()));
+                }
+            }
+        }
+    }
+    for name in &touched {
+        if let Some(t) = schema.table(name) {
+            raise_sequence(&tx, t)?;
+        }
+    }
+    tx.commit()?;
+    let stx = st.conn.transaction()?;
+    for (table, row) in &puts {
+        StateDb::put_shadow(&stx, table, row)?;
+    }
+    for (table, key) in &removes {
+        StateDb::remove_shadow(&stx, table, key)?;
+    }
+    stx.execute("DELETE FROM sync_intent", [])?;
+    stx.commit()?;
+    Ok(out)
+}
+
+fn key_where(t: &Table) -> String {
+    t.key_columns()
+        .iter()
+        .enumerate()
+        .map(|(n, c)| format!("\"{c}\" = ?{}", n + 1))
+        .collect::<Vec<_>>()
+        .join(" AND ")
+}
+
+fn key_values(key: &str) -> Vec<rusqlite::types::Value> {
+    let vals: Vec<Value> = serde_json::from_str(key).unwrap_or_default();
+    vals.iter().map(translate::to_sql).collect()
+}
+
+fn read_row(conn: &Connection, t: &Table, key: &str) -> Result<Option<LocalRow>, SyncError> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT * FROM \"{}\" WHERE {}",
+        t.name,
+        key_where(t)
+    ))?;
+    let names: Vec<String> = stmt.column_names().map(|s| s.to_string()).collect();
+    let mut rows = stmt.query(params_from_iter(key_values(key)))?;
+    match rows.next()? {
+        None => Ok(None),
+        Some(r) => {
+            let mut row = LocalRow::new();
+            for (i, n) in names.iter().enumerate() {
+                row.insert(n.clone(), translate::from_sql(r.get_ref(i)?));
+            }
+            Ok(Some(row))
+        }
+    }
+}
+
+fn count<'a>(out: &'a mut Outcome, table: &str) -> &'a mut Counts {
+    out.counts.entry(table.to_string()).or_default()
+}
+
+/// Inserts or updates one row. Returns the new shadow row, or None if nothing could be
+/// written (a UNIQUE clash).
+fn upsert(
+    tx: &Connection,
+    t: &Table,
+    key: &str,
+    gid: &str,
+    target: &LocalRow,
+    shadow: Option<&ShadowRow>,
+    out: &mut Outcome,
+) -> Result<Option<ShadowRow>, SyncError> {
+    let live = read_row(tx, t, key)?;
+    let Some(live) = live else {
+        return insert(tx, t, key, gid, target, out);
+    };
+    let shadow_row: Option<LocalRow> = shadow.map(|s| serde_json::from_str(&s.data).unwrap_or_default());
+    let Some(shadow_row) = shadow_row else {
+        // The key is taken by a row songfs has not captured yet: a crash after our own
+        // insert (equal values), or the app inserted it since (its edit is newer and the
+        // next capture sends it).
+        let mut data = live.clone();
+        data.extend(target.iter().map(|(k, v)| (k.clone(), v.clone())));
+        return Ok(Some(ShadowRow {
+            key: key.to_string(),
+            gid: gid.to_string(),
+            data: canonical(&data),
+        }));
+    };
+    let mut sets: Vec<(&String, &Value)> = Vec::new();
+    for (col, want) in target {
+        let have = live.get(col);
+        if have == Some(want) || t.key_columns().contains(col) {
+            continue;
+        }
+        match shadow_row.get(col) {
+            Some(seen) if Some(seen) != have => {
+                tracing::info!(table = %t.name, key, col, "edited here since the last capture; the local edit is kept");
+            }
+            _ => sets.push((col, want)),
+        }
+    }
+    if !sets.is_empty() {
+        let assign = sets
+            .iter()
+            .enumerate()
+            .map(|(n, (c, _))| format!("\"{c}\" = ?{}", n + 1))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let nkeys = t.key_columns().len();
+        let wher = t
+            .key_columns()
+            .iter()
+            .enumerate()
+            .map(|(n, c)| format!("\"{c}\" = ?{}", sets.len() + n + 1))
+            .collect::<Vec<_>>()
+            .join(" AND ");
+        let mut vals: Vec<rusqlite::types::Value> =
+            sets.iter().map(|(_, v)| translate::to_sql(v)).collect();
+        vals.extend(key_values(key));
+        debug_assert_eq!(vals.len(), sets.len() + nkeys);
+        match tx.execute(
+            &format!("UPDATE \"{}\" SET {assign} WHERE {wher}", t.name),
+            params_from_iter(vals),
+        ) {
+            Ok(_) => count(out, &t.name).updated += 1,
+            Err(e) if is_constraint(&e) => {
+                out.conflicts.push(clash(t, gid, target, &e));
+                return Ok(None);
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let mut data = live;
+    data.extend(target.iter().map(|(k, v)| (k.clone(), v.clone())));
+    Ok(Some(ShadowRow {
+        key: key.to_string(),
+        gid: gid.to_string(),
+        data: canonical(&data),
+    }))
+}
+
+fn insert(
+    tx: &Connection,
+    t: &Table,
+    key: &str,
+    gid: &str,
+    target: &LocalRow,
+    out: &mut Outcome,
+) -> Result<Option<ShadowRow>, SyncError> {
+    let cols: Vec<&String> = target.keys().collect();
+    let sql = format!(
+        "INSERT INTO \"{}\" ({}) VALUES ({})",
+        t.name,
+        cols.iter().map(|c| format!("\"{c}\"")).collect::<Vec<_>>().join(", "),
+        (1..=cols.len()).map(|n| format!("?{n}")).collect::<Vec<_>>().join(", ")
+    );
+    match tx.execute(&sql, params_from_iter(target.values().map(translate::to_sql))) {
+        Ok(_) => {}
+        Err(e) if is_constraint(&e) => {
+            out.conflicts.push(clash(t, gid, target, &e));
+            return Ok(None);
+        }
+        Err(e) => return Err(e.into()),
+    }
+    count(out, &t.name).new += 1;
+    // Read back: columns the log did not carry got their defaults.
+    let row = read_row(tx, t, key)?.unwrap_or_else(|| target.clone());
+    Ok(Some(ShadowRow {
+        key: key.to_string(),
+        gid: gid.to_string(),
+        data: canonical(&row),
+    }))
+}
+
+fn is_constraint(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ConstraintViolation)
+}
+
+fn clash(t: &Table, gid: &str, target: &LocalRow, e: &rusqlite::Error) -> ConflictRecord {
+    tracing::warn!(table = %t.name, gid, error = %e, "a remote row clashes with a local one; not written");
+    ConflictRecord {
+        at: now_text(),
+        kind: "unique".into(),
+        table: t.name.clone(),
+        row: gid.to_string(),
+        local_id: None,
+        column: None,
+        kept: Value::Null,
+        lost: serde_json::to_value(target).unwrap_or(Value::Null),
+        kept_by: None,
+        lost_by: None,
+        why: format!("the other device's row could not be written here ({e}); rename one of them"),
+    }
+}
+
+pub fn now_text() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// Deletes one row if it is still as songfs last saw it. Returns true if it is gone.
+fn delete(
+    tx: &Connection,
+    schema: &Schema,
+    t: &Table,
+    key: &str,
+    gid: &str,
+    shadow: Option<&ShadowRow>,
+    out: &mut Outcome,
+) -> Result<bool, SyncError> {
+    let Some(live) = read_row(tx, t, key)? else {
+        return Ok(true);
+    };
+    if let Some(s) = shadow {
+        if s.data != canonical(&live) {
+            // Edited here since the last capture: the edit is newer than the delete and
+            // the next capture sends it (the row comes back on every device).
+            return Ok(false);
+        }
+    }
+    if t.name == "genres" {
+        let n: i64 = tx.query_row("SELECT COUNT(*) FROM genres", [], |r| r.get(0))?;
+        if n <= 1 {
+            tracing::warn!(gid, "the last genre is not deleted (the app would re-seed every song)");
+            return Ok(false);
+        }
+    }
+    if let LocalKey::IntegerId(_) = t.key {
+        let id = identity::key_id(key);
+        for (child, col, action) in schema.children_of(&t.name) {
+            let Some(id) = id else { break };
+            let sql = match action.as_str() {
+                "CASCADE" => format!("DELETE FROM \"{child}\" WHERE \"{col}\" = ?1"),
+                _ => format!("UPDATE \"{child}\" SET \"{col}\" = NULL WHERE \"{col}\" = ?1"),
+            };
+            let n = tx.execute(&sql, [id])?;
+            if n > 0 {
+                out.follow_up = true;
+                if action != "CASCADE" && action != "SET NULL" {
+                    out.conflicts.push(ConflictRecord {
+                        at: now_text(),
+                        kind: "reference".into(),
+                        table: child.clone(),
+                        row: format!("{n} row(s)"),
+                        local_id: None,
+                        column: Some(col.clone()),
+                        kept: Value::Null,
+                        lost: Value::from(id),
+                        kept_by: None,
+                        lost_by: None,
+                        why: format!(
+                            "{}/{gid} was deleted on another device; {n} {child} row(s) here pointed at it, \
+                             their {col} was cleared so the delete could apply",
+                            t.name
+                        ),
+                    });
+                }
+            }
+        }
+    }
+    tx.execute(
+        &format!("DELETE FROM \"{}\" WHERE {}", t.name, key_where(t)),
+        params_from_iter(key_values(key)),
+    )?;
+    count(out, &t.name).deleted += 1;
+    Ok(true)
+}
+
+/// `sqlite_sequence` at or above the largest id, or the app would re-issue an id.
+fn raise_sequence(tx: &Connection, t: &Table) -> Result<(), SyncError> {
+    let LocalKey::IntegerId(col) = &t.key else {
+        return Ok(());
+    };
+    let max: Option<i64> = tx.query_row(
+        &format!("SELECT MAX(\"{col}\") FROM \"{}\"", t.name),
+        [],
+        |r| r.get(0),
+    )?;
+    let Some(max) = max else { return Ok(()) };
+    let n = tx.execute(
+        "UPDATE sqlite_sequence SET seq = ?2 WHERE name = ?1 AND seq < ?2",
+        rusqlite::params![t.name, max],
+    )?;
+    if n == 0 {
+        tx.execute(
+            "INSERT INTO sqlite_sequence(name, seq) SELECT ?1, ?2
+             WHERE NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = ?1)",
+            rusqlite::params![t.name, max],
+        )?;
+    }
+    Ok(())
+}

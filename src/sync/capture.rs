@@ -1,0 +1,334 @@
+//! Capture: this device's edits, found by diffing the live tables against the shadow
+//! copy (the rows as songfs last saw or wrote them).
+//!
+//! Rows are matched by primary key and compared by column values, so edits made while
+//! songfs was not running are seen, and a table rebuild (create `songs_new`, copy, drop,
+//! rename) keeps its rowids and values and is not mistaken for edits. A column the shadow
+//! does not have yet (the app added it) counts as edited only where it holds something
+//! other than its declared default. Only changed fields are emitted.
+//!
+//! Must never: write to the app database, emit a secret or machine-local config key, or
+//! emit anything for a row whose values equal the shadow's.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use rusqlite::Connection;
+
+use super::clock::{Clock, Hlc};
+use super::identity::{self, IdMap};
+use super::merge::{Change, Event, RowId, RowState, Value};
+use super::schema::{constant_default, LocalKey, Schema, Table, SYNCED_TABLES};
+use super::state::{ShadowRow, StateDb};
+use super::translate::Translator;
+use super::SyncError;
+
+/// A live row: column → local value.
+pub type LocalRow = BTreeMap<String, Value>;
+
+/// Rows of one table by key text.
+pub type TableRows = BTreeMap<String, (LocalRow, String)>;
+
+/// Per-table counts of rows inserted, updated and deleted.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Counts {
+    pub new: u64,
+    pub updated: u64,
+    pub deleted: u64,
+}
+
+impl Counts {
+    pub fn total(&self) -> u64 {
+        self.new + self.updated + self.deleted
+    }
+}
+
+/// What one capture found.
+#[derive(Debug, Default)]
+pub struct Captured {
+    pub changes: Vec<Change>,
+    pub shadow_puts: Vec<(String, ShadowRow)>,
+    pub shadow_removes: Vec<(String, String)>,
+    pub counts: BTreeMap<String, Counts>,
+}
+
+pub struct CaptureContext<'a> {
+    pub private_config_keys: &'a [String],
+    pub mount: Option<&'a std::path::Path>,
+    /// True for this device's very first capture: rows found then existed before any sync
+    /// and get seeded identities and the zero clock (they lose to every real edit or
+    /// delete made elsewhere, so a new device never resurrects or reverts anything).
+    pub first: bool,
+    pub now_ms: u64,
+}
+
+/// Reads every row of a table: key text → (values, canonical JSON text).
+pub fn read_table(conn: &Connection, t: &Table) -> Result<TableRows, SyncError> {
+    let mut stmt = conn.prepare(&format!("SELECT * FROM \"{}\"", t.name))?;
+    let names: Vec<String> = stmt.column_names().map(|s| s.to_string()).collect();
+    let key_cols = t.key_columns();
+    let key_idx: Vec<usize> = key_cols
+        .iter()
+        .map(|k| names.iter().position(|n| n == k).expect("key column is selected"))
+        .collect();
+    let mut rows = stmt.query([])?;
+    let mut out = BTreeMap::new();
+    while let Some(r) = rows.next()? {
+        let mut row = LocalRow::new();
+        for (i, n) in names.iter().enumerate() {
+            row.insert(n.clone(), super::translate::from_sql(r.get_ref(i)?));
+        }
+        let key_vals: Vec<Value> = key_idx
+            .iter()
+            .map(|&i| super::translate::from_sql(r.get_ref(i).expect("column exists")))
+            .collect();
+        let key = identity::key_text(&key_vals);
+        let text = canonical(&row);
+        out.insert(key, (row, text));
+    }
+    Ok(out)
+}
+
+/// The canonical JSON text of a row (sorted keys), used for quick equality with the shadow.
+pub fn canonical(row: &LocalRow) -> String {
+    serde_json::to_string(row).expect("JSON values always encode")
+}
+
+pub fn is_private(table: &str, key_values: &LocalRow, private: &[String]) -> bool {
+    table == "config"
+        && key_values
+            .get("key")
+            .and_then(|k| k.as_str())
+            .map(|k| private.iter().any(|p| p == k))
+            .unwrap_or(false)
+}
+
+/// Diffs every synced table against the shadow. `ids` is updated with new rows' gids
+/// (parents are captured before children so references translate).
+#[allow(clippy::too_many_arguments)]
+pub fn capture(
+    app: &Connection,
+    st: &StateDb,
+    schema: &Schema,
+    shadows: &BTreeMap<String, BTreeMap<String, ShadowRow>>,
+    ids: &mut IdMap,
+    clock: &mut Clock,
+    ctx: &CaptureContext<'_>,
+) -> Result<Captured, SyncError> {
+    let mut out = Captured::default();
+    // Keys deleted in this capture, per table (children name a deleted parent).
+    let mut deleted: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let empty = BTreeMap::new();
+    for &name in SYNCED_TABLES {
+        let Some(t) = schema.table(name) else {
+            continue;
+        };
+        let live = read_table(app, t)?;
+        let shadow = shadows.get(name).unwrap_or(&empty);
+        let mut counts = Counts::default();
+        for (key, (row, text)) in &live {
+            if is_private(name, row, ctx.private_config_keys) {
+                continue;
+            }
+            match shadow.get(key) {
+                Some(old) if old.data == *text => {}
+                Some(old) => {
+                    let old_row: LocalRow = serde_json::from_str(&old.data).unwrap_or_default();
+                    let edited = edited_columns(t, &old_row, row);
+                    if !edited.is_empty() {
+                        let rid = RowId::new(name, &old.gid);
+                        let state = st.row_state(&rid)?.unwrap_or_default();
+                        let c = clock.tick(ctx.now_ms);
+                        let tr = Translator {
+                            schema,
+                            ids,
+                            mount: ctx.mount,
+                        };
+                        for col in edited {
+                            out.changes.push(Change {
+                                row: rid.clone(),
+                                event: Event::Set {
+                                    value: tr.to_wire(name, &col, &row[&col]),
+                                    replaces: state.frontier(&col),
+                                    column: col,
+                                    clock: c.clone(),
+                                },
+                            });
+                        }
+                        counts.updated += 1;
+                    }
+                    out.shadow_puts.push((
+                        name.to_string(),
+                        ShadowRow {
+                            key: key.clone(),
+                            gid: old.gid.clone(),
+                            data: text.clone(),
+                        },
+                    ));
+                }
+                None => {
+                    let gid = new_gid(t, key, row, ids, ctx.first);
+                    ids.insert(name, &gid, key);
+                    let rid = RowId::new(name, &gid);
+                    let state = if gid.starts_with("r:") {
+                        RowState::default()
+                    } else {
+                        st.row_state(&rid)?.unwrap_or_default()
+                    };
+                    let c = if ctx.first {
+                        Hlc::zero(clock.device())
+                    } else {
+                        clock.tick(ctx.now_ms)
+                    };
+                    out.changes.push(Change {
+                        row: rid.clone(),
+                        event: Event::Live { clock: c.clone() },
+                    });
+                    let tr = Translator {
+                        schema,
+                        ids,
+                        mount: ctx.mount,
+                    };
+                    for (col, v) in row {
+                        out.changes.push(Change {
+                            row: rid.clone(),
+                            event: Event::Set {
+                                column: col.clone(),
+                                value: tr.to_wire(name, col, v),
+                                clock: c.clone(),
+                                replaces: state.frontier(col),
+                            },
+                        });
+                    }
+                    counts.new += 1;
+                    out.shadow_puts.push((
+                        name.to_string(),
+                        ShadowRow {
+                            key: key.clone(),
+                            gid,
+                            data: text.clone(),
+                        },
+                    ));
+                }
+            }
+        }
+        for (key, old) in shadow {
+            if live.contains_key(key) {
+                continue;
+            }
+            let old_row: LocalRow = serde_json::from_str(&old.data).unwrap_or_default();
+            let cascade_of = cascade_parent(st, schema, t, &old_row, shadows, &deleted)?;
+            out.changes.push(Change {
+                row: RowId::new(name, &old.gid),
+                event: Event::Delete {
+                    clock: clock.tick(ctx.now_ms),
+                    cascade_of,
+                },
+            });
+            deleted.entry(name.to_string()).or_default().insert(key.clone());
+            out.shadow_removes.push((name.to_string(), key.clone()));
+            counts.deleted += 1;
+        }
+        if counts.total() > 0 {
+            out.counts.insert(name.to_string(), counts);
+        }
+    }
+    for (table, keys) in &deleted {
+        for k in keys {
+            ids.remove_key(table, k);
+        }
+    }
+    Ok(out)
+}
+
+/// The columns whose live value differs from the shadow's (never the integer key).
+fn edited_columns(t: &Table, old: &LocalRow, new: &LocalRow) -> Vec<String> {
+    let skip = match &t.key {
+        LocalKey::IntegerId(c) => Some(c.as_str()),
+        _ => None,
+    };
+    let mut cols = Vec::new();
+    for (col, v) in new {
+        if Some(col.as_str()) == skip {
+            continue;
+        }
+        match old.get(col) {
+            Some(o) if o == v => {}
+            Some(_) => cols.push(col.clone()),
+            None => {
+                // A column the shadow never saw: the app added it. Its default is not an edit.
+                let default = t.column(col).and_then(constant_default);
+                let is_default = match &default {
+                    Some(d) => d == v,
+                    // CURRENT_TIMESTAMP or an expression: whatever it filled in is not an edit.
+                    None => true,
+                };
+                if !is_default {
+                    cols.push(col.clone());
+                }
+            }
+        }
+    }
+    cols
+}
+
+fn new_gid(t: &Table, key: &str, row: &LocalRow, ids: &IdMap, first: bool) -> String {
+    let mut ref_gids = BTreeMap::new();
+    for (col, target) in &t.refs {
+        if let Some(id) = row.get(col).and_then(|v| v.as_i64()) {
+            if let Some(g) = ids.gid_of(target, &identity::id_key(id)) {
+                ref_gids.insert(col.clone(), g.to_string());
+            }
+        }
+    }
+    if let Some(g) = identity::natural_gid(&t.name, row, &ref_gids) {
+        // A renamed row keeps its old name's gid; a new row of that name then needs its own.
+        if ids.key_of(&t.name, &g).is_none() {
+            return g;
+        }
+    }
+    if first {
+        let g = identity::seeded_gid(&t.name, key, row);
+        if ids.key_of(&t.name, &g).is_none() {
+            return g;
+        }
+    }
+    identity::random_gid()
+}
+
+/// The parent whose delete removed this row (ON DELETE CASCADE), if any.
+fn cascade_parent(
+    st: &StateDb,
+    schema: &Schema,
+    t: &Table,
+    old: &LocalRow,
+    shadows: &BTreeMap<String, BTreeMap<String, ShadowRow>>,
+    deleted: &BTreeMap<String, BTreeSet<String>>,
+) -> Result<Option<RowId>, SyncError> {
+    for (col, action) in &t.on_delete {
+        if action != "CASCADE" {
+            continue;
+        }
+        let Some(target) = t.refs.get(col) else {
+            continue;
+        };
+        let Some(id) = old.get(col).and_then(|v| v.as_i64()) else {
+            continue;
+        };
+        let pkey = identity::id_key(id);
+        if deleted.get(target).is_some_and(|d| d.contains(&pkey)) {
+            if let Some(p) = shadows.get(target).and_then(|s| s.get(&pkey)) {
+                return Ok(Some(RowId::new(target, &p.gid)));
+            }
+        }
+        let parent_live = shadows
+            .get(target)
+            .is_some_and(|s| s.contains_key(&pkey));
+        if !parent_live && schema.table(target).is_some() {
+            // Parent deleted by an earlier apply (a remote delete): its gid is in the tombs.
+            if let Some(g) = st.tomb_gid(target, &pkey)? {
+                return Ok(Some(RowId::new(target, &g)));
+            }
+        }
+    }
+    Ok(None)
+}

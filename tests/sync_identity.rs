@@ -1,0 +1,260 @@
+//! Row identity across devices: colliding rowids, references that stay attached,
+//! lore_presets.lore_ids, rows that are the same thing on both sides, cascades, the
+//! blocked delete, invariants, paths inside the mount.
+
+mod sync_util;
+
+use sync_util::{assert_same, folder_store, Device};
+
+fn pair() -> (tempfile::TempDir, Device, Device) {
+    let store = tempfile::tempdir().unwrap();
+    let a = Device::new(folder_store(store.path()), "laptop", true);
+    let b = Device::new(folder_store(store.path()), "desk", true);
+    (store, a, b)
+}
+
+fn settle(a: &Device, b: &Device) {
+    a.sync();
+    b.sync();
+    a.sync();
+}
+
+/// Both devices create a song (SQLite gives both id 30), each with a tag, a distribution
+/// and a CD track. After the sync both songs exist on both, and every child row points
+/// at the right one.
+#[test]
+fn rows_created_offline_with_the_same_id_stay_two_rows_with_their_children() {
+    let (_s, a, b) = pair();
+    settle(&a, &b);
+    for (d, who) in [(&a, "laptop"), (&b, "desk")] {
+        d.exec(&format!(
+            "INSERT INTO songs (title, prompt, lyrics, genre_id) VALUES ('Song of {who}', 'p', 'l', 3);
+             INSERT INTO song_tags (song_id, tag_id) VALUES (last_insert_rowid(), 1);
+             INSERT INTO distributions (song_id, songwriter, notes)
+                 SELECT id, 'me', 'dist of {who}' FROM songs WHERE title = 'Song of {who}';
+             INSERT INTO cd_projects (name) VALUES ('CD of {who}');
+             INSERT INTO cd_tracks (project_id, song_id, track_number, title, source_path)
+                 SELECT (SELECT id FROM cd_projects WHERE name = 'CD of {who}'), id, 1, 'track of {who}', '/x.mp3'
+                 FROM songs WHERE title = 'Song of {who}';"
+        ));
+        assert_eq!(d.count("SELECT MAX(id) FROM songs"), 30);
+    }
+    settle(&a, &b);
+    for d in [&a, &b] {
+        assert_eq!(d.count("SELECT COUNT(*) FROM songs"), 31);
+        for who in ["laptop", "desk"] {
+            assert_eq!(
+                d.text(&format!(
+                    "SELECT s.title FROM distributions d JOIN songs s ON s.id = d.song_id WHERE d.notes = 'dist of {who}'"
+                ))
+                .unwrap(),
+                format!("Song of {who}")
+            );
+            assert_eq!(
+                d.text(&format!(
+                    "SELECT s.title FROM cd_tracks t JOIN songs s ON s.id = t.song_id
+                     JOIN cd_projects p ON p.id = t.project_id
+                     WHERE t.title = 'track of {who}' AND p.name = 'CD of {who}'"
+                ))
+                .unwrap(),
+                format!("Song of {who}")
+            );
+            assert_eq!(
+                d.count(&format!(
+                    "SELECT COUNT(*) FROM song_tags st JOIN songs s ON s.id = st.song_id
+                     JOIN tags t ON t.id = st.tag_id WHERE s.title = 'Song of {who}' AND t.name = 'Favorite'"
+                )),
+                1
+            );
+        }
+        // The app must never be handed an id below the largest one.
+        for t in ["songs", "distributions", "cd_projects", "cd_tracks"] {
+            assert!(
+                d.count(&format!("SELECT seq FROM sqlite_sequence WHERE name = '{t}'"))
+                    >= d.count(&format!("SELECT MAX(id) FROM {t}")),
+                "sqlite_sequence of {t}"
+            );
+        }
+    }
+    // The origin keeps its id; the other side got a fresh one.
+    assert_eq!(a.count("SELECT id FROM songs WHERE title = 'Song of laptop'"), 30);
+    assert_eq!(b.count("SELECT id FROM songs WHERE title = 'Song of desk'"), 30);
+    assert_same(&a, &b);
+}
+
+#[test]
+fn rows_with_the_same_unique_name_or_task_id_are_merged_not_duplicated() {
+    let (_s, a, b) = pair();
+    settle(&a, &b);
+    a.exec("INSERT INTO tags (name, color) VALUES ('Summer', '#111111');
+            INSERT INTO songs (title, prompt, lyrics, task_id) VALUES ('Imported', 'p', 'l', 'task-42')");
+    b.exec("INSERT INTO tags (name, color) VALUES ('Summer', '#222222');
+            INSERT INTO songs (title, prompt, lyrics, task_id, notes) VALUES ('Imported', 'p', 'l', 'task-42', 'n')");
+    settle(&a, &b);
+    b.sync();
+    for d in [&a, &b] {
+        assert_eq!(d.count("SELECT COUNT(*) FROM tags WHERE name = 'Summer'"), 1);
+        assert_eq!(d.count("SELECT COUNT(*) FROM songs WHERE task_id = 'task-42'"), 1);
+    }
+    assert_same(&a, &b);
+}
+
+#[test]
+fn lore_preset_ids_follow_their_lore_entries_across_colliding_ids() {
+    let (_s, a, b) = pair();
+    settle(&a, &b);
+    // Both create lore 17 and 18; A's preset names its own two.
+    a.exec("INSERT INTO lore (title, content) VALUES ('A one', 'x'), ('A two', 'y');
+            INSERT INTO lore_presets (name, lore_ids) VALUES ('A preset', '[1, 17, 18]')");
+    b.exec("INSERT INTO lore (title, content) VALUES ('B one', 'x'), ('B two', 'y')");
+    b.sync();
+    a.sync();
+    b.sync();
+    let ids = b.text("SELECT lore_ids FROM lore_presets WHERE name = 'A preset'").unwrap();
+    let ids: Vec<i64> = serde_json::from_str(&ids).unwrap();
+    let mut titles: Vec<String> = ids
+        .iter()
+        .map(|i| b.text(&format!("SELECT title FROM lore WHERE id = {i}")).unwrap())
+        .collect();
+    titles.sort();
+    let first = a.text("SELECT title FROM lore WHERE id = 1").unwrap();
+    let mut want = vec!["A one".to_string(), "A two".to_string(), first];
+    want.sort();
+    assert_eq!(titles, want);
+    assert_ne!(ids, vec![1, 17, 18], "B's own 17 and 18 are other entries");
+    assert_same(&a, &b);
+}
+
+#[test]
+fn deleting_a_song_removes_its_tags_and_distributions_everywhere() {
+    let (_s, a, b) = pair();
+    a.exec("INSERT INTO song_tags (song_id, tag_id) VALUES (4, 1), (4, 2);
+            INSERT INTO distributions (song_id, songwriter) VALUES (4, 'me')");
+    settle(&a, &b);
+    assert_eq!(b.count("SELECT COUNT(*) FROM song_tags WHERE song_id = 4"), 2);
+    // The app deletes with foreign keys on: SQLite cascades.
+    a.exec("PRAGMA foreign_keys = ON; DELETE FROM songs WHERE id = 4");
+    settle(&a, &b);
+    for d in [&a, &b] {
+        assert_eq!(d.count("SELECT COUNT(*) FROM songs WHERE id = 4"), 0);
+        assert_eq!(d.count("SELECT COUNT(*) FROM song_tags WHERE song_id = 4"), 0);
+        assert_eq!(d.count("SELECT COUNT(*) FROM distributions WHERE song_id = 4"), 0);
+    }
+    assert_same(&a, &b);
+}
+
+#[test]
+fn setting_a_songs_tags_deletes_and_reinserts_them_without_losing_any() {
+    let (_s, a, b) = pair();
+    a.exec("INSERT INTO song_tags (song_id, tag_id) VALUES (6, 1), (6, 2)");
+    settle(&a, &b);
+    // The app's set_song_tags: delete all, insert the new set.
+    a.exec("BEGIN; DELETE FROM song_tags WHERE song_id = 6;
+            INSERT INTO song_tags (song_id, tag_id) VALUES (6, 2), (6, 3); COMMIT;");
+    settle(&a, &b);
+    for d in [&a, &b] {
+        assert_eq!(
+            d.text("SELECT group_concat(tag_id) FROM (SELECT tag_id FROM song_tags WHERE song_id = 6 ORDER BY tag_id)")
+                .unwrap(),
+            "2,3"
+        );
+    }
+}
+
+#[test]
+fn a_remote_delete_blocked_by_a_cd_track_still_applies_and_clears_the_reference() {
+    let (_s, a, b) = pair();
+    settle(&a, &b);
+    b.exec("INSERT INTO cd_projects (name) VALUES ('Mix');
+            INSERT INTO cd_tracks (project_id, song_id, track_number, title, source_path)
+            VALUES (1, 9, 1, 'uses song 9', '/x.mp3')");
+    a.exec("DELETE FROM songs WHERE id = 9");
+    a.sync();
+    let s = b.sync();
+    assert_eq!(s.received["songs"].deleted, 1, "{s:?}");
+    assert_eq!(b.count("SELECT COUNT(*) FROM songs WHERE id = 9"), 0);
+    assert_eq!(b.count("SELECT COUNT(*) FROM cd_tracks WHERE song_id IS NULL"), 1);
+    let c = b.conflicts();
+    assert!(c.iter().any(|c| c["kind"] == "reference" && c["table"] == "cd_tracks"), "{c:?}");
+    settle(&a, &b);
+    assert_same(&a, &b);
+}
+
+#[test]
+fn dangling_references_already_in_the_database_do_not_stop_a_sync() {
+    let (_s, a, b) = pair();
+    // The app's workers write without foreign keys.
+    a.exec("PRAGMA foreign_keys = OFF; INSERT INTO song_tags (song_id, tag_id) VALUES (999, 1);
+            INSERT INTO songs (title, prompt, lyrics, genre_id) VALUES ('Orphan', 'p', 'l', 777)");
+    settle(&a, &b);
+    assert_eq!(b.count("SELECT COUNT(*) FROM songs WHERE title = 'Orphan' AND genre_id IS NULL"), 1);
+}
+
+#[test]
+fn two_devices_making_different_artists_default_end_with_one_default() {
+    let (_s, a, b) = pair();
+    a.exec("INSERT INTO artists (name) VALUES ('Second'); INSERT INTO artists (name) VALUES ('Third')");
+    settle(&a, &b);
+    // Each makes another artist the default without seeing the other's choice.
+    a.exec("UPDATE artists SET is_default = (name = 'Second')");
+    a.sync();
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    b.exec("UPDATE artists SET is_default = (name = 'Third')");
+    settle(&b, &a);
+    for d in [&a, &b] {
+        assert_eq!(d.count("SELECT COUNT(*) FROM artists WHERE is_default = 1"), 1);
+        // The most recent "make default" wins.
+        assert_eq!(d.text("SELECT name FROM artists WHERE is_default = 1").unwrap(), "Third");
+    }
+    assert!(
+        b.conflicts().iter().any(|c| c["kind"] == "invariant"),
+        "{:?}",
+        b.conflicts()
+    );
+    assert_same(&a, &b);
+}
+
+#[test]
+fn cd_track_numbers_stay_one_to_n_after_concurrent_inserts() {
+    let (_s, a, b) = pair();
+    a.exec("INSERT INTO cd_projects (name) VALUES ('Album');
+            INSERT INTO cd_tracks (project_id, track_number, title, source_path) VALUES (1, 1, 't1', '/1')");
+    settle(&a, &b);
+    a.exec("INSERT INTO cd_tracks (project_id, track_number, title, source_path) VALUES (1, 2, 'from A', '/a')");
+    b.exec("INSERT INTO cd_tracks (project_id, track_number, title, source_path) VALUES (1, 2, 'from B', '/b')");
+    settle(&a, &b);
+    b.sync();
+    for d in [&a, &b] {
+        assert_eq!(
+            d.text("SELECT group_concat(track_number) FROM (SELECT track_number FROM cd_tracks ORDER BY track_number)")
+                .unwrap(),
+            "1,2,3"
+        );
+    }
+    assert_same(&a, &b);
+}
+
+#[test]
+fn paths_inside_the_mount_travel_relative_and_land_under_the_local_mount() {
+    let (store, a, b) = pair();
+    a.exec("UPDATE songs SET file_path_1 = '/mnt/laptop/audio/2026-02-12_song/song_v1.mp3',
+                              file_path_2 = '/home/me/elsewhere.mp3' WHERE id = 2");
+    settle(&a, &b);
+    assert_eq!(
+        b.text("SELECT file_path_1 FROM songs WHERE id = 2").unwrap(),
+        "/mnt/desk/audio/2026-02-12_song/song_v1.mp3"
+    );
+    assert_eq!(
+        b.text("SELECT file_path_2 FROM songs WHERE id = 2").unwrap(),
+        "/home/me/elsewhere.mp3"
+    );
+    let logs: String = sync_util::files_under(store.path())
+        .iter()
+        .filter(|p| p.to_string_lossy().contains("/logs/"))
+        .map(|p| std::fs::read_to_string(p).unwrap())
+        .collect();
+    assert!(logs.contains(r#"{"$mount":"2026-02-12_song/song_v1.mp3"}"#));
+    // Not sent back as B's own edit.
+    let s = b.sync();
+    assert!(s.sent.is_empty(), "{s:?}");
+}
