@@ -10,6 +10,7 @@ pub mod config;
 pub mod content;
 pub mod daemon;
 pub mod fs;
+pub mod import;
 pub mod store;
 pub mod sync;
 pub mod uploader;
