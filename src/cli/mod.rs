@@ -1,6 +1,7 @@
 //! The command line: one file per group of subcommands; this file parses, sets up
 //! logging and turns errors into one clear line on stderr and a non-zero exit code.
 
+pub mod import;
 pub mod init;
 pub mod mount;
 pub mod sync;
@@ -30,6 +31,8 @@ pub enum Command {
     Sync(sync::SyncArgs),
     /// Conflicts the sync resolved, newest first.
     Conflicts(sync::ConflictsArgs),
+    /// Copy an existing audio folder into the mount and point the database at it.
+    Import(import::ImportArgs),
 }
 
 /// Exit codes: 0 success, 1 failure, 2 bad usage (clap's).
@@ -43,6 +46,7 @@ pub fn main() -> ExitCode {
         Command::Status(a) => mount::run_status(a),
         Command::Sync(a) => sync::run_sync(a),
         Command::Conflicts(a) => sync::run_conflicts(a),
+        Command::Import(a) => import::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
