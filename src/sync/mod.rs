@@ -20,6 +20,7 @@ pub mod cycle;
 pub mod identity;
 pub mod invariants;
 pub mod merge;
+pub mod namespace;
 pub mod schema;
 pub mod state;
 pub mod translate;

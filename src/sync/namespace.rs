@@ -1,0 +1,810 @@
+//! The namespace sync: every machine's mount shows the same files at the same paths.
+//!
+//! The namespace travels through the same machinery as the database: each file is a row
+//! of the pseudo-table `ns` whose global id is its path relative to the mount root, with
+//! one field, `file` = `{hash, size, mtime_ns, mode, by}`; the merge (`merge.rs`) decides
+//! per path, last writer wins by hybrid clock. Rename = delete of the old path + a new
+//! path (content addressing makes that free: no byte moves). Directories are implicit.
+//! Logs live under `ns/logs/<device>/<seq>.json` in the change-log format (`changelog.rs`).
+//!
+//! Capture diffs the live catalog against a shadow (what this device last exported or
+//! applied). A file is exported only once its blob is in the store, so a reader on
+//! another machine never sees an entry whose bytes are not there; local-only files are
+//! never exported. Remote changes go straight into the live catalog (the daemon's), and
+//! the touched entries are returned so the caller can invalidate the kernel's caches.
+//!
+//! Two versions of one path written without either seeing the other: the merge keeps the
+//! later one at the name; the other is kept as a conflict copy under `.conflicts/` (same
+//! relative folder, `(from <device> <date>)` before the extension) and logged. Paths
+//! under `.conflicts/` are synced but never produce conflict copies themselves.
+//!
+//! Must never: export a file whose blob is not in the store, overwrite a local write that
+//! was not exported yet (the remote version becomes the conflict copy instead), touch the
+//! store's blobs, or export a change it received from another device as its own.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use rusqlite::{params, Connection, OptionalExtension};
+use serde::{Deserialize, Serialize};
+
+use super::changelog::{self, LogFile, SYNC_VERSION};
+use super::clock::{Clock, Hlc};
+use super::conflicts::{self, ConflictRecord};
+use super::merge::{Change, Event, MergeState, RowId, RowState, Rules};
+use crate::catalog::{Catalog, CatalogError, Kind, Node, ROOT_INO};
+use crate::config::Config;
+use crate::content;
+use crate::store::{ObjectStore, StoreError};
+
+/// The pseudo-table of namespace rows in change logs.
+pub const NS_TABLE: &str = "ns";
+/// The one field of a namespace row.
+pub const FILE_FIELD: &str = "file";
+/// Where conflict copies go, relative to the mount root.
+pub const CONFLICTS_DIR: &str = ".conflicts";
+
+#[derive(Debug, thiserror::Error)]
+pub enum NamespaceError {
+    #[error("namespace state: {0}")]
+    Db(#[from] rusqlite::Error),
+    #[error("namespace: {0}")]
+    Catalog(#[from] CatalogError),
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    #[error("namespace log {key}: {why}")]
+    BadLog { key: String, why: String },
+}
+
+/// One file version as it travels: what a path names.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileValue {
+    pub hash: String,
+    pub size: u64,
+    pub mtime_ns: i64,
+    pub mode: u32,
+    /// Name of the device that wrote it (for conflict copy names).
+    pub by: String,
+}
+
+impl FileValue {
+    fn same_content(&self, n: &Node) -> bool {
+        node_hash(n) == self.hash && n.size == self.size && n.mode == self.mode
+    }
+    fn same_as(&self, n: &Node) -> bool {
+        self.same_content(n) && n.mtime_ns == self.mtime_ns
+    }
+}
+
+/// What a namespace cycle did.
+#[derive(Debug, Default, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct NsSummary {
+    /// Paths this device exported (created/changed) and deleted.
+    pub sent_files: u64,
+    pub sent_deletes: u64,
+    /// Files not exported yet because their blob is still uploading.
+    pub waiting_for_upload: u64,
+    /// Remote changes applied here.
+    pub received_files: u64,
+    pub received_deletes: u64,
+    /// Conflict copies made.
+    pub conflict_copies: u64,
+    pub logs_sent: u64,
+    pub logs_applied: u64,
+    pub errors: Vec<String>,
+}
+
+/// An entry the kernel may hold stale: `(parent inode, name)`, and the inode itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Touched {
+    pub parent: u64,
+    pub name: String,
+    pub ino: Option<u64>,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS nsync_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS nsync_shadow (path TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS nsync_rows (path TEXT PRIMARY KEY, state TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS nsync_outbox (seq INTEGER PRIMARY KEY, log BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS nsync_cursors (device TEXT PRIMARY KEY, seq INTEGER NOT NULL);
+";
+
+pub fn log_key(device: &str, seq: u64) -> String {
+    format!("ns/logs/{device}/{seq:012}.json")
+}
+
+fn parse_key(key: &str) -> Option<(String, u64)> {
+    let rest = key.strip_prefix("ns/logs/")?;
+    let (device, file) = rest.split_once('/')?;
+    let seq = file.strip_suffix(".json")?.parse().ok()?;
+    if device.is_empty() || !device.chars().all(|c| c.is_ascii_alphanumeric()) {
+        return None;
+    }
+    Some((device.to_string(), seq))
+}
+
+fn empty_hash() -> String {
+    content::hash_bytes(&[]).hash
+}
+
+fn node_hash(n: &Node) -> String {
+    n.hash.clone().unwrap_or_else(empty_hash)
+}
+
+/// True for paths inside the conflict-copy folder (never a conflict copy of those).
+pub fn is_conflict_copy(path: &str) -> bool {
+    path == CONFLICTS_DIR || path.starts_with(&format!("{CONFLICTS_DIR}/"))
+}
+
+/// `<dir>/<name>.<ext>` → `.conflicts/<dir>/<name> (from <device> <date>).<ext>`.
+pub fn conflict_copy_path(path: &str, device_name: &str, wall_ms: u64) -> String {
+    let (dir, file) = match path.rsplit_once('/') {
+        Some((d, f)) => (Some(d), f),
+        None => (None, path),
+    };
+    let (stem, ext) = match file.rsplit_once('.') {
+        Some((s, e)) if !s.is_empty() => (s, Some(e)),
+        _ => (file, None),
+    };
+    let date = chrono::DateTime::from_timestamp_millis(wall_ms as i64)
+        .unwrap_or_default()
+        .format("%Y-%m-%d %H-%M-%S");
+    let device: String = device_name
+        .chars()
+        .map(|c| if c == '/' || c == '\0' { '_' } else { c })
+        .collect();
+    let name = match ext {
+        Some(e) => format!("{stem} (from {device} {date}).{e}"),
+        None => format!("{stem} (from {device} {date})"),
+    };
+    match dir {
+        Some(d) => format!("{CONFLICTS_DIR}/{d}/{name}"),
+        None => format!("{CONFLICTS_DIR}/{name}"),
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// The namespace side of a sync cycle. Holds its own connection to `state.db`.
+pub struct NamespaceSync<'a> {
+    cfg: &'a Config,
+    catalog: &'a Catalog,
+    store: Arc<dyn ObjectStore>,
+    rt: tokio::runtime::Handle,
+    db: Connection,
+}
+
+impl<'a> NamespaceSync<'a> {
+    pub fn open(
+        cfg: &'a Config,
+        state_db: &Path,
+        catalog: &'a Catalog,
+        store: Arc<dyn ObjectStore>,
+        rt: tokio::runtime::Handle,
+    ) -> Result<NamespaceSync<'a>, NamespaceError> {
+        let db = crate::catalog::open_db(state_db)?;
+        db.execute_batch(SCHEMA)?;
+        Ok(NamespaceSync {
+            cfg,
+            catalog,
+            store,
+            rt,
+            db,
+        })
+    }
+
+    /// One cycle: capture and send local changes, then apply the other devices' logs.
+    /// Returns what it did and the entries to invalidate in the kernel.
+    pub fn cycle(&mut self) -> Result<(NsSummary, Vec<Touched>), NamespaceError> {
+        let mut summary = NsSummary::default();
+        self.capture(&mut summary)?;
+        self.upload(&mut summary)?;
+        let touched = self.pull(&mut summary)?;
+        Ok((summary, touched))
+    }
+
+    fn meta(&self, key: &str) -> Result<Option<String>, NamespaceError> {
+        Ok(self
+            .db
+            .query_row("SELECT value FROM nsync_meta WHERE key = ?1", [key], |r| {
+                r.get(0)
+            })
+            .optional()?)
+    }
+
+    fn set_meta(conn: &Connection, key: &str, value: &str) -> Result<(), NamespaceError> {
+        conn.execute(
+            "INSERT INTO nsync_meta(key, value) VALUES (?1, ?2)
+             ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            params![key, value],
+        )?;
+        Ok(())
+    }
+
+    fn clock(&self) -> Result<Clock, NamespaceError> {
+        let last: Option<Hlc> = self
+            .meta("clock")?
+            .and_then(|t| serde_json::from_str(&t).ok());
+        Ok(Clock::new(&self.cfg.device_id, last))
+    }
+
+    fn shadow(&self) -> Result<BTreeMap<String, FileValue>, NamespaceError> {
+        let mut stmt = self.db.prepare("SELECT path, value FROM nsync_shadow")?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+        let mut out = BTreeMap::new();
+        for row in rows {
+            let (p, v) = row?;
+            if let Ok(v) = serde_json::from_str(&v) {
+                out.insert(p, v);
+            }
+        }
+        Ok(out)
+    }
+
+    fn put_shadow(
+        conn: &Connection,
+        path: &str,
+        v: Option<&FileValue>,
+    ) -> Result<(), NamespaceError> {
+        match v {
+            Some(v) => conn.execute(
+                "INSERT INTO nsync_shadow(path, value) VALUES (?1, ?2)
+                 ON CONFLICT(path) DO UPDATE SET value = excluded.value",
+                params![path, serde_json::to_string(v).expect("encodes")],
+            )?,
+            None => conn.execute("DELETE FROM nsync_shadow WHERE path = ?1", [path])?,
+        };
+        Ok(())
+    }
+
+    fn row_state(&self, path: &str) -> Result<RowState, NamespaceError> {
+        let text: Option<String> = self
+            .db
+            .query_row(
+                "SELECT state FROM nsync_rows WHERE path = ?1",
+                [path],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(text
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or_default())
+    }
+
+    fn put_row_state(conn: &Connection, path: &str, s: &RowState) -> Result<(), NamespaceError> {
+        conn.execute(
+            "INSERT INTO nsync_rows(path, state) VALUES (?1, ?2)
+             ON CONFLICT(path) DO UPDATE SET state = excluded.state",
+            params![path, serde_json::to_string(s).expect("encodes")],
+        )?;
+        Ok(())
+    }
+
+    /// Is this blob in the store (so another machine can read it)?
+    fn uploaded(&self, v: &FileValue) -> Result<bool, NamespaceError> {
+        if v.size == 0 {
+            return Ok(true);
+        }
+        Ok(self
+            .rt
+            .block_on(self.store.head(&content::blob_key(&v.hash)))?
+            .is_some())
+    }
+
+    fn value_of(&self, n: &Node) -> FileValue {
+        FileValue {
+            hash: node_hash(n),
+            size: n.size,
+            mtime_ns: n.mtime_ns,
+            mode: n.mode,
+            by: self.cfg.device_name.clone(),
+        }
+    }
+
+    /// Diffs the catalog against the shadow and queues a log of the differences.
+    fn capture(&mut self, summary: &mut NsSummary) -> Result<(), NamespaceError> {
+        let shadow = self.shadow()?;
+        let files: BTreeMap<String, Node> = self
+            .catalog
+            .files()
+            .into_iter()
+            .filter(|(p, _)| !self.is_local_only_path(p))
+            .collect();
+        let mut clock = self.clock()?;
+        let mut changes = Vec::new();
+        let mut new_shadow: Vec<(String, Option<FileValue>)> = Vec::new();
+        let mut states: BTreeMap<String, RowState> = BTreeMap::new();
+        for (path, node) in &files {
+            if shadow.get(path).is_some_and(|s| s.same_as(node)) {
+                continue;
+            }
+            let v = self.value_of(node);
+            if !self.uploaded(&v)? {
+                summary.waiting_for_upload += 1;
+                continue;
+            }
+            let mut st = self.row_state(path)?;
+            let rid = RowId::new(NS_TABLE, path);
+            let mut m = MergeState::default();
+            m.rows.insert(rid.clone(), st.clone());
+            if !m.is_alive(&rid) {
+                let c = Change {
+                    row: rid.clone(),
+                    event: Event::Live {
+                        clock: clock.tick(now_ms()),
+                    },
+                };
+                st.apply(&c.event);
+                changes.push(c);
+            }
+            let c = Change {
+                row: rid,
+                event: Event::Set {
+                    column: FILE_FIELD.into(),
+                    value: serde_json::to_value(&v).expect("encodes"),
+                    clock: clock.tick(now_ms()),
+                    replaces: st.frontier(FILE_FIELD),
+                },
+            };
+            st.apply(&c.event);
+            changes.push(c);
+            states.insert(path.clone(), st);
+            new_shadow.push((path.clone(), Some(v)));
+            summary.sent_files += 1;
+        }
+        for path in shadow.keys().filter(|p| !files.contains_key(*p)) {
+            let mut st = self.row_state(path)?;
+            let c = Change {
+                row: RowId::new(NS_TABLE, path),
+                event: Event::Delete {
+                    clock: clock.tick(now_ms()),
+                    cascade_of: None,
+                },
+            };
+            st.apply(&c.event);
+            changes.push(c);
+            states.insert(path.clone(), st);
+            new_shadow.push((path.clone(), None));
+            summary.sent_deletes += 1;
+        }
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let seq = self.next_seq()?;
+        let log = LogFile {
+            device_id: self.cfg.device_id.clone(),
+            sync_version: SYNC_VERSION,
+            timestamp: chrono::Utc::now().to_rfc3339(),
+            seq,
+            changes,
+        };
+        let tx = self.db.unchecked_transaction()?;
+        tx.execute(
+            "INSERT INTO nsync_outbox(seq, log) VALUES (?1, ?2)",
+            params![seq as i64, changelog::encode(&log)],
+        )?;
+        Self::set_meta(&tx, "next_seq", &(seq + 1).to_string())?;
+        for (p, s) in &states {
+            Self::put_row_state(&tx, p, s)?;
+        }
+        for (p, v) in &new_shadow {
+            Self::put_shadow(&tx, p, v.as_ref())?;
+        }
+        Self::set_meta(
+            &tx,
+            "clock",
+            &serde_json::to_string(clock.last()).expect("encodes"),
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn is_local_only_path(&self, path: &str) -> bool {
+        let name = path.rsplit('/').next().unwrap_or(path);
+        self.cfg.is_local_only(name)
+    }
+
+    fn next_seq(&self) -> Result<u64, NamespaceError> {
+        if let Some(n) = self.meta("next_seq")?.and_then(|s| s.parse().ok()) {
+            return Ok(n);
+        }
+        // A fresh state for a device id that already wrote: continue after its logs.
+        let mut max = 0;
+        for k in self
+            .rt
+            .block_on(self.store.list(&format!("ns/logs/{}/", self.cfg.device_id)))?
+        {
+            if let Some((_, s)) = parse_key(&k) {
+                max = max.max(s);
+            }
+        }
+        Ok(max + 1)
+    }
+
+    /// Uploads queued logs (put-if-absent: a retry after a crash is harmless).
+    fn upload(&mut self, summary: &mut NsSummary) -> Result<(), NamespaceError> {
+        let queued: Vec<(i64, Vec<u8>)> = {
+            let mut stmt = self
+                .db
+                .prepare("SELECT seq, log FROM nsync_outbox ORDER BY seq")?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            rows.collect::<Result<_, _>>()?
+        };
+        for (seq, log) in queued {
+            let key = log_key(&self.cfg.device_id, seq as u64);
+            self.rt
+                .block_on(self.store.put_if_absent(&key, Bytes::from(log)))?;
+            self.db
+                .execute("DELETE FROM nsync_outbox WHERE seq = ?1", [seq])?;
+            summary.logs_sent += 1;
+        }
+        Ok(())
+    }
+
+    fn cursor(&self, device: &str) -> Result<u64, NamespaceError> {
+        Ok(self
+            .db
+            .query_row(
+                "SELECT seq FROM nsync_cursors WHERE device = ?1",
+                [device],
+                |r| r.get::<_, i64>(0),
+            )
+            .optional()?
+            .unwrap_or(0) as u64)
+    }
+
+    /// Reads the other devices' logs after their cursors and applies them in order.
+    fn pull(&mut self, summary: &mut NsSummary) -> Result<Vec<Touched>, NamespaceError> {
+        let mut logs: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+        for k in self.rt.block_on(self.store.list("ns/logs/"))? {
+            if let Some((d, s)) = parse_key(&k) {
+                if d != self.cfg.device_id {
+                    logs.entry(d).or_default().push(s);
+                }
+            }
+        }
+        let mut touched = Vec::new();
+        let mut records = Vec::new();
+        for (device, mut seqs) in logs {
+            let cursor = self.cursor(&device)?;
+            seqs.sort();
+            for seq in seqs.into_iter().filter(|s| *s > cursor) {
+                let key = log_key(&device, seq);
+                let bytes = match self.rt.block_on(self.store.get(&key)) {
+                    Ok(b) => b,
+                    Err(e) => {
+                        // Store down: this device's later logs wait for the next cycle.
+                        summary.errors.push(format!("{key}: {e}"));
+                        break;
+                    }
+                };
+                match decode(&key, &bytes) {
+                    Ok(log) => {
+                        self.apply_log(&log, summary, &mut touched, &mut records)?;
+                        summary.logs_applied += 1;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "namespace log skipped");
+                        summary.errors.push(e.to_string());
+                        self.db.execute(
+                            "INSERT INTO nsync_cursors(device, seq) VALUES (?1, ?2)
+                             ON CONFLICT(device) DO UPDATE SET seq = excluded.seq",
+                            params![device, seq as i64],
+                        )?;
+                    }
+                }
+            }
+        }
+        conflicts::append(&self.cfg.conflicts_log_path(), &records);
+        Ok(touched)
+    }
+
+    /// Merges one remote log and brings the catalog to the merged state of its paths.
+    fn apply_log(
+        &mut self,
+        log: &LogFile,
+        summary: &mut NsSummary,
+        touched: &mut Vec<Touched>,
+        records: &mut Vec<ConflictRecord>,
+    ) -> Result<(), NamespaceError> {
+        let rules = Rules::none();
+        let mut clock = self.clock()?;
+        let mut m = MergeState::default();
+        let mut paths = BTreeSet::new();
+        for c in log.changes.iter().filter(|c| c.row.table == NS_TABLE) {
+            if !m.rows.contains_key(&c.row) {
+                m.rows.insert(c.row.clone(), self.row_state(&c.row.gid)?);
+            }
+            paths.insert(c.row.gid.clone());
+        }
+        let before: BTreeMap<String, BTreeSet<Hlc>> = paths
+            .iter()
+            .map(|p| (p.clone(), lost_clocks(&m, &rules, p)))
+            .collect();
+        for c in log.changes.iter().filter(|c| c.row.table == NS_TABLE) {
+            clock.observe(c.event.clock());
+            m.apply(c);
+        }
+        let shadow = self.shadow()?;
+        // The catalog is written through its own connection to the same state.db, so our
+        // bookkeeping is written after it, in one transaction (a crash in between replays
+        // this log, which is idempotent).
+        let mut new_shadow: Vec<(String, Option<FileValue>)> = Vec::new();
+        for path in &paths {
+            if self.is_local_only_path(path) || !safe_path(path) {
+                tracing::warn!(
+                    path,
+                    "a remote namespace entry was ignored (local-only name or unsafe path)"
+                );
+                continue;
+            }
+            let resolved: Option<FileValue> = m
+                .resolve(&rules, &RowId::new(NS_TABLE, path))
+                .and_then(|row| row.get(FILE_FIELD).cloned())
+                .and_then(|v| serde_json::from_value(v).ok());
+            let local = match self.catalog.resolve(path) {
+                Ok(n) if !n.is_dir() && !n.local_only => Some(n),
+                _ => None,
+            };
+            let agreed = shadow.get(path);
+            let pending_local = match (&local, agreed) {
+                (Some(n), Some(s)) => !s.same_content(n),
+                (Some(_), None) => true,
+                (None, _) => false,
+            };
+            // Versions of this path that lost to a concurrent one: keep them as copies.
+            if !is_conflict_copy(path) {
+                for (lost_clock, lost) in lost_versions(&m, &rules, path) {
+                    if before[path].contains(&lost_clock) {
+                        continue;
+                    }
+                    let copy = self.keep_copy(path, &lost, lost_clock.wall_ms, touched)?;
+                    summary.conflict_copies += 1;
+                    records.push(file_conflict(path, resolved.as_ref(), &lost, &copy, "written on two devices without either seeing the other: the later keeps the name"));
+                }
+            }
+            if pending_local {
+                // A local write not exported yet (still uploading) is newer than anything
+                // this device has seen: it keeps the name and supersedes the remote version
+                // when exported. The remote version is kept as a copy: nothing is lost.
+                if let (Some(v), Some(n)) = (&resolved, &local) {
+                    if !v.same_content(n) && !is_conflict_copy(path) {
+                        let copy = self.keep_copy(path, v, now_ms(), touched)?;
+                        summary.conflict_copies += 1;
+                        records.push(file_conflict(path, Some(&self.value_of(n)), v, &copy, "changed here while the other device's version arrived: this device's newer write keeps the name"));
+                    }
+                }
+                continue;
+            }
+            match (&resolved, &local) {
+                (Some(v), Some(n)) if v.same_as(n) => {}
+                (Some(v), _) => {
+                    let n = self
+                        .catalog
+                        .upsert_file(path, &v.hash, v.size, v.mtime_ns, v.mode)?;
+                    touched.push(Touched {
+                        parent: n.parent,
+                        name: n.name.clone(),
+                        ino: Some(n.ino),
+                    });
+                    summary.received_files += 1;
+                }
+                (None, Some(_)) => {
+                    if let Some(n) = self.catalog.remove_file(path)? {
+                        touched.push(Touched {
+                            parent: n.parent,
+                            name: n.name.clone(),
+                            ino: Some(n.ino),
+                        });
+                        self.prune_empty_dirs(n.parent, touched);
+                    }
+                    summary.received_deletes += 1;
+                }
+                (None, None) => {}
+            }
+            new_shadow.push((path.clone(), resolved));
+        }
+        let tx = self.db.unchecked_transaction()?;
+        for path in &paths {
+            Self::put_row_state(&tx, path, &m.rows[&RowId::new(NS_TABLE, path)])?;
+        }
+        for (p, v) in &new_shadow {
+            Self::put_shadow(&tx, p, v.as_ref())?;
+        }
+        tx.execute(
+            "INSERT INTO nsync_cursors(device, seq) VALUES (?1, ?2)
+             ON CONFLICT(device) DO UPDATE SET seq = excluded.seq",
+            params![log.device_id, log.seq as i64],
+        )?;
+        Self::set_meta(
+            &tx,
+            "clock",
+            &serde_json::to_string(clock.last()).expect("encodes"),
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Puts `v` at its conflict-copy path (a free name), unless an identical copy is
+    /// already there. The copy is not in the shadow: the next capture exports it, so
+    /// every device ends up with it.
+    fn keep_copy(
+        &self,
+        path: &str,
+        v: &FileValue,
+        wall_ms: u64,
+        touched: &mut Vec<Touched>,
+    ) -> Result<String, NamespaceError> {
+        let base = conflict_copy_path(path, &v.by, wall_ms);
+        let mut candidate = base.clone();
+        for i in 2.. {
+            match self.catalog.resolve(&candidate) {
+                Ok(n) if !n.is_dir() && node_hash(&n) == v.hash => return Ok(candidate),
+                Ok(_) => {
+                    candidate = match base.rsplit_once('.') {
+                        Some((s, e)) if !s.ends_with(CONFLICTS_DIR) => format!("{s} {i}.{e}"),
+                        _ => format!("{base} {i}"),
+                    }
+                }
+                Err(CatalogError::NotFound) => break,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let n = self
+            .catalog
+            .upsert_file(&candidate, &v.hash, v.size, v.mtime_ns, v.mode)?;
+        tracing::warn!(path, copy = %candidate, "conflicting versions: one kept as a conflict copy");
+        touched.push(Touched {
+            parent: n.parent,
+            name: n.name,
+            ino: Some(n.ino),
+        });
+        Ok(candidate)
+    }
+
+    /// Removes directories left empty by a remote delete (a remote folder rename moves
+    /// every file; the old folder should not linger here).
+    fn prune_empty_dirs(&self, mut dir: u64, touched: &mut Vec<Touched>) {
+        while dir != ROOT_INO {
+            let Ok(d) = self.catalog.get(dir) else { return };
+            if !self.catalog.children(dir).is_ok_and(|c| c.is_empty()) {
+                return;
+            }
+            if self.catalog.rmdir(d.parent, &d.name).is_err() {
+                return;
+            }
+            touched.push(Touched {
+                parent: d.parent,
+                name: d.name,
+                ino: Some(d.ino),
+            });
+            dir = d.parent;
+        }
+    }
+}
+
+/// No `..`, no empty parts, no absolute paths: a path from another device stays inside
+/// the mount.
+fn safe_path(path: &str) -> bool {
+    !path.is_empty()
+        && !path.starts_with('/')
+        && path
+            .split('/')
+            .all(|p| !p.is_empty() && p != "." && p != ".." && p.len() <= crate::catalog::NAME_MAX)
+}
+
+fn lost_versions(m: &MergeState, rules: &Rules, path: &str) -> Vec<(Hlc, FileValue)> {
+    let Some(s) = m.rows.get(&RowId::new(NS_TABLE, path)) else {
+        return Vec::new();
+    };
+    s.conflicts(rules, NS_TABLE)
+        .into_iter()
+        .filter(|c| c.column == FILE_FIELD)
+        .filter_map(|c| {
+            let lost: FileValue = serde_json::from_value(c.lost).ok()?;
+            let kept: Option<FileValue> = serde_json::from_value(c.kept).ok();
+            // Same bytes on both sides is no conflict worth a copy.
+            (kept.as_ref().map(|k| &k.hash) != Some(&lost.hash)).then_some((c.lost_clock, lost))
+        })
+        .collect()
+}
+
+fn lost_clocks(m: &MergeState, rules: &Rules, path: &str) -> BTreeSet<Hlc> {
+    lost_versions(m, rules, path)
+        .into_iter()
+        .map(|(c, _)| c)
+        .collect()
+}
+
+fn file_conflict(
+    path: &str,
+    kept: Option<&FileValue>,
+    lost: &FileValue,
+    copy: &str,
+    why: &str,
+) -> ConflictRecord {
+    ConflictRecord {
+        at: chrono::Utc::now().to_rfc3339(),
+        kind: "file".into(),
+        table: NS_TABLE.into(),
+        row: path.into(),
+        local_id: None,
+        column: Some(FILE_FIELD.into()),
+        kept: serde_json::to_value(kept).unwrap_or_default(),
+        lost: serde_json::json!({"hash": lost.hash, "size": lost.size, "copy": copy}),
+        kept_by: kept.map(|k| k.by.clone()),
+        lost_by: Some(lost.by.clone()),
+        why: why.into(),
+    }
+}
+
+fn decode(key: &str, bytes: &[u8]) -> Result<LogFile, NamespaceError> {
+    let log = changelog::decode(key, bytes).map_err(|e| NamespaceError::BadLog {
+        key: key.into(),
+        why: e.to_string(),
+    })?;
+    if parse_key(key) != Some((log.device_id.clone(), log.seq)) {
+        return Err(NamespaceError::BadLog {
+            key: key.into(),
+            why: format!("says it is {}/{}", log.device_id, log.seq),
+        });
+    }
+    Ok(log)
+}
+
+/// Makes `path` (relative to the mount root) a directory chain in the catalog; used by
+/// tests and tools that place files by path.
+pub fn ensure_dirs(catalog: &Catalog, path: &str) -> Result<u64, NamespaceError> {
+    let root = catalog.get(ROOT_INO)?;
+    let mut parent = ROOT_INO;
+    for d in path.split('/').filter(|p| !p.is_empty()) {
+        parent = match catalog.lookup(parent, d) {
+            Ok(n) => n.ino,
+            Err(CatalogError::NotFound) => {
+                catalog
+                    .create(parent, d, Kind::Dir, 0o755, root.uid, root.gid, None, false)?
+                    .ino
+            }
+            Err(e) => return Err(e.into()),
+        };
+    }
+    Ok(parent)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conflict_copies_keep_folder_and_extension() {
+        let p = conflict_copy_path("2026-02-12_song/song_v1.mp3", "laptop", 0);
+        assert_eq!(
+            p,
+            ".conflicts/2026-02-12_song/song_v1 (from laptop 1970-01-01 00-00-00).mp3"
+        );
+        assert_eq!(
+            conflict_copy_path("README", "a/b", 0),
+            ".conflicts/README (from a_b 1970-01-01 00-00-00)"
+        );
+        assert!(is_conflict_copy(&p));
+        assert!(!is_conflict_copy(".conflictsx/a"));
+    }
+
+    #[test]
+    fn keys_round_trip_and_unsafe_paths_are_refused() {
+        assert_eq!(parse_key(&log_key("ab12", 3)), Some(("ab12".into(), 3)));
+        assert_eq!(parse_key("ns/logs/../1.json"), None);
+        assert!(safe_path("a/b.mp3"));
+        for p in ["", "/etc/passwd", "a/../b", "a//b", "./a"] {
+            assert!(!safe_path(p), "{p}");
+        }
+    }
+}

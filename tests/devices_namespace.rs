@@ -1,0 +1,305 @@
+//! Namespace sync between two devices sharing one folder store, on real catalogs
+//! (`state.db`) without a mount: propagation of create / replace / rename / delete,
+//! export only after upload, conflict copies, local-only files, and the write sequences
+//! that lose data in other tools (upload racing truncate / rename-over / delete).
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use songfs::catalog::Catalog;
+use songfs::config::{Config, StoreConfig};
+use songfs::content;
+use songfs::store::{self, ObjectStore};
+use songfs::sync::conflicts;
+use songfs::sync::namespace::{NamespaceSync, NsSummary, CONFLICTS_DIR};
+
+struct Device {
+    cfg: Config,
+    dir: tempfile::TempDir,
+    catalog: Catalog,
+}
+
+struct World {
+    rt: tokio::runtime::Runtime,
+    store: Arc<dyn ObjectStore>,
+    _store_dir: tempfile::TempDir,
+}
+
+impl World {
+    fn new() -> World {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let store_dir = tempfile::tempdir().unwrap();
+        let sc = StoreConfig {
+            url: format!("file://{}", store_dir.path().display()),
+            s3_endpoint: None,
+            s3_region: None,
+        };
+        let store = rt.block_on(store::open(&sc)).unwrap();
+        World {
+            rt,
+            store,
+            _store_dir: store_dir,
+        }
+    }
+
+    fn device(&self, name: &str) -> Device {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = Config::new(
+            StoreConfig {
+                url: "file:///unused".into(),
+                s3_endpoint: None,
+                s3_region: None,
+            },
+            name.into(),
+        );
+        cfg.conflicts_log = Some(dir.path().join("conflicts.log"));
+        let catalog = Catalog::open(&dir.path().join("state.db"), 1000, 1000).unwrap();
+        Device { cfg, dir, catalog }
+    }
+
+    fn sync(&self, d: &Device) -> NsSummary {
+        let mut ns = NamespaceSync::open(
+            &d.cfg,
+            &d.dir.path().join("state.db"),
+            &d.catalog,
+            self.store.clone(),
+            self.rt.handle().clone(),
+        )
+        .unwrap();
+        let (s, _) = ns.cycle().unwrap();
+        assert!(s.errors.is_empty(), "{:?}", s.errors);
+        s
+    }
+
+    /// Puts a blob in the store, as the uploader does.
+    fn upload(&self, data: &[u8]) {
+        let info = content::hash_bytes(data);
+        self.rt
+            .block_on(
+                self.store
+                    .put(&content::blob_key(&info.hash), Bytes::copy_from_slice(data)),
+            )
+            .unwrap();
+    }
+}
+
+/// Writes `data` at `path` in the device's namespace (not uploaded yet).
+fn write(d: &Device, path: &str, data: &[u8]) -> String {
+    let h = content::hash_bytes(data).hash;
+    d.catalog
+        .upsert_file(
+            path,
+            &h,
+            data.len() as u64,
+            songfs::catalog::now_ns(),
+            0o600,
+        )
+        .unwrap();
+    h
+}
+
+fn hash_at(d: &Device, path: &str) -> Option<String> {
+    d.catalog.resolve(path).ok().and_then(|n| n.hash)
+}
+
+fn paths(d: &Device) -> Vec<String> {
+    d.catalog.files().into_iter().map(|(p, _)| p).collect()
+}
+
+#[test]
+fn files_move_between_devices_only_once_uploaded() {
+    let w = World::new();
+    let (a, b) = (w.device("desk"), w.device("laptop"));
+    let h = write(&a, "2026-02-12_song/song_v1.mp3", b"v1 bytes");
+    let s = w.sync(&a);
+    assert_eq!(
+        (s.sent_files, s.waiting_for_upload),
+        (0, 1),
+        "not uploaded: not exported"
+    );
+    w.sync(&b);
+    assert!(paths(&b).is_empty());
+
+    w.upload(b"v1 bytes");
+    assert_eq!(w.sync(&a).sent_files, 1);
+    let s = w.sync(&b);
+    assert_eq!(s.received_files, 1);
+    let n = b.catalog.resolve("2026-02-12_song/song_v1.mp3").unwrap();
+    assert_eq!(
+        (n.hash.as_deref(), n.size, n.mode),
+        (Some(h.as_str()), 8, 0o600)
+    );
+    // B exports nothing back (what it received is not its own edit).
+    let s = w.sync(&b);
+    assert_eq!((s.sent_files, s.sent_deletes), (0, 0));
+
+    // Rename on B = delete + create; A follows, and the old folder goes away.
+    b.catalog
+        .upsert_file("2026-02-12_song2/renamed.mp3", &h, 8, 5, 0o600)
+        .unwrap();
+    b.catalog
+        .remove_file("2026-02-12_song/song_v1.mp3")
+        .unwrap();
+    let s = w.sync(&b);
+    assert_eq!((s.sent_files, s.sent_deletes), (1, 1));
+    w.sync(&a);
+    assert_eq!(paths(&a), vec!["2026-02-12_song2/renamed.mp3".to_string()]);
+    assert!(
+        a.catalog.resolve("2026-02-12_song").is_err(),
+        "emptied folder pruned"
+    );
+
+    // Delete on A reaches B.
+    a.catalog
+        .remove_file("2026-02-12_song2/renamed.mp3")
+        .unwrap();
+    w.sync(&a);
+    assert_eq!(w.sync(&b).received_deletes, 1);
+    assert!(paths(&b).is_empty());
+}
+
+#[test]
+fn concurrent_writes_keep_the_later_and_a_conflict_copy_on_both() {
+    let w = World::new();
+    let (a, b) = (w.device("desk"), w.device("laptop"));
+    w.upload(b"from desk");
+    w.upload(b"from laptop");
+    let ha = write(&a, "s/song.mp3", b"from desk");
+    w.sync(&a);
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    let hb = write(&b, "s/song.mp3", b"from laptop");
+    w.sync(&b); // B exports its version (later clock), then sees A's: conflict
+    w.sync(&a);
+    w.sync(&b);
+    w.sync(&a);
+    for d in [&a, &b] {
+        assert_eq!(
+            hash_at(d, "s/song.mp3").as_deref(),
+            Some(hb.as_str()),
+            "later wins"
+        );
+        let copies: Vec<String> = paths(d)
+            .into_iter()
+            .filter(|p| p.starts_with(CONFLICTS_DIR))
+            .collect();
+        assert_eq!(copies.len(), 1, "{copies:?}");
+        assert!(
+            copies[0].starts_with(".conflicts/s/song (from desk ") && copies[0].ends_with(".mp3"),
+            "{}",
+            copies[0]
+        );
+        assert_eq!(hash_at(d, &copies[0]).as_deref(), Some(ha.as_str()));
+        let (records, _) = conflicts::read_newest_first(&d.cfg.conflicts_log_path()).unwrap();
+        assert!(records
+            .iter()
+            .any(|r| r.kind == "file" && r.row == "s/song.mp3"));
+    }
+    // Later syncs make no new copies (never a copy of a copy).
+    w.sync(&a);
+    w.sync(&b);
+    assert_eq!(paths(&a), paths(&b));
+    assert_eq!(paths(&a).len(), 2);
+}
+
+#[test]
+fn a_local_write_still_uploading_keeps_the_name() {
+    let w = World::new();
+    let (a, b) = (w.device("desk"), w.device("laptop"));
+    w.upload(b"one");
+    write(&a, "x.wav", b"one");
+    w.sync(&a);
+    w.sync(&b);
+    // A replaces x.wav; B writes it too, but B's bytes are not uploaded yet.
+    w.upload(b"two from desk");
+    let h2 = write(&a, "x.wav", b"two from desk");
+    w.sync(&a);
+    let hb = write(&b, "x.wav", b"three from laptop");
+    let s = w.sync(&b);
+    assert_eq!(s.waiting_for_upload, 1);
+    assert_eq!(
+        hash_at(&b, "x.wav").as_deref(),
+        Some(hb.as_str()),
+        "local write kept"
+    );
+    let copy = paths(&b)
+        .into_iter()
+        .find(|p| p.starts_with(CONFLICTS_DIR))
+        .expect("the remote version kept as a copy");
+    assert_eq!(hash_at(&b, &copy).as_deref(), Some(h2.as_str()));
+    // Once uploaded, B's write wins everywhere, and A gets the copy of its own version.
+    w.upload(b"three from laptop");
+    w.sync(&b);
+    w.sync(&a);
+    assert_eq!(hash_at(&a, "x.wav").as_deref(), Some(hb.as_str()));
+    assert_eq!(hash_at(&a, &copy).as_deref(), Some(h2.as_str()));
+}
+
+#[test]
+fn local_only_files_never_leave_and_are_never_replaced() {
+    let w = World::new();
+    let (a, b) = (w.device("desk"), w.device("laptop"));
+    let root = a.catalog.get(songfs::catalog::ROOT_INO).unwrap();
+    a.catalog
+        .create(
+            root.ino,
+            "songfactory_backup_2026-02-12.db",
+            songfs::catalog::Kind::File,
+            0o600,
+            0,
+            0,
+            None,
+            true,
+        )
+        .unwrap();
+    let s = w.sync(&a);
+    assert_eq!((s.sent_files, s.logs_sent), (0, 0));
+    w.sync(&b);
+    assert!(b
+        .catalog
+        .resolve("songfactory_backup_2026-02-12.db")
+        .is_err());
+}
+
+/// The sequences that lost data in rclone's writeback (#4293, #4763): a file changed,
+/// renamed over or deleted while its previous content is uploading ends, on every device,
+/// as the user last left it.
+#[test]
+fn upload_racing_truncate_rename_and_delete_ends_with_the_last_state() {
+    let w = World::new();
+    let (a, b) = (w.device("desk"), w.device("laptop"));
+    // Truncated while uploading: the first content never exported, the empty file is.
+    write(&a, "t.mp3", b"long content being uploaded");
+    w.sync(&a);
+    write(&a, "t.mp3", b"");
+    // Renamed over while uploading: tmp → final; the tmp name never exists remotely.
+    write(&a, "final.mp3", b"old final");
+    w.upload(b"old final");
+    w.sync(&a);
+    write(&a, "tmp123", b"new final");
+    w.sync(&a); // tmp123 still uploading: not exported
+    let h_new = a.catalog.resolve("tmp123").unwrap().hash.unwrap();
+    a.catalog
+        .rename(
+            songfs::catalog::ROOT_INO,
+            "tmp123",
+            songfs::catalog::ROOT_INO,
+            "final.mp3",
+            Default::default(),
+        )
+        .unwrap();
+    // Deleted while uploading: never appears anywhere.
+    write(&a, "gone.mp3", b"deleted before upload");
+    w.sync(&a);
+    a.catalog.remove_file("gone.mp3").unwrap();
+    w.upload(b"long content being uploaded");
+    w.upload(b"new final");
+    w.upload(b"deleted before upload");
+    w.sync(&a);
+    w.sync(&b);
+    for d in [&a, &b] {
+        assert_eq!(paths(d), vec!["final.mp3".to_string(), "t.mp3".to_string()]);
+        assert_eq!(d.catalog.resolve("t.mp3").unwrap().size, 0);
+        assert_eq!(hash_at(d, "final.mp3"), Some(h_new.clone()));
+    }
+    assert!(b.catalog.resolve("tmp123").is_err());
+}
