@@ -127,7 +127,10 @@ impl Root {
             .next()
             .map(|c| c.as_os_str().to_string_lossy().into_owned());
         let mut out = PathBuf::from(format!("{prefix}_{}", first.unwrap_or_default()));
-        out.push(parts.as_path());
+        let rest = parts.as_path();
+        if !rest.as_os_str().is_empty() {
+            out.push(rest);
+        }
         out
     }
 }
@@ -209,51 +212,60 @@ pub fn scan(
     let mut jobs = Vec::new();
     let mut kept = Vec::new();
     for root in roots {
-        let mut stack = vec![root.source.clone()];
-        while let Some(dir) = stack.pop() {
-            let mut entries: Vec<_> = std::fs::read_dir(&dir)
-                .map_err(io_err(&dir))?
-                .collect::<Result<_, _>>()
-                .map_err(io_err(&dir))?;
-            entries.sort_by_key(|e| e.file_name());
-            for entry in entries {
-                let path = entry.path();
-                let name = entry.file_name().to_string_lossy().into_owned();
-                let ft = entry.file_type().map_err(io_err(&path))?;
-                if ft.is_dir() {
-                    stack.push(path);
-                    continue;
-                }
-                let meta = match std::fs::metadata(&path) {
-                    Ok(m) if m.is_file() => m,
-                    Ok(_) => {
-                        tracing::info!(path = %path.display(), "not a regular file; skipped");
-                        continue;
-                    }
-                    Err(e) => {
-                        tracing::warn!(path = %path.display(), error = %e, "dangling link; skipped");
-                        continue;
-                    }
-                };
-                if name.ends_with(TEMP_SUFFIX) {
-                    continue;
-                }
-                if local_only.iter().any(|p| p.matches(&name)) {
-                    kept.push(path);
-                    continue;
-                }
-                let Some(dest) = root.map(&path) else {
-                    continue;
-                };
-                jobs.push(FileJob {
-                    source: path,
-                    dest,
-                    size: meta.len(),
-                });
-            }
-        }
+        scan_dir(root, &root.source, local_only, &mut jobs, &mut kept)?;
     }
     Ok((jobs, kept))
+}
+
+/// Name order, depth first: the copy order (and the progress) is predictable.
+fn scan_dir(
+    root: &Root,
+    dir: &Path,
+    local_only: &[glob::Pattern],
+    jobs: &mut Vec<FileJob>,
+    kept: &mut Vec<PathBuf>,
+) -> Result<(), ImportError> {
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .map_err(io_err(dir))?
+        .collect::<Result<_, _>>()
+        .map_err(io_err(dir))?;
+    entries.sort_by_key(|e| e.file_name());
+    for entry in entries {
+        let path = entry.path();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let ft = entry.file_type().map_err(io_err(&path))?;
+        if ft.is_dir() {
+            scan_dir(root, &path, local_only, jobs, kept)?;
+            continue;
+        }
+        let meta = match std::fs::metadata(&path) {
+            Ok(m) if m.is_file() => m,
+            Ok(_) => {
+                tracing::info!(path = %path.display(), "not a regular file; skipped");
+                continue;
+            }
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "dangling link; skipped");
+                continue;
+            }
+        };
+        if name.ends_with(TEMP_SUFFIX) {
+            continue;
+        }
+        if local_only.iter().any(|p| p.matches(&name)) {
+            kept.push(path);
+            continue;
+        }
+        let Some(dest) = root.map(&path) else {
+            continue;
+        };
+        jobs.push(FileJob {
+            source: path,
+            dest,
+            size: meta.len(),
+        });
+    }
+    Ok(())
 }
 
 /// SHA-256 of a file's bytes, hex.
@@ -763,6 +775,22 @@ mod tests {
             Some(PathBuf::from(
                 "/mnt/a/.songfactory/cd_projects/laptop-1234abcd_3/wav/01.wav"
             ))
+        );
+    }
+
+    #[test]
+    fn app_file_directly_under_its_root_gets_the_prefix() {
+        let art = Root::new(
+            Path::new("/h/.songfactory/cover_art"),
+            Path::new("/m/.songfactory/cover_art"),
+            Some("pc-00000000".into()),
+        );
+        let got = art
+            .map(Path::new("/h/.songfactory/cover_art/12.png"))
+            .unwrap();
+        assert_eq!(
+            got.as_os_str(),
+            "/m/.songfactory/cover_art/pc-00000000_12.png"
         );
     }
 

@@ -49,7 +49,13 @@ pub fn run(a: ImportArgs) -> anyhow::Result<()> {
             mount.display()
         );
     }
-    let source = absolute(&a.source)?;
+    // Not canonicalized: the database may spell the old folder through a symlink; the
+    // import matches both spellings.
+    let source = if a.source.is_absolute() {
+        a.source.clone()
+    } else {
+        std::env::current_dir()?.join(&a.source)
+    };
     let db = match a.db.clone().or_else(|| cfg.db_path.clone()) {
         Some(d) => absolute(&d)?,
         None => home_dir().join(".songfactory").join("songfactory.db"),
