@@ -439,3 +439,127 @@ fn file_changed_during_copy_is_not_imported() {
     }
     assert_eq!(sum.files_copied, lib.files.len() as u64 - 1);
 }
+
+fn import_cmd(m: &common::mount::Mount, lib: &Library, extra: &[&str]) -> Command {
+    let mut c = m.songfs();
+    c.arg("import")
+        .arg(&lib.music)
+        .arg("--mount")
+        .arg(&m.dir)
+        .arg("--db")
+        .arg(&lib.db)
+        .args(extra);
+    c
+}
+
+fn json_of(out: &std::process::Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "not JSON ({e}): {}\nstderr: {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+/// The real thing: `songfs import` through a live FUSE mount. A dry run first changes
+/// nothing; the import copies everything and rewrites the database; every file reads back
+/// identical through the mount and reaches the store; a second import changes nothing;
+/// the old files are still there.
+#[test]
+fn import_through_a_real_mount() {
+    let lib = library();
+    let mut m = common::mount::Mount::new();
+    let mount = std::fs::canonicalize(&m.dir).unwrap();
+    let old = lib.old_contents();
+
+    let before = lib.dump();
+    let dry = json_of(&common::mount::run_ok(&mut import_cmd(
+        &m,
+        &lib,
+        &["--dry-run", "--json"],
+    )));
+    assert_eq!(dry["would_copy"].as_array().unwrap().len(), lib.files.len());
+    assert_eq!(dry["db_changes"].as_array().unwrap().len(), 8);
+    assert_eq!(lib.dump(), before, "--dry-run changed the database");
+    assert_eq!(
+        std::fs::read_dir(&mount).unwrap().count(),
+        0,
+        "--dry-run wrote into the mount"
+    );
+
+    let out = common::mount::run_ok(&mut import_cmd(&m, &lib, &["--json"]));
+    let j = json_of(&out);
+    assert_eq!(j["files_copied"], lib.files.len() as u64, "{j}");
+    assert_eq!(j["db_values_rewritten"], 8, "{j}");
+    assert_eq!(j["download_dir_set"], true);
+    let sum: Summary = Summary {
+        files_kept_local: vec![lib.music.join("songfactory_backup_2026-02-01.db")],
+        db_skipped: serde_json::from_value(j["db_skipped"].clone()).unwrap(),
+        ..Summary::default()
+    };
+    assert_imported(&lib, &mount, &old, &sum);
+
+    // The bytes reach the store under their hash.
+    assert!(
+        m.wait_uploads(Duration::from_secs(60)),
+        "uploads did not finish"
+    );
+    for bytes in &old {
+        let blob = m.store_blob(&common::mount::sha256_hex(bytes));
+        assert_eq!(&std::fs::read(&blob).unwrap(), bytes, "{}", blob.display());
+    }
+
+    let before = lib.dump();
+    let again = json_of(&common::mount::run_ok(&mut import_cmd(
+        &m,
+        &lib,
+        &["--json"],
+    )));
+    assert_eq!(again["files_copied"], 0, "{again}");
+    assert_eq!(again["files_identical"], lib.files.len() as u64);
+    assert_eq!(again["db_values_rewritten"], 0);
+    assert_eq!(lib.dump(), before, "a second import changed the database");
+
+    // Human output says where the old files are and what was left.
+    let human = common::mount::run_ok(&mut import_cmd(&m, &lib, &[]));
+    let text = String::from_utf8_lossy(&human.stdout);
+    assert!(text.contains("old files were left in place"), "{text}");
+    assert!(text.contains("(missing)"), "{text}");
+    m.unmount();
+}
+
+/// Clear errors, and nothing changed: the mount is not mounted, the old folder is missing.
+#[test]
+fn import_refuses_without_a_mount_or_a_source() {
+    let lib = library();
+    let m = common::mount::Mount::init_only(&[]);
+    let before = lib.dump();
+    let out = import_cmd(&m, &lib, &[]).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("is not mounted") && err.contains("songfs mount"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read_dir(&m.dir).unwrap().count(), 0);
+
+    let mut m = m;
+    m.mount();
+    let mut c = m.songfs();
+    c.arg("import")
+        .arg(lib.music.join("no-such-folder"))
+        .arg("--mount")
+        .arg(&m.dir)
+        .arg("--db")
+        .arg(&lib.db);
+    let out = c.output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no-such-folder") && err.contains("does not exist"),
+        "{err}"
+    );
+    assert_eq!(lib.dump(), before);
+    m.unmount();
+}
