@@ -7,6 +7,13 @@
 //! `songfs status` shows to `$SONGFS_HOME/daemon-status.json` (the status command runs in
 //! another process and cannot ask the uploader directly). It must never exit with the
 //! mount still attached (a dead mount answers ENOTCONN to every program).
+//!
+//! Alongside the filesystem it runs the sync loop (`sync_loop.rs`: a cycle at start,
+//! every interval, on request, and a last one after unmount) and the control socket
+//! (`control.rs`) through which `songfs sync`, `pin`, `unpin`, `evict` reach it.
+
+pub mod control;
+pub mod sync_loop;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -32,7 +39,12 @@ pub struct DaemonOptions {
     /// Let other users (and root) into the mount; needs `user_allow_other` in
     /// /etc/fuse.conf for a non-root user.
     pub allow_other: bool,
+    /// Seconds between sync cycles.
+    pub sync_interval: Duration,
 }
+
+/// How long the last sync cycle at unmount may take before the daemon exits without it.
+pub const LAST_CYCLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What `songfs status` reads.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -51,6 +63,9 @@ pub struct DaemonStatus {
     pub pending_bytes: u64,
     pub last_error: Option<String>,
     pub updated_at: String,
+    /// The sync loop: cycles run, the last one's report, its last error.
+    #[serde(default)]
+    pub sync: Option<sync_loop::SyncStatus>,
 }
 
 pub fn pid_path(home: &Home) -> PathBuf {
@@ -182,7 +197,7 @@ pub fn run(home: &Home, cfg: &Config, opts: DaemonOptions) -> anyhow::Result<()>
         .collect::<anyhow::Result<Vec<_>>>()?;
     let fs = Arc::new(
         SongFs::new(
-            catalog,
+            catalog.clone(),
             cache.clone(),
             FsOptions {
                 local_dir: local_dir(home),
@@ -226,6 +241,28 @@ pub fn run(home: &Home, cfg: &Config, opts: DaemonOptions) -> anyhow::Result<()>
         .with_context(|| format!("cannot write {}", pid_path(home).display()))?;
     tracing::info!(mountpoint = %opts.mountpoint.display(), store = %store.describe(), "mounted");
 
+    let mut sync_cfg = cfg.clone();
+    sync_cfg.mount_point = Some(opts.mountpoint.clone());
+    let sync = sync_loop::SyncLoop::start(
+        sync_loop::CycleContext {
+            home: home.clone(),
+            cfg: sync_cfg,
+            store: store.clone(),
+            catalog: catalog.clone(),
+            rt: rt.handle().clone(),
+        },
+        Some(Box::new(session.notifier())),
+        opts.sync_interval,
+    );
+    let control_task = rt.spawn(control::serve(
+        home.clone(),
+        Arc::new(control::Served {
+            catalog: catalog.clone(),
+            cache: cache.clone(),
+            sync: sync.requester(),
+        }),
+    ));
+
     let mut unmounter = as_root.then(|| session.unmount_callable());
     let mountpoint = opts.mountpoint.clone();
     rt.spawn(async move {
@@ -257,6 +294,7 @@ pub fn run(home: &Home, cfg: &Config, opts: DaemonOptions) -> anyhow::Result<()>
         reachable,
         cache.clone(),
         uploader.clone(),
+        sync.status.clone(),
     ));
 
     let served = session.run();
@@ -273,6 +311,11 @@ pub fn run(home: &Home, cfg: &Config, opts: DaemonOptions) -> anyhow::Result<()>
             "uploads not finished at unmount: they resume at the next mount"
         );
     }
+    // The last cycle, after the uploads: what was written last is exported now.
+    let sync_status = sync.status.clone();
+    sync.stop(LAST_CYCLE_TIMEOUT);
+    control_task.abort();
+    let _ = std::fs::remove_file(control::socket_path(home));
     write_status(
         home,
         &opts.mountpoint,
@@ -280,6 +323,7 @@ pub fn run(home: &Home, cfg: &Config, opts: DaemonOptions) -> anyhow::Result<()>
         reachable,
         &cache,
         &uploader,
+        &sync_status,
     );
     if let Ok(up) = Arc::try_unwrap(uploader) {
         rt.block_on(up.shutdown());
@@ -295,9 +339,18 @@ async fn write_status_loop(
     reachable: bool,
     cache: Arc<Cache>,
     uploader: Arc<Uploader>,
+    sync: Arc<std::sync::Mutex<sync_loop::SyncStatus>>,
 ) {
     loop {
-        write_status(&home, &mountpoint, &store, reachable, &cache, &uploader);
+        write_status(
+            &home,
+            &mountpoint,
+            &store,
+            reachable,
+            &cache,
+            &uploader,
+            &sync,
+        );
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
@@ -309,6 +362,7 @@ fn write_status(
     reachable: bool,
     cache: &Cache,
     uploader: &Uploader,
+    sync: &std::sync::Mutex<sync_loop::SyncStatus>,
 ) {
     let CacheUsage {
         bytes,
@@ -332,6 +386,7 @@ fn write_status(
         pending_bytes,
         last_error: uploader.last_error(),
         updated_at: chrono::Utc::now().to_rfc3339(),
+        sync: Some(sync.lock().unwrap_or_else(|p| p.into_inner()).clone()),
     };
     let path = status_path(home);
     let tmp = path.with_extension("json.tmp");

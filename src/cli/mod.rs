@@ -1,6 +1,7 @@
 //! The command line: one file per group of subcommands; this file parses, sets up
 //! logging and turns errors into one clear line on stderr and a non-zero exit code.
 
+pub mod files;
 pub mod import;
 pub mod init;
 pub mod mount;
@@ -33,6 +34,15 @@ pub enum Command {
     Conflicts(sync::ConflictsArgs),
     /// Copy an existing audio folder into the mount and point the database at it.
     Import(import::ImportArgs),
+    /// Keep files (or whole folders) on this machine: download them now, never evict.
+    Pin(files::PathsArgs),
+    /// Stop keeping files on this machine (they stay cached until space is needed).
+    Unpin(files::PathsArgs),
+    /// Free the local copy of uploaded files (they download again when read).
+    Evict(files::PathsArgs),
+    /// Put a conflict copy (under <mount>/.conflicts/) back in its place; the version
+    /// there now is kept as a conflict copy.
+    Restore(files::RestoreArgs),
 }
 
 /// Exit codes: 0 success, 1 failure, 2 bad usage (clap's).
@@ -47,6 +57,10 @@ pub fn main() -> ExitCode {
         Command::Sync(a) => sync::run_sync(a),
         Command::Conflicts(a) => sync::run_conflicts(a),
         Command::Import(a) => import::run(a),
+        Command::Pin(a) => files::run_pin(a),
+        Command::Unpin(a) => files::run_unpin(a),
+        Command::Evict(a) => files::run_evict(a),
+        Command::Restore(a) => files::run_restore(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -35,6 +35,9 @@ pub struct MountArgs {
     /// `user_allow_other` in /etc/fuse.conf).
     #[arg(long)]
     pub allow_other: bool,
+    /// Seconds between sync cycles (overrides the config's sync_interval_secs).
+    #[arg(long)]
+    pub sync_interval: Option<u64>,
 }
 
 #[derive(Args)]
@@ -47,6 +50,9 @@ pub struct StatusArgs {
     /// Machine-readable output.
     #[arg(long)]
     pub json: bool,
+    /// Files or folders inside the mount: show each file's state instead
+    /// (remote, partial, cached, pinned, uploading, local-only).
+    pub paths: Vec<PathBuf>,
 }
 
 /// How long `songfs mount` waits for the background daemon to have the mount live.
@@ -78,6 +84,9 @@ pub fn run_mount(a: MountArgs) -> anyhow::Result<()> {
             cache_size: a.cache_size.unwrap_or(cfg.cache_size),
             fetch_timeout: Duration::from_secs(a.fetch_timeout.unwrap_or(cfg.fetch_timeout_secs)),
             allow_other: a.allow_other,
+            sync_interval: Duration::from_secs(
+                a.sync_interval.unwrap_or(cfg.sync_interval_secs).max(1),
+            ),
         };
         return daemon::run(&home, &cfg, opts);
     }
@@ -238,6 +247,9 @@ fn start_background(home: &Home, a: &MountArgs, mountpoint: &Path) -> anyhow::Re
     if a.allow_other {
         cmd.arg("--allow-other");
     }
+    if let Some(s) = a.sync_interval {
+        cmd.arg("--sync-interval").arg(s.to_string());
+    }
     if std::env::var_os("RUST_LOG").is_none() {
         cmd.env("RUST_LOG", "songfs=info,warn");
     }
@@ -354,8 +366,16 @@ pub fn run_unmount(a: UnmountArgs) -> anyhow::Result<()> {
 pub fn run_status(a: StatusArgs) -> anyhow::Result<()> {
     let home = Home::from_env();
     let cfg = Config::load(&home)?;
+    if !a.paths.is_empty() {
+        return super::files::print_states(&home, &cfg, &a.paths, a.json);
+    }
     let pid = daemon::running_pid(&home);
     let st = daemon::read_status(&home);
+    let local = local_facts(&home.state_db_path());
+    let conflict_records = crate::sync::conflicts::read_newest_first(&cfg.conflicts_log_path())
+        .map(|(r, _)| r.len())
+        .unwrap_or(0);
+    let sync = st.as_ref().and_then(|s| s.sync.clone());
     let mountpoint = st
         .as_ref()
         .map(|s| s.mountpoint.clone())
@@ -371,6 +391,13 @@ pub fn run_status(a: StatusArgs) -> anyhow::Result<()> {
             "mounted": mounted,
             "daemon_pid": pid,
             "namespace_entries": entries,
+            "local_only_files": local.local_only,
+            "conflict_copies": local.conflict_copies,
+            "conflicts_logged": conflict_records,
+            "conflicts_log": cfg.conflicts_log_path(),
+            "last_sync": sync.as_ref().and_then(|s| s.last.clone()),
+            "sync_cycles": sync.as_ref().map(|s| s.cycles),
+            "last_sync_error": sync.as_ref().and_then(|s| s.last_error.clone()),
             "daemon": st,
         });
         let mut out = std::io::stdout().lock();
@@ -432,7 +459,66 @@ pub fn run_status(a: StatusArgs) -> anyhow::Result<()> {
         }
         None => writeln!(out, "cache:    no mount has run yet")?,
     }
+    match sync.as_ref().and_then(|s| s.last.as_ref()) {
+        Some(r) => {
+            writeln!(
+                out,
+                "sync:     last at {} ({} cycles): {}",
+                r.finished_at,
+                sync.as_ref().map(|s| s.cycles).unwrap_or(0),
+                r.summary
+            )?;
+        }
+        None => writeln!(out, "sync:     no sync cycle has run under a mount yet")?,
+    }
+    if let Some(e) = sync.as_ref().and_then(|s| s.last_error.as_ref()) {
+        writeln!(out, "sync error: {e}")?;
+    }
+    if local.local_only > 0 {
+        writeln!(
+            out,
+            "local:    {} file(s) stay on this machine only (never uploaded or synced: {})",
+            local.local_only,
+            cfg.local_only_patterns.join(", ")
+        )?;
+    }
+    if local.conflict_copies > 0 || conflict_records > 0 {
+        writeln!(
+            out,
+            "conflicts: {} conflict cop{} waiting under .conflicts/, {} logged (`songfs conflicts`; `songfs restore COPY` puts one back)",
+            local.conflict_copies,
+            if local.conflict_copies == 1 { "y" } else { "ies" },
+            conflict_records
+        )?;
+    }
     Ok(())
+}
+
+#[derive(Default)]
+struct LocalFacts {
+    local_only: u64,
+    conflict_copies: u64,
+}
+
+/// Counts read straight from `state.db` (status holds no catalog; a mount may run).
+fn local_facts(state_db: &Path) -> LocalFacts {
+    let Ok(db) = crate::catalog::open_db(state_db) else {
+        return LocalFacts::default();
+    };
+    let count = |sql: &str| -> u64 {
+        db.query_row(sql, [], |r| r.get::<_, i64>(0))
+            .map(|n| n as u64)
+            .unwrap_or(0)
+    };
+    LocalFacts {
+        local_only: count("SELECT COUNT(*) FROM ns_inodes WHERE kind = 'file' AND local_only = 1"),
+        conflict_copies: count(
+            "WITH RECURSIVE t(ino) AS (
+                 SELECT ino FROM ns_inodes WHERE parent = 1 AND name = '.conflicts'
+                 UNION ALL SELECT n.ino FROM ns_inodes n JOIN t ON n.parent = t.ino)
+             SELECT COUNT(*) FROM ns_inodes WHERE kind = 'file' AND ino IN t",
+        ),
+    }
 }
 
 fn human(b: u64) -> String {

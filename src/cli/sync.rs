@@ -28,10 +28,33 @@ pub struct ConflictsArgs {
 pub fn run_sync(a: SyncArgs) -> anyhow::Result<()> {
     let home = Home::from_env();
     let cfg = Config::load(&home)?;
+    // A running mount owns the live namespace: it runs the cycle (never two at once).
+    if !a.accept_restore {
+        if let Some(report) = super::files::sync_via_daemon(&home)? {
+            return super::files::print_report(&report, a.json);
+        }
+    }
+    let _lock = crate::daemon::sync_loop::CycleLock::acquire(&home).with_context(|| {
+        format!(
+            "cannot lock {}",
+            crate::daemon::sync_loop::lock_path(&home).display()
+        )
+    })?;
     let rt = super::runtime()?;
     let store = rt
         .block_on(crate::store::open(&cfg.store))
         .with_context(|| format!("cannot open the store {}", cfg.store.url))?;
+    if crate::daemon::running_pid(&home).is_none() {
+        let ns = crate::daemon::sync_loop::namespace_standalone(&home, &cfg, store.clone(), &rt)?;
+        if cfg.db_path.is_none() {
+            if a.json {
+                println!("{}", serde_json::to_string(&ns)?);
+            } else {
+                println!("{}", crate::daemon::sync_loop::ns_line(&ns));
+            }
+            return Ok(());
+        }
+    }
     let opts = Options {
         accept_restore: a.accept_restore,
     };
@@ -70,7 +93,11 @@ pub fn run_conflicts(a: ConflictsArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     for r in records {
-        let col = r.column.as_deref().map(|c| format!(".{c}")).unwrap_or_default();
+        let col = r
+            .column
+            .as_deref()
+            .map(|c| format!(".{c}"))
+            .unwrap_or_default();
         println!(
             "{}  {:<9} {}/{}{}  kept {}{}  lost {}{}\n    {}",
             r.at,
@@ -79,9 +106,13 @@ pub fn run_conflicts(a: ConflictsArgs) -> anyhow::Result<()> {
             r.row,
             col,
             r.kept,
-            r.kept_by.map(|d| format!(" (from {d})")).unwrap_or_default(),
+            r.kept_by
+                .map(|d| format!(" (from {d})"))
+                .unwrap_or_default(),
             r.lost,
-            r.lost_by.map(|d| format!(" (from {d})")).unwrap_or_default(),
+            r.lost_by
+                .map(|d| format!(" (from {d})"))
+                .unwrap_or_default(),
             r.why
         );
     }

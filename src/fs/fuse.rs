@@ -97,6 +97,7 @@ macro_rules! error_reply {
     ($($t:ty),*) => {$(impl ErrorReply for $t { fn error(self, e: Errno) { <$t>::error(self, e) } })*};
 }
 error_reply!(
+    ReplyXattr,
     ReplyAttr,
     ReplyCreate,
     ReplyData,
@@ -465,21 +466,30 @@ impl fuser::Filesystem for FuseAdapter {
         reply.ok();
     }
 
-    // No extended attributes. ENOSYS (not ENODATA) makes the kernel stop asking for
-    // the whole mount, which saves `ls -l` two round trips per file.
-    fn getxattr(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        _name: &OsStr,
-        _size: u32,
-        reply: ReplyXattr,
-    ) {
-        reply.error(Errno::ENOSYS);
+    // One attribute, `user.songfs.state`, answered from memory; every other name is
+    // ENODATA (and `security.*` lookups the kernel makes on write stay cheap).
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        if name != super::xattr::STATE_XATTR {
+            reply.error(Errno::ENODATA);
+            return;
+        }
+        let n = try_or_reply!("getxattr", reply, self.fs.getattr(ino.0));
+        if n.is_dir() {
+            reply.error(Errno::ENODATA);
+            return;
+        }
+        let value = super::xattr::file_state(&n, self.fs.cache());
+        xattr_reply(reply, value.as_bytes(), size);
     }
 
-    fn listxattr(&self, _req: &Request, _ino: INodeNo, _size: u32, reply: ReplyXattr) {
-        reply.error(Errno::ENOSYS);
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        let n = try_or_reply!("listxattr", reply, self.fs.getattr(ino.0));
+        let list: &[u8] = if n.is_dir() {
+            b""
+        } else {
+            b"user.songfs.state\0"
+        };
+        xattr_reply(reply, list, size);
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
@@ -494,5 +504,13 @@ impl fuser::Filesystem for FuseAdapter {
             crate::catalog::NAME_MAX as u32,
             s.bsize,
         );
+    }
+}
+
+fn xattr_reply(reply: ReplyXattr, value: &[u8], size: u32) {
+    match super::xattr::reply_for(value, size) {
+        super::xattr::XattrReply::Size(n) => reply.size(n),
+        super::xattr::XattrReply::Data(d) => reply.data(&d),
+        super::xattr::XattrReply::Error(e) => reply.error(Errno::from_i32(e)),
     }
 }

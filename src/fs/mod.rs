@@ -12,6 +12,7 @@ pub mod fusermount;
 pub mod read;
 pub mod staging;
 pub mod statfs;
+pub mod xattr;
 
 pub use error::{FsError, FsResult};
 pub use filesystem::{FsOptions, SongFs};
