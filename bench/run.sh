@@ -8,15 +8,16 @@
 # exit, also on failure or Ctrl-C). Peers whose tool is missing are skipped with a note.
 #
 # Environment: RUNS (default 5), SKIP_BUILD=1 (use existing release binaries),
-# KEEP_WORK=1 (keep the work folder), S3S_FS (path to s3s-fs), TMPDIR.
+# KEEP_WORK=1 (keep the work folder), S3S_FS (path to s3s-fs), TMPDIR,
+# SONGFS_BIN / RANGEGET_BIN (use these binaries instead of this tree's release build).
 set -euo pipefail
 
 RUNS=${RUNS:-5}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 OUT_DIR=$ROOT/bench/out
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
-SONGFS=$TARGET_DIR/release/songfs
-RANGEGET=$TARGET_DIR/release/examples/rangeget
+SONGFS=${SONGFS_BIN:-$TARGET_DIR/release/songfs}
+RANGEGET=${RANGEGET_BIN:-$TARGET_DIR/release/examples/rangeget}
 S3S_FS=${S3S_FS:-$(command -v s3s-fs || echo "$HOME/.cargo/bin/s3s-fs")}
 ACCESS_KEY=bench-access
 SECRET_KEY=bench-secret-0123456789
@@ -155,7 +156,7 @@ rss_mib() { ps -o rss= -p "$1" 2>/dev/null | awk '{ printf "%.1f\n", $1 / 1024 }
 command -v fusermount3 >/dev/null || die "fusermount3 not found: install fuse3"
 command -v python3 >/dev/null || die "python3 not found (used to pick a free port and make files)"
 
-if [ "${SKIP_BUILD:-0}" != 1 ]; then
+if [ "${SKIP_BUILD:-0}" != 1 ] && [ -z "${SONGFS_BIN:-}${RANGEGET_BIN:-}" ]; then
   log "building release binaries"
   (cd "$ROOT" && cargo build --release --bin songfs --example rangeget >&2)
 fi
@@ -397,7 +398,7 @@ mkdir -p "$OUT_DIR"
 {
   echo "# songfs benchmark"
   echo
-  echo "$(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, $(uname -r), songfs $(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?'), median of $RUNS runs."
+  echo "$(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, $(uname -r), songfs $(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?') ($SONGFS), median of $RUNS runs."
   echo "Store: s3s-fs $("$S3S_FS" --version | awk '{ print $2 }') on 127.0.0.1 (loopback). Page cache:"
   if [ "$CAN_DROP" = 1 ]; then echo "dropped before every timed read and listing."; else
     echo "**not** dropped (no permission to write /proc/sys/vm/drop_caches): reads may come from memory."; fi
