@@ -38,6 +38,14 @@ fn mount_refuses_bad_setups_with_a_clear_message() {
     let mut c = m.songfs();
     c.arg("unmount").arg(&m.dir);
     assert!(stderr_of(c).contains("not mounted"));
+
+    // The store folder is gone (a NAS or USB disk not attached): say so, mount nothing.
+    std::fs::rename(&m.store, m.root().join("store-away")).unwrap();
+    let mut c = m.songfs();
+    c.arg("mount").arg(&m.dir);
+    let e = stderr_of(c);
+    assert!(e.contains("attached"), "{e}");
+    assert_eq!(std::fs::read_dir(&m.dir).unwrap().count(), 0);
 }
 
 #[test]
