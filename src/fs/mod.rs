@@ -16,3 +16,6 @@ pub mod statfs;
 pub use error::{FsError, FsResult};
 pub use filesystem::{FsOptions, SongFs};
 pub use fuse::FuseAdapter;
+
+#[cfg(test)]
+mod tests;
