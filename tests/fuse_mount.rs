@@ -67,6 +67,15 @@ fn mount_runs_in_the_background_status_reports_it_and_unmount_stops_it() {
     assert!(text.contains("(mounted"), "{text}");
     assert!(text.contains("uploads:"), "{text}");
 
+    // A program holding a file open keeps the mount: unmount says so and changes nothing.
+    let held = std::fs::File::open(m.path("x.mp3")).unwrap();
+    let mut c = m.songfs();
+    c.arg("unmount").arg(&m.dir);
+    let e = stderr_of(c);
+    assert!(e.contains("busy"), "{e}");
+    assert_eq!(std::fs::read(m.path("x.mp3")).unwrap(), b"abc");
+    drop(held);
+
     m.unmount();
     assert_eq!(std::fs::read_dir(&m.dir).unwrap().count(), 0);
     let s = m.status();
