@@ -1,1 +1,344 @@
-//! (to be written)
+//! The process behind `songfs mount`: opens the store, the cache, the uploader and the
+//! namespace, serves the FUSE session until it is unmounted (by `songfs unmount`,
+//! `fusermount3 -u`, SIGTERM or SIGINT), then commits staged files, drains uploads for
+//! a bounded time and exits.
+//!
+//! It writes its PID to `$SONGFS_HOME/daemon.pid` and, every second, what
+//! `songfs status` shows to `$SONGFS_HOME/daemon-status.json` (the status command runs in
+//! another process and cannot ask the uploader directly). It must never exit with the
+//! mount still attached (a dead mount answers ENOTCONN to every program).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+
+use crate::cache::{Cache, CacheUsage};
+use crate::catalog::Catalog;
+use crate::config::{Config, Home};
+use crate::fs::{FsOptions, FuseAdapter, SongFs};
+use crate::store::{self, format, ObjectStore, StoreError};
+use crate::uploader::Uploader;
+
+/// How long unmount waits for pending uploads before leaving them for the next mount.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub struct DaemonOptions {
+    pub mountpoint: PathBuf,
+    pub cache_size: u64,
+    pub fetch_timeout: Duration,
+    /// Let other users (and root) into the mount; needs `user_allow_other` in
+    /// /etc/fuse.conf for a non-root user.
+    pub allow_other: bool,
+}
+
+/// What `songfs status` reads.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DaemonStatus {
+    pub pid: u32,
+    pub mountpoint: PathBuf,
+    pub store: String,
+    /// The store answered when the mount started.
+    pub store_reachable: bool,
+    pub cache_bytes: u64,
+    pub cache_limit: u64,
+    pub cache_pinned_bytes: u64,
+    pub cache_dirty_bytes: u64,
+    pub cache_blobs: u64,
+    pub pending_uploads: u64,
+    pub pending_bytes: u64,
+    pub last_error: Option<String>,
+    pub updated_at: String,
+}
+
+pub fn pid_path(home: &Home) -> PathBuf {
+    home.root.join("daemon.pid")
+}
+
+pub fn status_path(home: &Home) -> PathBuf {
+    home.root.join("daemon-status.json")
+}
+
+pub fn local_dir(home: &Home) -> PathBuf {
+    home.root.join("local")
+}
+
+/// The PID in the pid file, if that process is alive.
+pub fn running_pid(home: &Home) -> Option<u32> {
+    let pid: u32 = std::fs::read_to_string(pid_path(home))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    process_alive(pid).then_some(pid)
+}
+
+/// True if `pid` is a live (not zombie) songfs process: a daemon killed by a crash may
+/// linger as a zombie where nothing reaps it, and its PID may be reused later.
+pub fn process_alive(pid: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // The state follows the parenthesised command name.
+    let state = stat
+        .rsplit(')')
+        .next()
+        .and_then(|r| r.split_whitespace().next());
+    if matches!(state, Some("Z") | Some("X")) {
+        return false;
+    }
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|c| String::from_utf8_lossy(&c).contains("songfs"))
+        .unwrap_or(false)
+}
+
+pub fn read_status(home: &Home) -> Option<DaemonStatus> {
+    let text = std::fs::read_to_string(status_path(home)).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+/// Checks the store at mount. Unreachable (network down, endpoint off): mount anyway,
+/// offline — cached files read, writes queue for upload. Reachable but not a songfs store
+/// this build understands: refuse, since writing into it could damage it.
+async fn check_store(store: &dyn ObjectStore, timeout: Duration) -> anyhow::Result<bool> {
+    match tokio::time::timeout(timeout, store.get(format::FORMAT_KEY)).await {
+        Err(_) => {
+            tracing::warn!(store = %store.describe(), "the store did not answer within {timeout:?}: mounting offline (cached files only; writes upload later)");
+            Ok(false)
+        }
+        Ok(Err(StoreError::NotFound { .. })) => anyhow::bail!(
+            "{} holds no {}: if it is a folder on a NAS or a USB disk, check that the disk is attached; otherwise run `songfs init` with this store first",
+            store.describe(),
+            format::FORMAT_KEY
+        ),
+        Ok(Err(
+            e @ (StoreError::Denied { .. }
+            | StoreError::NoSuchBucket { .. }
+            | StoreError::BadUrl { .. }),
+        )) => Err(anyhow::anyhow!("cannot use the store {}: {e}", store.describe())),
+        Ok(Err(e)) => {
+            tracing::warn!(store = %store.describe(), error = %e, "the store is unreachable: mounting offline (cached files only; writes upload later)");
+            Ok(false)
+        }
+        Ok(Ok(_)) => {
+            format::check(store).await?;
+            Ok(true)
+        }
+    }
+}
+
+/// Serves the mount in this process until it is unmounted.
+pub fn run(home: &Home, cfg: &Config, opts: DaemonOptions) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()?;
+    let store = rt.block_on(store::open(&cfg.store))?;
+    let reachable = rt.block_on(check_store(store.as_ref(), opts.fetch_timeout))?;
+
+    std::fs::create_dir_all(home.cache_dir())
+        .with_context(|| format!("cannot create {}", home.cache_dir().display()))?;
+    // The cache empties its staging folder when it opens: first save what a crash left
+    // there (bytes of files never closed) to lost+found.
+    crate::fs::staging::rescue_leftovers(
+        &home.cache_dir().join("staging"),
+        &home.root.join("lost+found"),
+    );
+    let cache = {
+        let _enter = rt.enter();
+        Cache::open(
+            &home.cache_dir(),
+            &home.state_db_path(),
+            opts.cache_size,
+            store.clone(),
+            opts.fetch_timeout,
+        )
+        .context("cannot open the cache")?
+    };
+    let uploader = {
+        let _enter = rt.enter();
+        Arc::new(Uploader::start(cache.clone(), store.clone()))
+    };
+    // SAFETY: getuid/getgid cannot fail.
+    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+    let catalog = Arc::new(
+        Catalog::open(&home.state_db_path(), uid, gid)
+            .with_context(|| format!("cannot open {}", home.state_db_path().display()))?,
+    );
+    let patterns = cfg
+        .local_only_patterns
+        .iter()
+        .map(|p| {
+            glob::Pattern::new(p).with_context(|| {
+                format!(
+                    "local_only_patterns: {p:?} is not a valid glob: fix it in {}",
+                    home.config_path().display()
+                )
+            })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let fs = Arc::new(
+        SongFs::new(
+            catalog,
+            cache.clone(),
+            FsOptions {
+                local_dir: local_dir(home),
+                rescue_dir: home.root.join("lost+found"),
+                local_only_patterns: patterns,
+            },
+        )
+        .context("cannot set up the filesystem")?,
+    );
+
+    let mut fuse_cfg = fuser::Config::default();
+    fuse_cfg.mount_options = vec![
+        fuser::MountOption::FSName("songfs".into()),
+        fuser::MountOption::Subtype("songfs".into()),
+        fuser::MountOption::DefaultPermissions,
+        fuser::MountOption::NoAtime,
+        fuser::MountOption::RW,
+    ];
+    fuse_cfg.n_threads = Some(4);
+    fuse_cfg.clone_fd = true;
+    if opts.allow_other {
+        fuse_cfg.acl = fuser::SessionACL::All;
+    }
+    let adapter = FuseAdapter::new(fs.clone(), rt.handle().clone());
+    // SAFETY: geteuid cannot fail.
+    let as_root = unsafe { libc::geteuid() } == 0;
+    let mut session = if as_root {
+        fuser::Session::new(adapter, &opts.mountpoint, &fuse_cfg)
+    } else {
+        // A user mounts through the setuid fusermount3 (see fs::fusermount).
+        let mut o = "fsname=songfs,subtype=songfs,default_permissions,noatime,rw".to_string();
+        if opts.allow_other {
+            o.push_str(",allow_other");
+        }
+        crate::fs::fusermount::mount(&opts.mountpoint, &o)
+            .and_then(|fd| fuser::Session::from_fd(adapter, fd, fuse_cfg.acl, fuse_cfg.clone()))
+    }
+    .with_context(|| format!("cannot mount {}", opts.mountpoint.display()))?;
+
+    std::fs::write(pid_path(home), format!("{}\n", std::process::id()))
+        .with_context(|| format!("cannot write {}", pid_path(home).display()))?;
+    tracing::info!(mountpoint = %opts.mountpoint.display(), store = %store.describe(), "mounted");
+
+    let mut unmounter = as_root.then(|| session.unmount_callable());
+    let mountpoint = opts.mountpoint.clone();
+    rt.spawn(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            return;
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        tracing::info!(mountpoint = %mountpoint.display(), "signal received: unmounting");
+        let done = match unmounter.as_mut() {
+            Some(u) => u.unmount(),
+            None => crate::fs::fusermount::unmount(&mountpoint, false),
+        };
+        if let Err(e) = done {
+            tracing::warn!(error = %e, "unmount failed (busy?); detaching lazily");
+            let _ = crate::fs::fusermount::unmount(&mountpoint, true);
+        }
+    });
+    let status_task = rt.spawn(write_status_loop(
+        home.clone(),
+        opts.mountpoint.clone(),
+        store.describe(),
+        reachable,
+        cache.clone(),
+        uploader.clone(),
+    ));
+
+    let served = session.run();
+    tracing::info!("session ended: committing staged files and draining uploads");
+    fs.commit_all();
+    status_task.abort();
+    let _ = rt.block_on(status_task);
+    let drained = rt.block_on(uploader.drain(DRAIN_TIMEOUT));
+    if !drained {
+        let (n, bytes) = uploader.pending();
+        tracing::warn!(
+            pending = n,
+            bytes,
+            "uploads not finished at unmount: they resume at the next mount"
+        );
+    }
+    write_status(
+        home,
+        &opts.mountpoint,
+        &store.describe(),
+        reachable,
+        &cache,
+        &uploader,
+    );
+    if let Ok(up) = Arc::try_unwrap(uploader) {
+        rt.block_on(up.shutdown());
+    }
+    let _ = std::fs::remove_file(pid_path(home));
+    served.context("the FUSE session failed")
+}
+
+async fn write_status_loop(
+    home: Home,
+    mountpoint: PathBuf,
+    store: String,
+    reachable: bool,
+    cache: Arc<Cache>,
+    uploader: Arc<Uploader>,
+) {
+    loop {
+        write_status(&home, &mountpoint, &store, reachable, &cache, &uploader);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+fn write_status(
+    home: &Home,
+    mountpoint: &Path,
+    store: &str,
+    reachable: bool,
+    cache: &Cache,
+    uploader: &Uploader,
+) {
+    let CacheUsage {
+        bytes,
+        limit,
+        pinned_bytes,
+        dirty_bytes,
+        blobs,
+    } = cache.usage();
+    let (pending_uploads, pending_bytes) = uploader.pending();
+    let s = DaemonStatus {
+        pid: std::process::id(),
+        mountpoint: mountpoint.to_path_buf(),
+        store: store.to_string(),
+        store_reachable: reachable,
+        cache_bytes: bytes,
+        cache_limit: limit,
+        cache_pinned_bytes: pinned_bytes,
+        cache_dirty_bytes: dirty_bytes,
+        cache_blobs: blobs,
+        pending_uploads,
+        pending_bytes,
+        last_error: uploader.last_error(),
+        updated_at: chrono::Utc::now().to_rfc3339(),
+    };
+    let path = status_path(home);
+    let tmp = path.with_extension("json.tmp");
+    let written = serde_json::to_vec_pretty(&s)
+        .map_err(std::io::Error::other)
+        .and_then(|b| std::fs::write(&tmp, b))
+        .and_then(|_| std::fs::rename(&tmp, &path));
+    if let Err(e) = written {
+        tracing::warn!(path = %path.display(), error = %e, "cannot write the status file");
+    }
+}

@@ -1,1 +1,21 @@
-//! (to be written)
+//! The mount: a FUSE filesystem over the namespace (`catalog`) and the blob cache.
+//!
+//! `filesystem.rs` holds the logic (namespace operations, the write path, commit),
+//! `read.rs` the read path, `staging.rs` one file's uncommitted bytes, `fuse.rs` the thin
+//! fuser shim, `error.rs` the one error type at the boundary. Layers call downward only:
+//! fs → catalog and cache; never the store directly.
+
+pub mod error;
+pub mod filesystem;
+pub mod fuse;
+pub mod fusermount;
+pub mod read;
+pub mod staging;
+pub mod statfs;
+
+pub use error::{FsError, FsResult};
+pub use filesystem::{FsOptions, SongFs};
+pub use fuse::FuseAdapter;
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,498 @@
+//! The FUSE shim: fuser callbacks that convert arguments, call `SongFs`, and reply.
+//! Each callback is a few lines; errors are logged and replied in one place (`fail`).
+//!
+//! Operations that may wait for the network (a read of bytes not yet cached, a write or
+//! truncate that first needs the current content) are spawned on the tokio runtime and
+//! reply when done, so a slow download never holds a FUSE thread and other files keep
+//! working. Everything else answers on the FUSE thread from local state. This module
+//! must never contain filesystem logic.
+
+use std::ffi::OsStr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use fuser::{
+    Errno, FileAttr, FileHandle, FileType, FopenFlags, Generation, INodeNo, InitFlags,
+    KernelConfig, LockOwner, OpenAccMode, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate,
+    ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs,
+    ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+};
+
+use super::error::FsError;
+use super::filesystem::{Opened, SetAttr, SongFs};
+use crate::catalog::{time_to_ns, Kind, Node, RenameMode};
+
+/// How long the kernel may trust attributes and names: the namespace changes only
+/// through this mount (and the sync, which is rare), so a few seconds is safe and makes
+/// `ls -l` of a big folder cost no round trips.
+const TTL: Duration = Duration::from_secs(2);
+
+/// Largest read/write the kernel sends in one request.
+const MAX_IO: u32 = 1 << 20;
+
+pub struct FuseAdapter {
+    fs: Arc<SongFs>,
+    rt: tokio::runtime::Handle,
+}
+
+impl FuseAdapter {
+    pub fn new(fs: Arc<SongFs>, rt: tokio::runtime::Handle) -> FuseAdapter {
+        FuseAdapter { fs, rt }
+    }
+}
+
+fn attr(n: &Node) -> FileAttr {
+    let (kind, nlink) = match n.kind {
+        Kind::Dir => (FileType::Directory, 2),
+        Kind::File => (FileType::RegularFile, 1),
+    };
+    FileAttr {
+        ino: INodeNo(n.ino),
+        size: n.size,
+        blocks: n.size.div_ceil(512),
+        atime: n.mtime(),
+        mtime: n.mtime(),
+        ctime: n.ctime(),
+        crtime: n.ctime(),
+        kind,
+        perm: n.mode as u16,
+        nlink,
+        uid: n.uid,
+        gid: n.gid,
+        rdev: 0,
+        blksize: MAX_IO,
+        flags: 0,
+    }
+}
+
+fn name_str(name: &OsStr) -> Result<&str, FsError> {
+    name.to_str()
+        .ok_or_else(|| FsError::new(libc::EINVAL, "file names must be UTF-8"))
+}
+
+fn open_flags(o: &Opened) -> FopenFlags {
+    if o.keep_cache {
+        FopenFlags::FOPEN_KEEP_CACHE
+    } else {
+        FopenFlags::empty()
+    }
+}
+
+fn writable(flags: OpenFlags) -> bool {
+    !matches!(flags.acc_mode(), OpenAccMode::O_RDONLY)
+}
+
+fn time_ns(t: TimeOrNow) -> i64 {
+    match t {
+        TimeOrNow::SpecificTime(t) => time_to_ns(t),
+        TimeOrNow::Now => time_to_ns(SystemTime::now()),
+    }
+}
+
+/// Every reply type can carry an error.
+trait ErrorReply {
+    fn error(self, e: Errno);
+}
+macro_rules! error_reply {
+    ($($t:ty),*) => {$(impl ErrorReply for $t { fn error(self, e: Errno) { <$t>::error(self, e) } })*};
+}
+error_reply!(
+    ReplyAttr,
+    ReplyCreate,
+    ReplyData,
+    ReplyDirectory,
+    ReplyDirectoryPlus,
+    ReplyEmpty,
+    ReplyEntry,
+    ReplyOpen,
+    ReplyWrite
+);
+
+/// The one place errors are logged and replied.
+fn fail(op: &str, e: FsError, reply: impl ErrorReply) {
+    if e.is_routine() {
+        tracing::debug!(op, errno = e.errno, "{e}");
+    } else {
+        tracing::warn!(op, errno = e.errno, "{e}");
+    }
+    reply.error(Errno::from_i32(e.errno));
+}
+
+macro_rules! try_or_reply {
+    ($op:expr, $reply:expr, $e:expr) => {
+        match $e {
+            Ok(v) => v,
+            Err(err) => return fail($op, err.into(), $reply),
+        }
+    };
+}
+
+impl fuser::Filesystem for FuseAdapter {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        let _ = config
+            .add_capabilities(InitFlags::FUSE_DO_READDIRPLUS | InitFlags::FUSE_READDIRPLUS_AUTO);
+        let _ = config.add_capabilities(InitFlags::FUSE_PARALLEL_DIROPS);
+        let _ = config.set_max_write(MAX_IO);
+        // Cache misses are answered asynchronously: let the kernel keep more in flight.
+        let _ = config.set_max_background(64);
+        if let Err(nearest) = config.set_max_readahead(MAX_IO) {
+            let _ = config.set_max_readahead(nearest);
+        }
+        Ok(())
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let name = try_or_reply!("lookup", reply, name_str(name));
+        let n = try_or_reply!("lookup", reply, self.fs.lookup(parent.0, name));
+        reply.entry(&TTL, &attr(&n), Generation(0));
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        let n = try_or_reply!("getattr", reply, self.fs.getattr(ino.0));
+        reply.attr(&TTL, &attr(&n));
+    }
+
+    fn setattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        _atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        _fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        let a = SetAttr {
+            mode,
+            uid,
+            gid,
+            size,
+            mtime_ns: mtime.map(time_ns),
+        };
+        match self.fs.setattr(ino.0, a) {
+            Ok(Some(n)) => reply.attr(&TTL, &attr(&n)),
+            Ok(None) => {
+                let fs = self.fs.clone();
+                self.rt.spawn(async move {
+                    let r = match fs.prepare_staging(ino.0).await {
+                        Ok(()) => fs.setattr(ino.0, a),
+                        Err(e) => Err(e),
+                    };
+                    match r {
+                        Ok(Some(n)) => reply.attr(&TTL, &attr(&n)),
+                        Ok(None) => fail(
+                            "setattr",
+                            FsError::new(libc::EIO, "content vanished while staging"),
+                            reply,
+                        ),
+                        Err(e) => fail("setattr", e, reply),
+                    }
+                });
+            }
+            Err(e) => fail("setattr", e, reply),
+        }
+    }
+
+    fn mkdir(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        reply: ReplyEntry,
+    ) {
+        let name = try_or_reply!("mkdir", reply, name_str(name));
+        let n = try_or_reply!(
+            "mkdir",
+            reply,
+            self.fs
+                .mkdir(parent.0, name, mode & !umask, req.uid(), req.gid())
+        );
+        reply.entry(&TTL, &attr(&n), Generation(0));
+    }
+
+    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let name = try_or_reply!("unlink", reply, name_str(name));
+        try_or_reply!("unlink", reply, self.fs.unlink(parent.0, name));
+        reply.ok();
+    }
+
+    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let name = try_or_reply!("rmdir", reply, name_str(name));
+        try_or_reply!("rmdir", reply, self.fs.rmdir(parent.0, name));
+        reply.ok();
+    }
+
+    fn rename(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        let name = try_or_reply!("rename", reply, name_str(name));
+        let newname = try_or_reply!("rename", reply, name_str(newname));
+        let mode = RenameMode {
+            no_replace: flags.contains(RenameFlags::RENAME_NOREPLACE),
+            exchange: flags.contains(RenameFlags::RENAME_EXCHANGE),
+        };
+        try_or_reply!(
+            "rename",
+            reply,
+            self.fs.rename(parent.0, name, newparent.0, newname, mode)
+        );
+        reply.ok();
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let o = try_or_reply!("open", reply, self.fs.open(ino.0, writable(flags)));
+        reply.opened(FileHandle(o.fh), open_flags(&o));
+    }
+
+    fn create(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        flags: i32,
+        reply: ReplyCreate,
+    ) {
+        let name = try_or_reply!("create", reply, name_str(name));
+        let (n, o) = try_or_reply!(
+            "create",
+            reply,
+            self.fs.create(
+                parent.0,
+                name,
+                mode & !umask,
+                req.uid(),
+                req.gid(),
+                writable(OpenFlags(flags)),
+            )
+        );
+        reply.created(
+            &TTL,
+            &attr(&n),
+            Generation(0),
+            FileHandle(o.fh),
+            open_flags(&o),
+        );
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        match self.fs.read(fh.0, offset, size) {
+            Ok(Some(data)) => reply.data(&data),
+            Ok(None) => {
+                let fs = self.fs.clone();
+                self.rt.spawn(async move {
+                    match fs.read_fetch(fh.0, offset, size).await {
+                        Ok(data) => reply.data(&data),
+                        Err(e) => fail("read", e, reply),
+                    }
+                });
+            }
+            Err(e) => fail("read", e, reply),
+        }
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        match self.fs.write(fh.0, offset, data) {
+            Ok(Some(n)) => reply.written(n),
+            Ok(None) => {
+                let fs = self.fs.clone();
+                let data = data.to_vec();
+                self.rt.spawn(async move {
+                    let r = match fs.prepare_staging(ino.0).await {
+                        Ok(()) => fs.write(fh.0, offset, &data),
+                        Err(e) => Err(e),
+                    };
+                    match r {
+                        Ok(Some(n)) => reply.written(n),
+                        Ok(None) => fail(
+                            "write",
+                            FsError::new(libc::EIO, "content vanished while staging"),
+                            reply,
+                        ),
+                        Err(e) => fail("write", e, reply),
+                    }
+                });
+            }
+            Err(e) => fail("write", e, reply),
+        }
+    }
+
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        try_or_reply!("flush", reply, self.fs.flush(fh.0));
+        reply.ok();
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        try_or_reply!("release", reply, self.fs.release(fh.0));
+        reply.ok();
+    }
+
+    fn fsync(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _ds: bool, reply: ReplyEmpty) {
+        try_or_reply!("fsync", reply, self.fs.fsync(fh.0));
+        reply.ok();
+    }
+
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        let fh = try_or_reply!("opendir", reply, self.fs.opendir(ino.0));
+        reply.opened(FileHandle(fh), FopenFlags::empty());
+    }
+
+    fn readdir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        let snap = try_or_reply!("readdir", reply, self.fs.dir_snapshot(fh.0));
+        let dots = [(&snap.dir, "."), (&snap.parent, "..")];
+        let all = dots
+            .into_iter()
+            .chain(snap.entries.iter().map(|n| (n, n.name.as_str())));
+        for (i, (n, name)) in all.enumerate().skip(offset as usize) {
+            let kind = attr(n).kind;
+            if reply.add(INodeNo(n.ino), i as u64 + 1, kind, name) {
+                break;
+            }
+        }
+        reply.ok();
+    }
+
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        let snap = try_or_reply!("readdirplus", reply, self.fs.dir_snapshot(fh.0));
+        let dots = [(&snap.dir, "."), (&snap.parent, "..")];
+        let all = dots
+            .into_iter()
+            .chain(snap.entries.iter().map(|n| (n, n.name.as_str())));
+        for (i, (n, name)) in all.enumerate().skip(offset as usize) {
+            if reply.add(
+                INodeNo(n.ino),
+                i as u64 + 1,
+                name,
+                &TTL,
+                &attr(n),
+                Generation(0),
+            ) {
+                break;
+            }
+        }
+        reply.ok();
+    }
+
+    fn releasedir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
+        self.fs.releasedir(fh.0);
+        reply.ok();
+    }
+
+    fn fsyncdir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _ds: bool,
+        reply: ReplyEmpty,
+    ) {
+        reply.ok();
+    }
+
+    // No extended attributes. ENOSYS (not ENODATA) makes the kernel stop asking for
+    // the whole mount, which saves `ls -l` two round trips per file.
+    fn getxattr(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _name: &OsStr,
+        _size: u32,
+        reply: ReplyXattr,
+    ) {
+        reply.error(Errno::ENOSYS);
+    }
+
+    fn listxattr(&self, _req: &Request, _ino: INodeNo, _size: u32, reply: ReplyXattr) {
+        reply.error(Errno::ENOSYS);
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        let s = super::statfs::local_space(&self.fs.cache().staging_dir());
+        reply.statfs(
+            s.blocks,
+            s.bfree,
+            s.bavail,
+            self.fs.entry_count() + s.ffree,
+            s.ffree,
+            s.bsize,
+            crate::catalog::NAME_MAX as u32,
+            s.bsize,
+        );
+    }
+}
