@@ -5,8 +5,10 @@
 //! so that a reader never sees half of it. This layer knows nothing of files, caches or
 //! databases; it must never retry forever: callers bound their waits.
 
+pub mod faulty;
 pub mod format;
 pub mod local;
+pub mod s3;
 
 use std::ops::Range;
 use std::path::Path;
@@ -87,6 +89,10 @@ pub async fn open(cfg: &StoreConfig) -> StoreResult<Arc<dyn ObjectStore>> {
             });
         }
         return Ok(Arc::new(local::LocalStore::new(path)));
+    }
+    if cfg.url.starts_with("s3://") {
+        let store = s3::S3Store::open(cfg, s3::S3Options::default()).await?;
+        return Ok(Arc::new(store));
     }
     Err(StoreError::BadUrl {
         url: cfg.url.clone(),

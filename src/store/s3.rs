@@ -1,0 +1,715 @@
+//! The S3 store: a bucket + prefix on AWS or any S3-compatible server (MinIO, a NAS,
+//! s3s-fs in tests), through aws-sdk-s3.
+//!
+//! Credentials come from the standard AWS chain (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY,
+//! ~/.aws, ...) unless `S3Options::credentials` names them. With an endpoint override
+//! requests use path-style addressing (`http://host/bucket/key`), which every
+//! S3-compatible server understands.
+//!
+//! Every request is bounded: a connect timeout, a time-to-first-byte timeout (scaled by
+//! the body size for uploads), stalled-stream protection for bodies, and a few quick
+//! retries. An unreachable store fails in seconds; this module must never wait forever
+//! and never HEADs "directory" keys (s3s-fs answers such a HEAD with 500).
+//!
+//! `put_if_absent` sends `If-None-Match: *`. A server that answers that it does not
+//! implement conditional writes gets HEAD-then-PUT instead, which races: two writers
+//! that HEAD at the same moment both write. Our callers write immutable,
+//! content-addressed objects or per-device keys there, so the race costs a duplicate
+//! write, never a lost one. A server that silently ignores the header cannot be told
+//! apart from one that honours it; with such a server a second writer overwrites.
+
+use std::ops::Range;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_config::meta::region::RegionProviderChain;
+use aws_sdk_s3::config::retry::RetryConfig;
+use aws_sdk_s3::config::timeout::TimeoutConfig;
+use aws_sdk_s3::config::{
+    BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
+};
+use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::{ByteStream, Length};
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use aws_sdk_s3::Client;
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+
+use super::{ObjectStore, StoreError, StoreResult};
+use crate::config::StoreConfig;
+
+/// S3's smallest allowed multipart part (all parts but the last).
+pub const MIN_PART_SIZE: u64 = 5 * 1024 * 1024;
+/// S3's largest number of parts in one upload.
+const MAX_PARTS: u64 = 10_000;
+/// Slowest upload speed we still wait for (about a 1 Mbit/s uplink): an upload's
+/// time-to-response bound grows by its size at this rate.
+const MIN_UPLOAD_BYTES_PER_SEC: u64 = 128 * 1024;
+
+/// Knobs of the S3 store. `Default` is what `songfs` uses.
+#[derive(Debug, Clone)]
+pub struct S3Options {
+    /// Access key and secret to use instead of the AWS credential chain.
+    pub credentials: Option<(String, String)>,
+    /// Time to establish a TCP (and TLS) connection.
+    pub connect_timeout: Duration,
+    /// Time from sending a request (without body) to the first byte of the response.
+    pub first_byte_timeout: Duration,
+    /// Tries per request, the first included.
+    pub max_attempts: u32,
+    /// Files larger than this go up as multipart uploads.
+    pub multipart_threshold: u64,
+    /// Size of each multipart part (at least `MIN_PART_SIZE`).
+    pub part_size: u64,
+    /// Parts uploaded at the same time.
+    pub part_concurrency: usize,
+}
+
+impl Default for S3Options {
+    fn default() -> S3Options {
+        S3Options {
+            credentials: None,
+            connect_timeout: Duration::from_secs(3),
+            first_byte_timeout: Duration::from_secs(10),
+            max_attempts: 3,
+            multipart_threshold: 16 * 1024 * 1024,
+            part_size: 16 * 1024 * 1024,
+            part_concurrency: 4,
+        }
+    }
+}
+
+pub struct S3Store {
+    client: Client,
+    bucket: String,
+    /// Without leading or trailing '/'; empty for the bucket root.
+    prefix: String,
+    endpoint: Option<String>,
+    region: String,
+    opts: S3Options,
+    /// Set once the server said it does not implement `If-None-Match` on PUT.
+    no_conditional_put: AtomicBool,
+}
+
+/// `s3://bucket/some/prefix/` → ("bucket", "some/prefix").
+pub fn parse_url(url: &str) -> StoreResult<(String, String)> {
+    let bad = |why: &str| StoreError::BadUrl {
+        url: url.to_string(),
+        why: why.to_string(),
+    };
+    let rest = url
+        .strip_prefix("s3://")
+        .ok_or_else(|| bad("an S3 store URL starts with s3://, e.g. s3://my-bucket/songfs"))?;
+    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+    if bucket.is_empty() {
+        return Err(bad(
+            "the bucket name is missing, e.g. s3://my-bucket/songfs",
+        ));
+    }
+    if let Some(c) = bucket
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_')))
+    {
+        return Err(bad(&format!(
+            "{c:?} cannot appear in a bucket name (letters, digits, '-', '.', '_')"
+        )));
+    }
+    let prefix = prefix.trim_matches('/');
+    if prefix.split('/').any(|c| c == "." || c == "..") || prefix.contains("//") {
+        return Err(bad(
+            "the prefix must not contain '.', '..' or empty folders",
+        ));
+    }
+    Ok((bucket.to_string(), prefix.to_string()))
+}
+
+impl S3Store {
+    /// Builds a client for the store `cfg` names. Does not contact the store.
+    pub async fn open(cfg: &StoreConfig, opts: S3Options) -> StoreResult<S3Store> {
+        let (bucket, prefix) = parse_url(&cfg.url)?;
+        if let Some(ep) = &cfg.s3_endpoint {
+            if !(ep.starts_with("http://") || ep.starts_with("https://")) {
+                return Err(StoreError::BadUrl {
+                    url: ep.clone(),
+                    why: "the S3 endpoint must be an http:// or https:// URL, e.g. http://nas.local:9000".into(),
+                });
+            }
+        }
+        // The region chain without the EC2 metadata lookup, which stalls off EC2.
+        let region = RegionProviderChain::first_try(cfg.s3_region.clone().map(Region::new))
+            .or_else(aws_config::environment::EnvironmentVariableRegionProvider::new())
+            .or_else(aws_config::profile::ProfileFileRegionProvider::new())
+            .or_else(Region::from_static("us-east-1"))
+            .region()
+            .await
+            .unwrap_or_else(|| Region::from_static("us-east-1"));
+        let mut loader = aws_config::defaults(BehaviorVersion::latest()).region(region.clone());
+        if let Some((key, secret)) = &opts.credentials {
+            loader =
+                loader.credentials_provider(Credentials::new(key, secret, None, None, "songfs"));
+        }
+        let shared = loader.load().await;
+        let mut builder = aws_sdk_s3::config::Builder::from(&shared)
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(opts.connect_timeout)
+                    .read_timeout(opts.first_byte_timeout)
+                    .build(),
+            )
+            .retry_config(
+                RetryConfig::standard()
+                    .with_max_attempts(opts.max_attempts.max(1))
+                    .with_initial_backoff(Duration::from_millis(100))
+                    .with_max_backoff(Duration::from_secs(1)),
+            )
+            // Many S3-compatible servers reject the newer default checksum trailers;
+            // content integrity is checked above this layer by SHA-256 anyway.
+            .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+            .response_checksum_validation(ResponseChecksumValidation::WhenRequired);
+        if let Some(ep) = &cfg.s3_endpoint {
+            builder = builder.endpoint_url(ep).force_path_style(true);
+        }
+        let mut opts = opts;
+        opts.part_size = opts.part_size.max(MIN_PART_SIZE);
+        opts.part_concurrency = opts.part_concurrency.max(1);
+        Ok(S3Store {
+            client: Client::from_conf(builder.build()),
+            bucket,
+            prefix,
+            endpoint: cfg.s3_endpoint.clone(),
+            region: region.to_string(),
+            opts,
+            no_conditional_put: AtomicBool::new(false),
+        })
+    }
+
+    fn full_key(&self, key: &str) -> StoreResult<String> {
+        if key.is_empty() || key.starts_with('/') || key.ends_with('/') {
+            return Err(StoreError::Other(format!("invalid object key {key:?}")));
+        }
+        Ok(if self.prefix.is_empty() {
+            key.to_string()
+        } else {
+            format!("{}/{key}", self.prefix)
+        })
+    }
+
+    fn where_(&self) -> String {
+        match &self.endpoint {
+            Some(ep) => ep.clone(),
+            None => format!("AWS S3 ({})", self.region),
+        }
+    }
+
+    /// A time-to-response bound for a request carrying `len` body bytes.
+    fn upload_timeouts(&self, len: u64) -> aws_sdk_s3::config::Builder {
+        let transfer = Duration::from_secs(len / MIN_UPLOAD_BYTES_PER_SEC);
+        aws_sdk_s3::config::Builder::default().timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(self.opts.connect_timeout)
+                .read_timeout(self.opts.first_byte_timeout + transfer)
+                .build(),
+        )
+    }
+
+    /// Turns an SDK error into a StoreError that names what failed and what to do.
+    fn error<E>(
+        &self,
+        key: &str,
+        err: SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
+    ) -> StoreError
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        let status = err.raw_response().map(|r| r.status().as_u16());
+        let code = err.code().unwrap_or("").to_string();
+        let message = err.message().unwrap_or("").to_string();
+        if let SdkError::DispatchFailure(_)
+        | SdkError::TimeoutError(_)
+        | SdkError::ConstructionFailure(_) = &err
+        {
+            let chain = DisplayErrorContext(&err).to_string();
+            if chain.contains("credentials") {
+                // The chain lists every provider it tried, over many lines: log that,
+                // keep the error to one line.
+                tracing::debug!(store = %self.describe(), error = %chain, "no AWS credentials");
+                return StoreError::Denied {
+                    detail: format!("no AWS credentials found for {}", self.where_()),
+                };
+            }
+            let cause = one_line(&root_cause(&err));
+            return match &err {
+                SdkError::ConstructionFailure(_) => {
+                    StoreError::Other(format!("cannot build a request for {key}: {cause}"))
+                }
+                _ => StoreError::Unreachable {
+                    detail: format!("{}: {cause}", self.where_()),
+                },
+            };
+        }
+        if let SdkError::ResponseError(_) = &err {
+            return StoreError::Unreachable {
+                detail: format!(
+                    "{} sent a broken response ({})",
+                    self.where_(),
+                    one_line(&root_cause(&err))
+                ),
+            };
+        }
+        let said = one_line(&if message.is_empty() {
+            code.clone()
+        } else {
+            format!("{code}: {message}")
+        });
+        match (code.as_str(), status) {
+            ("NoSuchBucket", _) => StoreError::NoSuchBucket {
+                bucket: format!("{} at {}", self.bucket, self.where_()),
+            },
+            ("NoSuchKey" | "NotFound", _) | (_, Some(404)) => StoreError::NotFound {
+                key: key.to_string(),
+            },
+            ("InvalidAccessKeyId" | "SignatureDoesNotMatch" | "AccessDenied", _)
+            | (_, Some(401 | 403)) => StoreError::Denied {
+                detail: format!(
+                    "{} answered {} for {key}",
+                    self.where_(),
+                    if said.is_empty() {
+                        "403 Forbidden".into()
+                    } else {
+                        said
+                    }
+                ),
+            },
+            ("InvalidBucketName", _) => StoreError::BadUrl {
+                url: format!("s3://{}", self.bucket),
+                why: format!(
+                    "{} rejects this bucket name: use 3-63 lowercase letters, digits, '-' or '.'",
+                    self.where_()
+                ),
+            },
+            ("PermanentRedirect" | "AuthorizationHeaderMalformed", _) | (_, Some(301)) => {
+                StoreError::Other(format!(
+                    "the bucket {} is in another region than {} ({said}): set --s3-region",
+                    self.bucket, self.region
+                ))
+            }
+            _ => StoreError::Other(format!(
+                "{} answered {} for {key}{}",
+                self.where_(),
+                status.map(|s| s.to_string()).unwrap_or_default(),
+                if said.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({said})")
+                }
+            )),
+        }
+    }
+
+    fn is_precondition_failed<E: ProvideErrorMetadata>(
+        err: &SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
+    ) -> bool {
+        err.code() == Some("PreconditionFailed")
+            || err.raw_response().map(|r| r.status().as_u16()) == Some(412)
+    }
+
+    fn is_not_implemented<E: ProvideErrorMetadata>(
+        err: &SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
+    ) -> bool {
+        err.code() == Some("NotImplemented")
+            || err.raw_response().map(|r| r.status().as_u16()) == Some(501)
+    }
+
+    async fn put_multipart(
+        &self,
+        key: &str,
+        full: &str,
+        path: &Path,
+        size: u64,
+    ) -> StoreResult<()> {
+        let part_size = self.opts.part_size.max(size.div_ceil(MAX_PARTS));
+        let created = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(full)
+            .send()
+            .await
+            .map_err(|e| self.error(key, e))?;
+        let upload_id = created
+            .upload_id()
+            .ok_or_else(|| StoreError::Other(format!("{}: no upload id for {key}", self.where_())))?
+            .to_string();
+        let result = self
+            .upload_parts(key, full, path, size, part_size, &upload_id)
+            .await;
+        let completed = match result {
+            Ok(parts) => self
+                .client
+                .complete_multipart_upload()
+                .bucket(&self.bucket)
+                .key(full)
+                .upload_id(&upload_id)
+                .multipart_upload(
+                    CompletedMultipartUpload::builder()
+                        .set_parts(Some(parts))
+                        .build(),
+                )
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| self.error(key, e)),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = completed {
+            // Abandoned parts cost storage until aborted; a failed abort is only logged
+            // because the upload failed anyway (a bucket lifecycle rule cleans up later).
+            if let Err(abort) = self
+                .client
+                .abort_multipart_upload()
+                .bucket(&self.bucket)
+                .key(full)
+                .upload_id(&upload_id)
+                .send()
+                .await
+            {
+                tracing::warn!(key, upload_id, error = %root_cause(&abort), "could not abort a failed multipart upload");
+            }
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    async fn upload_parts(
+        &self,
+        key: &str,
+        full: &str,
+        path: &Path,
+        size: u64,
+        part_size: u64,
+        upload_id: &str,
+    ) -> StoreResult<Vec<CompletedPart>> {
+        let count = size.div_ceil(part_size);
+        let mut parts: Vec<CompletedPart> = futures::stream::iter(0..count)
+            .map(|i| async move {
+                let offset = i * part_size;
+                let len = part_size.min(size - offset);
+                let body = ByteStream::read_from()
+                    .path(path)
+                    .offset(offset)
+                    .length(Length::Exact(len))
+                    .build()
+                    .await
+                    .map_err(|e| StoreError::Io {
+                        path: path.display().to_string(),
+                        source: std::io::Error::other(e),
+                    })?;
+                let number = i as i32 + 1;
+                let out = self
+                    .client
+                    .upload_part()
+                    .bucket(&self.bucket)
+                    .key(full)
+                    .upload_id(upload_id)
+                    .part_number(number)
+                    .content_length(len as i64)
+                    .body(body)
+                    .customize()
+                    .config_override(self.upload_timeouts(len))
+                    .send()
+                    .await
+                    .map_err(|e| self.error(key, e))?;
+                Ok::<_, StoreError>(
+                    CompletedPart::builder()
+                        .set_e_tag(out.e_tag().map(str::to_string))
+                        .part_number(number)
+                        .build(),
+                )
+            })
+            .buffer_unordered(self.opts.part_concurrency)
+            .try_collect()
+            .await?;
+        parts.sort_by_key(|p| p.part_number());
+        Ok(parts)
+    }
+
+    async fn collect_body(&self, key: &str, body: ByteStream) -> StoreResult<Bytes> {
+        body.collect()
+            .await
+            .map(|b| b.into_bytes())
+            .map_err(|e| StoreError::Unreachable {
+                detail: format!(
+                    "{}: reading {key} broke off ({})",
+                    self.where_(),
+                    root_cause(&e)
+                ),
+            })
+    }
+}
+
+/// Texts from servers and credential providers may span lines; our messages are one.
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// The innermost cause of an error: the part that says what actually happened.
+fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur = err;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
+}
+
+#[async_trait]
+impl ObjectStore for S3Store {
+    async fn put(&self, key: &str, data: Bytes) -> StoreResult<()> {
+        let full = self.full_key(key)?;
+        let len = data.len() as u64;
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(full)
+            .body(ByteStream::from(data))
+            .customize()
+            .config_override(self.upload_timeouts(len))
+            .send()
+            .await
+            .map_err(|e| self.error(key, e))?;
+        Ok(())
+    }
+
+    async fn put_file(&self, key: &str, path: &Path) -> StoreResult<()> {
+        let full = self.full_key(key)?;
+        let io = |e: std::io::Error| StoreError::Io {
+            path: path.display().to_string(),
+            source: e,
+        };
+        let size = tokio::fs::metadata(path).await.map_err(io)?.len();
+        if size > self.opts.multipart_threshold {
+            return self.put_multipart(key, &full, path, size).await;
+        }
+        let body = ByteStream::from_path(path)
+            .await
+            .map_err(|e| io(std::io::Error::other(e)))?;
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(full)
+            .body(body)
+            .customize()
+            .config_override(self.upload_timeouts(size))
+            .send()
+            .await
+            .map_err(|e| self.error(key, e))?;
+        Ok(())
+    }
+
+    async fn put_if_absent(&self, key: &str, data: Bytes) -> StoreResult<bool> {
+        let full = self.full_key(key)?;
+        if !self.no_conditional_put.load(Ordering::Relaxed) {
+            let len = data.len() as u64;
+            let sent = self
+                .client
+                .put_object()
+                .bucket(&self.bucket)
+                .key(&full)
+                .if_none_match("*")
+                .body(ByteStream::from(data.clone()))
+                .customize()
+                .config_override(self.upload_timeouts(len))
+                .send()
+                .await;
+            match sent {
+                Ok(_) => return Ok(true),
+                Err(e) if Self::is_precondition_failed(&e) => return Ok(false),
+                Err(e) if Self::is_not_implemented(&e) => {
+                    tracing::info!(
+                        store = %self.describe(),
+                        "the server does not support conditional PUT; using HEAD then PUT"
+                    );
+                    self.no_conditional_put.store(true, Ordering::Relaxed);
+                }
+                Err(e) => return Err(self.error(key, e)),
+            }
+        }
+        // Racy fallback, see the module comment.
+        if self.head(key).await?.is_some() {
+            return Ok(false);
+        }
+        self.put(key, data).await?;
+        Ok(true)
+    }
+
+    async fn get(&self, key: &str) -> StoreResult<Bytes> {
+        let full = self.full_key(key)?;
+        let out = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(full)
+            .send()
+            .await
+            .map_err(|e| self.error(key, e))?;
+        self.collect_body(key, out.body).await
+    }
+
+    async fn get_range(&self, key: &str, range: Range<u64>) -> StoreResult<Bytes> {
+        if range.start >= range.end {
+            // An empty range is not expressible as an HTTP Range; still report absence.
+            return match self.head(key).await? {
+                Some(_) => Ok(Bytes::new()),
+                None => Err(StoreError::NotFound {
+                    key: key.to_string(),
+                }),
+            };
+        }
+        let full = self.full_key(key)?;
+        let sent = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(full)
+            .range(format!("bytes={}-{}", range.start, range.end - 1))
+            .send()
+            .await;
+        let out = match sent {
+            Ok(out) => out,
+            // 416: the object ends before the range starts.
+            Err(e)
+                if e.code() == Some("InvalidRange")
+                    || e.raw_response().map(|r| r.status().as_u16()) == Some(416) =>
+            {
+                return Ok(Bytes::new())
+            }
+            Err(e) => return Err(self.error(key, e)),
+        };
+        let honoured = out.content_range().is_some();
+        let body = self.collect_body(key, out.body).await?;
+        let want = (range.end - range.start) as usize;
+        if !honoured && body.len() as u64 > range.end - range.start {
+            // A server that ignored the Range header sent the whole object.
+            let start = (range.start as usize).min(body.len());
+            let end = (range.end as usize).min(body.len());
+            return Ok(body.slice(start..end));
+        }
+        Ok(if body.len() > want {
+            body.slice(..want)
+        } else {
+            body
+        })
+    }
+
+    async fn head(&self, key: &str) -> StoreResult<Option<u64>> {
+        let full = self.full_key(key)?;
+        match self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(full)
+            .send()
+            .await
+        {
+            Ok(out) => Ok(Some(out.content_length().unwrap_or(0).max(0) as u64)),
+            Err(e) => match self.error(key, e) {
+                StoreError::NotFound { .. } => Ok(None),
+                other => Err(other),
+            },
+        }
+    }
+
+    async fn list(&self, prefix: &str) -> StoreResult<Vec<String>> {
+        let strip = if self.prefix.is_empty() {
+            String::new()
+        } else {
+            format!("{}/", self.prefix)
+        };
+        let full_prefix = format!("{strip}{prefix}");
+        let mut keys = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let out = self
+                .client
+                .list_objects_v2()
+                .bucket(&self.bucket)
+                .prefix(&full_prefix)
+                .set_continuation_token(token.take())
+                .send()
+                .await
+                .map_err(|e| self.error(&format!("{prefix}*"), e))?;
+            for obj in out.contents() {
+                if let Some(k) = obj.key().and_then(|k| k.strip_prefix(&strip)) {
+                    // Folder markers ("a/") made by other tools are not objects of ours.
+                    if !k.is_empty() && !k.ends_with('/') {
+                        keys.push(k.to_string());
+                    }
+                }
+            }
+            match (out.is_truncated(), out.next_continuation_token()) {
+                (Some(true), Some(next)) => token = Some(next.to_string()),
+                _ => break,
+            }
+        }
+        keys.sort();
+        Ok(keys)
+    }
+
+    async fn delete(&self, key: &str) -> StoreResult<()> {
+        let full = self.full_key(key)?;
+        match self
+            .client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(full)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) => match self.error(key, e) {
+                StoreError::NotFound { .. } => Ok(()),
+                other => Err(other),
+            },
+        }
+    }
+
+    fn describe(&self) -> String {
+        let url = if self.prefix.is_empty() {
+            format!("s3://{}", self.bucket)
+        } else {
+            format!("s3://{}/{}", self.bucket, self.prefix)
+        };
+        format!("{url} at {}", self.where_())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_split_into_bucket_and_prefix() {
+        assert_eq!(parse_url("s3://b").unwrap(), ("b".into(), "".into()));
+        assert_eq!(parse_url("s3://b/").unwrap(), ("b".into(), "".into()));
+        assert_eq!(
+            parse_url("s3://my-bucket/team/songfs/").unwrap(),
+            ("my-bucket".into(), "team/songfs".into())
+        );
+    }
+
+    #[test]
+    fn bad_urls_say_what_is_wrong() {
+        for (url, expect) in [
+            ("s3://", "bucket name is missing"),
+            ("s3:///x", "bucket name is missing"),
+            ("http://b/x", "starts with s3://"),
+            ("s3://b?x/y", "cannot appear in a bucket name"),
+            ("s3://b/a/../c", "must not contain"),
+        ] {
+            let err = parse_url(url).unwrap_err().to_string();
+            assert!(err.contains(expect), "{url}: {err}");
+            assert!(err.contains(url), "{url}: {err}");
+        }
+    }
+}

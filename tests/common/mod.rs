@@ -1,0 +1,30 @@
+//! Shared helpers for integration tests (`mod common;` in a test file).
+//!
+//! `s3server` runs a real S3 server; this file finds the `songfs` binary and makes
+//! throwaway state folders. Helpers here never touch anything outside temp dirs.
+#![allow(dead_code)] // each test file uses a different subset
+
+pub mod s3server;
+
+use std::path::PathBuf;
+use std::process::Command;
+
+/// The `songfs` binary cargo built for this test run.
+pub fn songfs_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_songfs"))
+}
+
+/// A fresh, empty SONGFS_HOME (removed when the value is dropped).
+pub fn temp_home() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("songfs-home-")
+        .tempdir()
+        .expect("temp SONGFS_HOME")
+}
+
+/// `songfs` with SONGFS_HOME set to `home` and logs limited to warnings.
+pub fn songfs(home: &std::path::Path) -> Command {
+    let mut cmd = Command::new(songfs_bin());
+    cmd.env("SONGFS_HOME", home).env("RUST_LOG", "warn");
+    cmd
+}

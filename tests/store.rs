@@ -1,0 +1,646 @@
+//! The store contract, run against both backends: the folder store and S3 (a real
+//! s3s-fs server on 127.0.0.1, one per test). Then what only S3 has (bucket, keys,
+//! endpoint errors), the fault-injecting wrapper, and `songfs init` against S3.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::s3server::{self, S3Server};
+use futures::StreamExt;
+use songfs::config::StoreConfig;
+use songfs::store::faulty::FaultyStore;
+use songfs::store::s3::{S3Options, S3Store};
+use songfs::store::{format, local::LocalStore, ObjectStore, StoreError};
+
+/// Multipart settings small enough for a test file of a few parts.
+const TEST_PART: u64 = 5 * 1024 * 1024;
+const TEST_THRESHOLD: u64 = 6 * 1024 * 1024;
+
+/// A store under test and whatever keeps it alive (a temp folder or a server).
+struct Fixture {
+    store: Arc<dyn ObjectStore>,
+    _dir: Option<tempfile::TempDir>,
+    _server: Option<S3Server>,
+}
+
+fn folder() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    Fixture {
+        store: Arc::new(LocalStore::new(dir.path().join("store"))),
+        _dir: Some(dir),
+        _server: None,
+    }
+}
+
+fn test_options() -> S3Options {
+    S3Options {
+        credentials: Some((s3server::ACCESS_KEY.into(), s3server::SECRET_KEY.into())),
+        multipart_threshold: TEST_THRESHOLD,
+        part_size: TEST_PART,
+        ..S3Options::default()
+    }
+}
+
+async fn s3() -> Fixture {
+    let server = S3Server::start();
+    // A prefix, so every test also checks that keys come back relative to it.
+    let store = S3Store::open(&server.store_config("team/songfs"), test_options())
+        .await
+        .unwrap();
+    Fixture {
+        store: Arc::new(store),
+        _dir: None,
+        _server: Some(server),
+    }
+}
+
+/// One test per (backend, contract check).
+macro_rules! contract {
+    ($($check:ident),* $(,)?) => {
+        mod folder_store {
+            $( #[tokio::test] async fn $check() { super::$check(super::folder().store.as_ref()).await } )*
+        }
+        mod s3_store {
+            $( #[tokio::test] async fn $check() {
+                let f = super::s3().await;
+                super::$check(f.store.as_ref()).await
+            } )*
+        }
+    };
+}
+
+contract!(
+    put_then_get_round_trips,
+    get_range_clamps_at_the_end,
+    head_tells_absent_from_present,
+    list_returns_keys_under_a_prefix_relative_and_sorted,
+    list_pages_through_more_than_1000_keys,
+    delete_is_idempotent,
+    put_if_absent_writes_once,
+    put_file_uploads_large_files_in_parts,
+    missing_objects_are_not_found,
+    format_record_is_created_on_a_fresh_store,
+);
+
+fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) ^ (i >> 11) as u8)
+        .collect()
+}
+
+async fn put_then_get_round_trips(store: &dyn ObjectStore) {
+    let data = Bytes::from(pattern(300_000, 1));
+    store
+        .put("blobs/sha256/ab/abc", data.clone())
+        .await
+        .unwrap();
+    assert_eq!(store.get("blobs/sha256/ab/abc").await.unwrap(), data);
+    // Overwrite replaces the whole object.
+    store
+        .put("blobs/sha256/ab/abc", Bytes::from_static(b"short"))
+        .await
+        .unwrap();
+    assert_eq!(
+        &store.get("blobs/sha256/ab/abc").await.unwrap()[..],
+        b"short"
+    );
+    // Empty objects exist and are empty.
+    store.put("empty", Bytes::new()).await.unwrap();
+    assert_eq!(store.get("empty").await.unwrap().len(), 0);
+    assert_eq!(store.head("empty").await.unwrap(), Some(0));
+}
+
+async fn get_range_clamps_at_the_end(store: &dyn ObjectStore) {
+    let data = pattern(1000, 2);
+    store.put("r", Bytes::from(data.clone())).await.unwrap();
+    assert_eq!(
+        &store.get_range("r", 10..20).await.unwrap()[..],
+        &data[10..20]
+    );
+    assert_eq!(&store.get_range("r", 0..1000).await.unwrap()[..], &data[..]);
+    // A range crossing the end is cut at the end.
+    assert_eq!(
+        &store.get_range("r", 990..5000).await.unwrap()[..],
+        &data[990..]
+    );
+    // A range past the end, or an empty one, is empty.
+    assert!(store.get_range("r", 1000..1010).await.unwrap().is_empty());
+    assert!(store.get_range("r", 5000..6000).await.unwrap().is_empty());
+    assert!(store.get_range("r", 5..5).await.unwrap().is_empty());
+}
+
+async fn head_tells_absent_from_present(store: &dyn ObjectStore) {
+    assert_eq!(store.head("logs/dev1/1.json").await.unwrap(), None);
+    store
+        .put("logs/dev1/1.json", Bytes::from_static(b"{}"))
+        .await
+        .unwrap();
+    assert_eq!(store.head("logs/dev1/1.json").await.unwrap(), Some(2));
+    assert_eq!(store.head("logs/dev1/2.json").await.unwrap(), None);
+}
+
+async fn list_returns_keys_under_a_prefix_relative_and_sorted(store: &dyn ObjectStore) {
+    for key in [
+        "logs/b/2.json",
+        "logs/a/1.json",
+        "logs/a/10.json",
+        "logs/a/2.json",
+        "logsx/other",
+        "devices/a.json",
+    ] {
+        store.put(key, Bytes::from_static(b"x")).await.unwrap();
+    }
+    assert_eq!(
+        store.list("logs/a/").await.unwrap(),
+        vec!["logs/a/1.json", "logs/a/10.json", "logs/a/2.json"]
+    );
+    assert_eq!(
+        store.list("logs/").await.unwrap(),
+        vec![
+            "logs/a/1.json",
+            "logs/a/10.json",
+            "logs/a/2.json",
+            "logs/b/2.json"
+        ]
+    );
+    // A prefix that is not a folder boundary matches like a string prefix.
+    assert_eq!(store.list("logs").await.unwrap().len(), 5);
+    assert_eq!(store.list("").await.unwrap().len(), 6);
+    assert!(store.list("nothing/").await.unwrap().is_empty());
+}
+
+async fn list_pages_through_more_than_1000_keys(store: &dyn ObjectStore) {
+    const N: usize = 1100;
+    futures::stream::iter(0..N)
+        .map(|i| store.put_owned(format!("many/{i:05}"), Bytes::from_static(b"k")))
+        .buffer_unordered(16)
+        .for_each(|r| async { r.unwrap() })
+        .await;
+    let keys = store.list("many/").await.unwrap();
+    let expected: Vec<String> = (0..N).map(|i| format!("many/{i:05}")).collect();
+    assert_eq!(keys, expected);
+}
+
+async fn delete_is_idempotent(store: &dyn ObjectStore) {
+    store.put("d/x", Bytes::from_static(b"1")).await.unwrap();
+    store.delete("d/x").await.unwrap();
+    assert_eq!(store.head("d/x").await.unwrap(), None);
+    store.delete("d/x").await.unwrap();
+    store.delete("d/never-existed").await.unwrap();
+}
+
+async fn put_if_absent_writes_once(store: &dyn ObjectStore) {
+    assert!(store
+        .put_if_absent("once", Bytes::from_static(b"first"))
+        .await
+        .unwrap());
+    assert!(!store
+        .put_if_absent("once", Bytes::from_static(b"second"))
+        .await
+        .unwrap());
+    assert_eq!(&store.get("once").await.unwrap()[..], b"first");
+}
+
+async fn put_file_uploads_large_files_in_parts(store: &dyn ObjectStore) {
+    let dir = tempfile::tempdir().unwrap();
+    // Three parts of 5 MiB, 5 MiB and 2 MiB + 3 bytes on S3 (threshold 6 MiB).
+    let data = pattern(12 * 1024 * 1024 + 3, 3);
+    let path = dir.path().join("big.wav");
+    std::fs::write(&path, &data).unwrap();
+    store.put_file("blobs/big", &path).await.unwrap();
+    assert_eq!(
+        store.head("blobs/big").await.unwrap(),
+        Some(data.len() as u64)
+    );
+    let got = store.get("blobs/big").await.unwrap();
+    assert!(got[..] == data[..], "large file came back different");
+    // A range across the first part boundary.
+    let b = TEST_PART as usize;
+    let across = store
+        .get_range("blobs/big", (b - 10) as u64..(b + 10) as u64)
+        .await
+        .unwrap();
+    assert_eq!(&across[..], &data[b - 10..b + 10]);
+    // A small file takes the single-PUT path.
+    let small = dir.path().join("small");
+    std::fs::write(&small, b"tiny").unwrap();
+    store.put_file("blobs/small", &small).await.unwrap();
+    assert_eq!(&store.get("blobs/small").await.unwrap()[..], b"tiny");
+    // A missing source file is an I/O error naming it.
+    let err = store
+        .put_file("blobs/x", &dir.path().join("gone"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Io { .. }), "{err:?}");
+    assert!(err.to_string().contains("gone"), "{err}");
+}
+
+async fn missing_objects_are_not_found(store: &dyn ObjectStore) {
+    for err in [
+        store.get("blobs/sha256/00/missing").await.unwrap_err(),
+        store
+            .get_range("blobs/sha256/00/missing", 0..10)
+            .await
+            .unwrap_err(),
+        store
+            .get_range("blobs/sha256/00/missing", 3..3)
+            .await
+            .unwrap_err(),
+    ] {
+        match &err {
+            StoreError::NotFound { key } => assert_eq!(key, "blobs/sha256/00/missing"),
+            other => panic!("expected NotFound, got {other:?}"),
+        }
+        assert!(!err.is_transient());
+    }
+}
+
+async fn format_record_is_created_on_a_fresh_store(store: &dyn ObjectStore) {
+    assert!(
+        format::check(store).await.is_err(),
+        "an empty store is not a songfs store"
+    );
+    format::ensure_in(store).await.unwrap();
+    let first = store.get(format::FORMAT_KEY).await.unwrap();
+    // A second device's init keeps the record the first one wrote.
+    format::ensure_in(store).await.unwrap();
+    assert_eq!(store.get(format::FORMAT_KEY).await.unwrap(), first);
+    format::check(store).await.unwrap();
+}
+
+/// `put` taking owned arguments, for use in streams of futures.
+trait PutOwned {
+    async fn put_owned(&self, key: String, data: Bytes) -> Result<(), StoreError>;
+}
+impl PutOwned for &dyn ObjectStore {
+    async fn put_owned(&self, key: String, data: Bytes) -> Result<(), StoreError> {
+        self.put(&key, data).await
+    }
+}
+
+// ---------------------------------------------------------------- S3 only
+
+#[tokio::test]
+async fn s3_keys_live_under_the_prefix_in_the_bucket() {
+    let server = S3Server::start();
+    let store = S3Store::open(&server.store_config("team/songfs"), test_options())
+        .await
+        .unwrap();
+    store
+        .put("logs/a/1.json", Bytes::from_static(b"{}"))
+        .await
+        .unwrap();
+    let on_disk = server
+        .data_dir()
+        .join(server.bucket())
+        .join("team/songfs/logs/a/1.json");
+    assert_eq!(std::fs::read(on_disk).unwrap(), b"{}");
+    assert_eq!(
+        store.describe(),
+        format!(
+            "s3://{}/team/songfs at {}",
+            server.bucket(),
+            server.endpoint()
+        )
+    );
+    // A store on the bucket root sees the prefixed key whole.
+    let root = S3Store::open(&server.store_config(""), test_options())
+        .await
+        .unwrap();
+    assert_eq!(
+        root.list("").await.unwrap(),
+        vec!["team/songfs/logs/a/1.json"]
+    );
+}
+
+#[tokio::test]
+async fn s3_wrong_bucket_is_no_such_bucket() {
+    let server = S3Server::start();
+    let mut cfg = server.store_config("p");
+    cfg.url = "s3://no-such-bucket/p".into();
+    let store = S3Store::open(&cfg, test_options()).await.unwrap();
+    // (s3s-fs answers a GET in a missing bucket with NoSuchKey, so only the listing
+    // can tell; AWS says NoSuchBucket to both.)
+    let err = store.list("").await.unwrap_err();
+    match &err {
+        StoreError::NoSuchBucket { bucket } => assert!(bucket.contains("no-such-bucket")),
+        other => panic!("expected NoSuchBucket, got {other:?}"),
+    }
+    assert!(
+        err.to_string().contains("create it or fix the store URL"),
+        "{err}"
+    );
+    assert!(!err.is_transient());
+}
+
+#[tokio::test]
+async fn s3_bad_credentials_are_denied() {
+    let server = S3Server::start();
+    let opts = S3Options {
+        credentials: Some((s3server::ACCESS_KEY.into(), "wrong-secret".into())),
+        ..test_options()
+    };
+    let store = S3Store::open(&server.store_config("p"), opts)
+        .await
+        .unwrap();
+    let unknown_key = S3Options {
+        credentials: Some(("nobody".into(), "nothing".into())),
+        ..test_options()
+    };
+    let stranger = S3Store::open(&server.store_config("p"), unknown_key)
+        .await
+        .unwrap();
+    for err in [
+        store.put("x", Bytes::from_static(b"1")).await.unwrap_err(),
+        store.get("x").await.unwrap_err(),
+        store.list("").await.unwrap_err(),
+        store.head("x").await.unwrap_err(),
+        stranger.get("x").await.unwrap_err(),
+    ] {
+        assert!(
+            matches!(err, StoreError::Denied { .. }),
+            "expected Denied, got {err:?}"
+        );
+        assert!(err.to_string().contains("AWS_ACCESS_KEY_ID"), "{err}");
+        assert!(!err.is_transient());
+    }
+}
+
+#[tokio::test]
+async fn s3_dead_endpoint_is_unreachable_within_seconds() {
+    let cfg = StoreConfig {
+        url: "s3://bucket/p".into(),
+        s3_endpoint: Some(format!("http://127.0.0.1:{}", s3server::free_port())),
+        s3_region: None,
+    };
+    let store = S3Store::open(&cfg, test_options()).await.unwrap();
+    let started = Instant::now();
+    let err = store.get("x").await.unwrap_err();
+    let elapsed = started.elapsed();
+    assert!(matches!(err, StoreError::Unreachable { .. }), "{err:?}");
+    assert!(err.is_transient());
+    assert!(err.to_string().contains("127.0.0.1"), "{err}");
+    assert!(elapsed < Duration::from_secs(5), "took {elapsed:?}");
+}
+
+/// A server that accepts connections and never answers: the first-byte timeout ends it.
+#[tokio::test]
+async fn s3_silent_endpoint_times_out() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let hold = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((sock, _)) = listener.accept().await {
+            held.push(sock);
+        }
+    });
+    let cfg = StoreConfig {
+        url: "s3://bucket/p".into(),
+        s3_endpoint: Some(format!("http://127.0.0.1:{port}")),
+        s3_region: None,
+    };
+    let opts = S3Options {
+        first_byte_timeout: Duration::from_millis(500),
+        max_attempts: 2,
+        ..test_options()
+    };
+    let store = S3Store::open(&cfg, opts).await.unwrap();
+    let started = Instant::now();
+    let err = store.get_range("x", 0..65536).await.unwrap_err();
+    let elapsed = started.elapsed();
+    hold.abort();
+    assert!(matches!(err, StoreError::Unreachable { .. }), "{err:?}");
+    assert!(elapsed < Duration::from_secs(4), "took {elapsed:?}");
+}
+
+#[tokio::test]
+async fn s3_store_going_offline_and_back() {
+    let mut server = S3Server::start();
+    let store = S3Store::open(&server.store_config("p"), test_options())
+        .await
+        .unwrap();
+    store.put("k", Bytes::from_static(b"v")).await.unwrap();
+    server.stop();
+    let started = Instant::now();
+    let err = store.get("k").await.unwrap_err();
+    assert!(matches!(err, StoreError::Unreachable { .. }), "{err:?}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    server.restart();
+    assert_eq!(&store.get("k").await.unwrap()[..], b"v");
+}
+
+// ---------------------------------------------------------------- fault wrapper
+
+#[tokio::test]
+async fn faulty_store_counts_requests_and_goes_offline() {
+    let f = folder();
+    let faulty = FaultyStore::new(f.store.clone());
+    faulty.put("a", Bytes::from_static(b"abc")).await.unwrap();
+    assert_eq!(&faulty.get_range("a", 0..2).await.unwrap()[..], b"ab");
+    faulty.get("a").await.unwrap();
+    let counts = faulty.counts();
+    assert_eq!((counts.puts, counts.get_ranges, counts.gets), (1, 1, 1));
+
+    faulty.set_offline_delay(Duration::from_millis(200));
+    faulty.set_offline(true);
+    let started = Instant::now();
+    let err = faulty.get("a").await.unwrap_err();
+    assert!(matches!(err, StoreError::Unreachable { .. }), "{err:?}");
+    assert!(started.elapsed() >= Duration::from_millis(200));
+    assert!(faulty.put("b", Bytes::new()).await.is_err());
+    assert_eq!(
+        f.store.head("b").await.unwrap(),
+        None,
+        "an offline put reached the store"
+    );
+
+    faulty.set_offline(false);
+    assert_eq!(&faulty.get("a").await.unwrap()[..], b"abc");
+    assert_eq!(faulty.counts().gets, 3);
+    faulty.reset_counts();
+    assert_eq!(faulty.counts().total(), 0);
+}
+
+// ---------------------------------------------------------------- songfs init
+
+#[test]
+fn init_with_an_s3_store_writes_the_format_record() {
+    let server = S3Server::start();
+    let home = common::temp_home();
+    let mut cmd = common::songfs(home.path());
+    server.apply_env(&mut cmd);
+    let out = cmd
+        .args([
+            "init",
+            "--store",
+            &server.url("lib"),
+            "--s3-endpoint",
+            &server.endpoint(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "init failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let record = server
+        .data_dir()
+        .join(server.bucket())
+        .join("lib/songfs.json");
+    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(record).unwrap()).unwrap();
+    assert_eq!(json["format_version"], 1);
+    let config = std::fs::read_to_string(home.path().join("config.json")).unwrap();
+    assert!(config.contains(&server.endpoint()), "{config}");
+}
+
+#[test]
+fn init_against_a_dead_endpoint_fails_with_one_clear_line() {
+    let server = S3Server::start();
+    let home = common::temp_home();
+    let mut cmd = common::songfs(home.path());
+    server.apply_env(&mut cmd);
+    let dead = format!("http://127.0.0.1:{}", s3server::free_port());
+    let started = Instant::now();
+    let out = cmd
+        .args([
+            "init",
+            "--store",
+            "s3://songfs-test/lib",
+            "--s3-endpoint",
+            &dead,
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("unreachable") && stderr.contains(&dead),
+        "{stderr}"
+    );
+    assert!(
+        !home.path().join("config.json").exists(),
+        "config written for a dead store"
+    );
+}
+
+#[test]
+fn init_with_wrong_keys_says_to_check_credentials() {
+    let server = S3Server::start();
+    let home = common::temp_home();
+    let mut cmd = common::songfs(home.path());
+    server.apply_env(&mut cmd);
+    let out = cmd
+        .env("AWS_SECRET_ACCESS_KEY", "wrong")
+        .args([
+            "init",
+            "--store",
+            &server.url("lib"),
+            "--s3-endpoint",
+            &server.endpoint(),
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("AWS_ACCESS_KEY_ID"), "{stderr}");
+}
+
+/// The large-file path really is a multipart upload: S3 gives such an object an ETag
+/// ending in "-<number of parts>".
+#[tokio::test]
+async fn s3_put_file_above_the_threshold_uses_parallel_parts() {
+    use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
+    let server = S3Server::start();
+    let store = S3Store::open(&server.store_config("p"), test_options())
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("big");
+    std::fs::write(&path, pattern(3 * TEST_PART as usize + 1, 9)).unwrap();
+    store.put_file("big", &path).await.unwrap();
+    std::fs::write(
+        dir.path().join("small"),
+        pattern(TEST_THRESHOLD as usize, 9),
+    )
+    .unwrap();
+    store
+        .put_file("small", &dir.path().join("small"))
+        .await
+        .unwrap();
+
+    let client = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .endpoint_url(server.endpoint())
+            .force_path_style(true)
+            .region(Region::new("us-east-1"))
+            .credentials_provider(Credentials::new(
+                server.access_key(),
+                server.secret_key(),
+                None,
+                None,
+                "test",
+            ))
+            .build(),
+    );
+    let etag = |key: &'static str| {
+        let client = client.clone();
+        let bucket = server.bucket().to_string();
+        async move {
+            let out = client
+                .head_object()
+                .bucket(bucket)
+                .key(key)
+                .send()
+                .await
+                .unwrap();
+            out.e_tag().unwrap().trim_matches('"').to_string()
+        }
+    };
+    assert!(
+        etag("p/big").await.ends_with("-4"),
+        "{}",
+        etag("p/big").await
+    );
+    assert!(
+        !etag("p/small").await.contains('-'),
+        "a file at the threshold went multipart"
+    );
+}
+
+#[test]
+fn init_without_credentials_says_to_set_them() {
+    let server = S3Server::start();
+    let home = common::temp_home();
+    let mut cmd = common::songfs(home.path());
+    server.apply_env(&mut cmd);
+    let started = Instant::now();
+    let out = cmd
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .args([
+            "init",
+            "--store",
+            &server.url("lib"),
+            "--s3-endpoint",
+            &server.endpoint(),
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("no AWS credentials"), "{stderr}");
+    assert!(stderr.contains("AWS_ACCESS_KEY_ID"), "{stderr}");
+}
