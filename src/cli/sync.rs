@@ -70,7 +70,11 @@ pub fn run_conflicts(a: ConflictsArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     for r in records {
-        let col = r.column.as_deref().map(|c| format!(".{c}")).unwrap_or_default();
+        let col = r
+            .column
+            .as_deref()
+            .map(|c| format!(".{c}"))
+            .unwrap_or_default();
         println!(
             "{}  {:<9} {}/{}{}  kept {}{}  lost {}{}\n    {}",
             r.at,
@@ -79,9 +83,13 @@ pub fn run_conflicts(a: ConflictsArgs) -> anyhow::Result<()> {
             r.row,
             col,
             r.kept,
-            r.kept_by.map(|d| format!(" (from {d})")).unwrap_or_default(),
+            r.kept_by
+                .map(|d| format!(" (from {d})"))
+                .unwrap_or_default(),
             r.lost,
-            r.lost_by.map(|d| format!(" (from {d})")).unwrap_or_default(),
+            r.lost_by
+                .map(|d| format!(" (from {d})"))
+                .unwrap_or_default(),
             r.why
         );
     }
