@@ -123,17 +123,16 @@ async fn check_store(store: &dyn ObjectStore, timeout: Duration) -> anyhow::Resu
             tracing::warn!(store = %store.describe(), "the store did not answer within {timeout:?}: mounting offline (cached files only; writes upload later)");
             Ok(false)
         }
+        Ok(Err(StoreError::NotFound { .. })) => anyhow::bail!(
+            "{} holds no {}: if it is a folder on a NAS or a USB disk, check that the disk is attached; otherwise run `songfs init` with this store first",
+            store.describe(),
+            format::FORMAT_KEY
+        ),
         Ok(Err(
-            e @ (StoreError::NotFound { .. }
-            | StoreError::Denied { .. }
+            e @ (StoreError::Denied { .. }
             | StoreError::NoSuchBucket { .. }
             | StoreError::BadUrl { .. }),
-        )) => {
-            // A definite answer: let format::check phrase it.
-            drop(e);
-            format::check(store).await?;
-            Ok(true)
-        }
+        )) => Err(anyhow::anyhow!("cannot use the store {}: {e}", store.describe())),
         Ok(Err(e)) => {
             tracing::warn!(store = %store.describe(), error = %e, "the store is unreachable: mounting offline (cached files only; writes upload later)");
             Ok(false)

@@ -1,29 +1,216 @@
-//! Background upload of dirty blobs (API published first; implementation follows —
-//! every body below is `todo!()` until then).
+//! Background upload of blobs written on this machine.
+//!
+//! The queue is the cache's dirty blobs (durable in state.db, so a restart resumes
+//! it). For each: the blob goes up first (`content::blob_key`, skipped when the store
+//! already has it with the right size: dedup), then its chunk-hash sidecar
+//! (`content::chunks_key`), so a reader that finds the sidecar always finds the blob.
+//! Only then is the blob marked uploaded in the cache, which makes it evictable. A
+//! failure is retried with exponential backoff (capped), never dropped. This module
+//! must never delete a dirty blob or mark one uploaded before the store has both
+//! objects.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::cache::Cache;
-use crate::store::ObjectStore;
+use bytes::Bytes;
 
-pub struct Uploader {}
+use crate::cache::{Cache, CacheError};
+use crate::content::{blob_key, chunks_key};
+use crate::store::{ObjectStore, StoreError};
 
-#[allow(unused_variables)]
+/// How the upload loop retries.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    pub first_delay: Duration,
+    pub max_delay: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            first_delay: Duration::from_millis(500),
+            max_delay: Duration::from_secs(60),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum UploadError {
+    #[error("uploading {key}: {source}")]
+    Store {
+        key: String,
+        #[source]
+        source: StoreError,
+    },
+    #[error(transparent)]
+    Cache(#[from] CacheError),
+    #[error("blob {hash}: its chunk hashes are unknown here, cannot write its sidecar")]
+    NoInfo { hash: String },
+}
+
+pub struct Uploader {
+    cache: Arc<Cache>,
+    shared: Arc<Shared>,
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+#[derive(Default)]
+struct Shared {
+    last_error: Mutex<Option<String>>,
+    /// Woken after every upload attempt (drain waits on it).
+    progress: tokio::sync::Notify,
+}
+
 impl Uploader {
+    /// Starts the upload loop on the current tokio runtime, with the default retry policy.
     pub fn start(cache: Arc<Cache>, store: Arc<dyn ObjectStore>) -> Uploader {
-        todo!()
+        Uploader::start_with(cache, store, RetryPolicy::default())
     }
+
+    pub fn start_with(
+        cache: Arc<Cache>,
+        store: Arc<dyn ObjectStore>,
+        retry: RetryPolicy,
+    ) -> Uploader {
+        let shared = Arc::new(Shared::default());
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(run(cache.clone(), store, shared.clone(), retry, stopped));
+        Uploader {
+            cache,
+            shared,
+            stop,
+            task,
+        }
+    }
+
+    /// Blobs waiting for upload, and their bytes.
     pub fn pending(&self) -> (u64, u64) {
-        todo!()
+        let q = self.cache.upload_queue();
+        (q.len() as u64, q.iter().map(|(_, s)| s).sum())
     }
+
+    /// Waits until the queue is empty or the timeout passes; true if drained.
     pub async fn drain(&self, timeout: Duration) -> bool {
-        todo!()
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let progressed = self.shared.progress.notified();
+            if self.pending().0 == 0 {
+                return true;
+            }
+            // Poll as well as wait: a blob committed while we wait also counts.
+            let wake = tokio::time::Instant::now() + Duration::from_millis(100);
+            if tokio::time::timeout_at(wake.min(deadline), progressed)
+                .await
+                .is_err()
+                && tokio::time::Instant::now() >= deadline
+            {
+                return self.pending().0 == 0;
+            }
+        }
     }
+
+    /// The last upload failure, cleared by the next success.
     pub fn last_error(&self) -> Option<String> {
-        todo!()
+        self.shared
+            .last_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
+
+    /// Stops the loop (an upload in progress is abandoned and redone after restart).
     pub async fn shutdown(self) {
-        todo!()
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
     }
+}
+
+async fn run(
+    cache: Arc<Cache>,
+    store: Arc<dyn ObjectStore>,
+    shared: Arc<Shared>,
+    retry: RetryPolicy,
+    mut stopped: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut delay = retry.first_delay;
+    loop {
+        let queued = cache.upload_wakeup().notified();
+        let queue = cache.upload_queue();
+        let mut failed = false;
+        for (hash, size) in queue {
+            if *stopped.borrow() {
+                return;
+            }
+            let result = tokio::select! {
+                r = upload_one(&cache, store.as_ref(), &hash, size) => r,
+                _ = stopped.changed() => return,
+            };
+            let mut last = shared.last_error.lock().unwrap_or_else(|e| e.into_inner());
+            match result {
+                Ok(()) => {
+                    *last = None;
+                    delay = retry.first_delay;
+                }
+                Err(e) => {
+                    tracing::warn!(hash, "upload failed, retrying in {delay:?}: {e}");
+                    *last = Some(e.to_string());
+                    failed = true;
+                }
+            }
+            drop(last);
+            shared.progress.notify_waiters();
+            if failed {
+                break;
+            }
+        }
+        let wait = if failed {
+            let d = delay;
+            delay = (delay * 2).min(retry.max_delay);
+            d
+        } else {
+            // Nothing to do: sleep until something is queued (or check now and then).
+            retry.max_delay
+        };
+        tokio::select! {
+            _ = queued, if !failed => {}
+            _ = tokio::time::sleep(wait) => {}
+            _ = stopped.changed() => return,
+        }
+    }
+}
+
+async fn upload_one(
+    cache: &Cache,
+    store: &dyn ObjectStore,
+    hash: &str,
+    size: u64,
+) -> Result<(), UploadError> {
+    let info = cache
+        .blob_info(hash)
+        .ok_or_else(|| UploadError::NoInfo { hash: hash.into() })?;
+    let key = blob_key(hash);
+    let err = |key: &str| {
+        let key = key.to_string();
+        move |source| UploadError::Store { key, source }
+    };
+    if store.head(&key).await.map_err(err(&key))? == Some(size) {
+        tracing::debug!(key, "already in the store");
+    } else {
+        store
+            .put_file(&key, &cache.data_path(hash))
+            .await
+            .map_err(err(&key))?;
+        tracing::info!(key, size, "uploaded");
+    }
+    let sidecar = chunks_key(hash);
+    if store.head(&sidecar).await.map_err(err(&sidecar))?.is_none() {
+        let json = serde_json::to_vec(&info).expect("BlobInfo serializes");
+        store
+            .put(&sidecar, Bytes::from(json))
+            .await
+            .map_err(err(&sidecar))?;
+    }
+    cache.mark_uploaded(hash)?;
+    Ok(())
 }

@@ -38,6 +38,14 @@ fn mount_refuses_bad_setups_with_a_clear_message() {
     let mut c = m.songfs();
     c.arg("unmount").arg(&m.dir);
     assert!(stderr_of(c).contains("not mounted"));
+
+    // The store folder is gone (a NAS or USB disk not attached): say so, mount nothing.
+    std::fs::rename(&m.store, m.root().join("store-away")).unwrap();
+    let mut c = m.songfs();
+    c.arg("mount").arg(&m.dir);
+    let e = stderr_of(c);
+    assert!(e.contains("attached"), "{e}");
+    assert_eq!(std::fs::read_dir(&m.dir).unwrap().count(), 0);
 }
 
 #[test]
@@ -58,6 +66,15 @@ fn mount_runs_in_the_background_status_reports_it_and_unmount_stops_it() {
     let text = String::from_utf8_lossy(&human.stdout);
     assert!(text.contains("(mounted"), "{text}");
     assert!(text.contains("uploads:"), "{text}");
+
+    // A program holding a file open keeps the mount: unmount says so and changes nothing.
+    let held = std::fs::File::open(m.path("x.mp3")).unwrap();
+    let mut c = m.songfs();
+    c.arg("unmount").arg(&m.dir);
+    let e = stderr_of(c);
+    assert!(e.contains("busy"), "{e}");
+    assert_eq!(std::fs::read(m.path("x.mp3")).unwrap(), b"abc");
+    drop(held);
 
     m.unmount();
     assert_eq!(std::fs::read_dir(&m.dir).unwrap().count(), 0);

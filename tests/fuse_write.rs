@@ -338,3 +338,53 @@ fn backups_of_the_app_database_stay_local_and_never_reach_the_store() {
     m.mount();
     assert_eq!(std::fs::read(&backup).unwrap(), secret);
 }
+
+/// The app's Settings backup: SQLite's backup API writing a database (and its
+/// journal) straight into the mount. It must work, and nothing of it may reach the
+/// store or the cache.
+#[test]
+fn sqlite_writes_a_backup_database_on_the_mount_and_it_stays_local() {
+    let m = Mount::new();
+    let script = r#"
+import sqlite3, sys
+src = sqlite3.connect(":memory:")
+src.executescript("create table config(key text primary key, value text);"
+    "insert into config values('api_key', 'sk-SECRET-XYZ');"
+    + "".join(f"insert into config values('k{i}', '{'v' * 200}');" for i in range(2000)))
+dst = sqlite3.connect(sys.argv[1])
+src.backup(dst)
+dst.close()
+c = sqlite3.connect(sys.argv[1])
+assert c.execute("pragma integrity_check").fetchone()[0] == "ok"
+print(c.execute("select value from config where key = 'api_key'").fetchone()[0])
+"#;
+    let out = run_ok(
+        Command::new("/usr/bin/python3")
+            .arg("-c")
+            .arg(script)
+            .arg(m.path("songfactory_backup_2026-02-10.db")),
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "sk-SECRET-XYZ");
+    assert!(m.wait_uploads(Duration::from_secs(20)));
+    for dir in [&m.store, &m.home.join("cache")] {
+        let grep = Command::new("grep")
+            .args(["-r", "-l", "sk-SECRET-XYZ"])
+            .arg(dir)
+            .output()
+            .unwrap();
+        assert!(
+            grep.stdout.is_empty(),
+            "secret found in {}: {grep:?}",
+            dir.display()
+        );
+    }
+    let names: Vec<String> = std::fs::read_dir(&m.dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        names,
+        ["songfactory_backup_2026-02-10.db"],
+        "journal removed"
+    );
+}

@@ -419,9 +419,7 @@ async fn s3_silent_endpoint_times_out() {
 #[tokio::test]
 async fn s3_store_going_offline_and_back() {
     let mut server = S3Server::start();
-    let store = S3Store::open(&server.store_config("p"), test_options())
-        .await
-        .unwrap();
+    let store = server.open_store("p").await;
     store.put("k", Bytes::from_static(b"v")).await.unwrap();
     server.stop();
     let started = Instant::now();

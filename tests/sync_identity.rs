@@ -70,15 +70,22 @@ fn rows_created_offline_with_the_same_id_stay_two_rows_with_their_children() {
         // The app must never be handed an id below the largest one.
         for t in ["songs", "distributions", "cd_projects", "cd_tracks"] {
             assert!(
-                d.count(&format!("SELECT seq FROM sqlite_sequence WHERE name = '{t}'"))
-                    >= d.count(&format!("SELECT MAX(id) FROM {t}")),
+                d.count(&format!(
+                    "SELECT seq FROM sqlite_sequence WHERE name = '{t}'"
+                )) >= d.count(&format!("SELECT MAX(id) FROM {t}")),
                 "sqlite_sequence of {t}"
             );
         }
     }
     // The origin keeps its id; the other side got a fresh one.
-    assert_eq!(a.count("SELECT id FROM songs WHERE title = 'Song of laptop'"), 30);
-    assert_eq!(b.count("SELECT id FROM songs WHERE title = 'Song of desk'"), 30);
+    assert_eq!(
+        a.count("SELECT id FROM songs WHERE title = 'Song of laptop'"),
+        30
+    );
+    assert_eq!(
+        b.count("SELECT id FROM songs WHERE title = 'Song of desk'"),
+        30
+    );
     assert_same(&a, &b);
 }
 
@@ -93,8 +100,14 @@ fn rows_with_the_same_unique_name_or_task_id_are_merged_not_duplicated() {
     settle(&a, &b);
     b.sync();
     for d in [&a, &b] {
-        assert_eq!(d.count("SELECT COUNT(*) FROM tags WHERE name = 'Summer'"), 1);
-        assert_eq!(d.count("SELECT COUNT(*) FROM songs WHERE task_id = 'task-42'"), 1);
+        assert_eq!(
+            d.count("SELECT COUNT(*) FROM tags WHERE name = 'Summer'"),
+            1
+        );
+        assert_eq!(
+            d.count("SELECT COUNT(*) FROM songs WHERE task_id = 'task-42'"),
+            1
+        );
     }
     assert_same(&a, &b);
 }
@@ -104,17 +117,24 @@ fn lore_preset_ids_follow_their_lore_entries_across_colliding_ids() {
     let (_s, a, b) = pair();
     settle(&a, &b);
     // Both create lore 17 and 18; A's preset names its own two.
-    a.exec("INSERT INTO lore (title, content) VALUES ('A one', 'x'), ('A two', 'y');
-            INSERT INTO lore_presets (name, lore_ids) VALUES ('A preset', '[1, 17, 18]')");
+    a.exec(
+        "INSERT INTO lore (title, content) VALUES ('A one', 'x'), ('A two', 'y');
+            INSERT INTO lore_presets (name, lore_ids) VALUES ('A preset', '[1, 17, 18]')",
+    );
     b.exec("INSERT INTO lore (title, content) VALUES ('B one', 'x'), ('B two', 'y')");
     b.sync();
     a.sync();
     b.sync();
-    let ids = b.text("SELECT lore_ids FROM lore_presets WHERE name = 'A preset'").unwrap();
+    let ids = b
+        .text("SELECT lore_ids FROM lore_presets WHERE name = 'A preset'")
+        .unwrap();
     let ids: Vec<i64> = serde_json::from_str(&ids).unwrap();
     let mut titles: Vec<String> = ids
         .iter()
-        .map(|i| b.text(&format!("SELECT title FROM lore WHERE id = {i}")).unwrap())
+        .map(|i| {
+            b.text(&format!("SELECT title FROM lore WHERE id = {i}"))
+                .unwrap()
+        })
         .collect();
     titles.sort();
     let first = a.text("SELECT title FROM lore WHERE id = 1").unwrap();
@@ -128,17 +148,28 @@ fn lore_preset_ids_follow_their_lore_entries_across_colliding_ids() {
 #[test]
 fn deleting_a_song_removes_its_tags_and_distributions_everywhere() {
     let (_s, a, b) = pair();
-    a.exec("INSERT INTO song_tags (song_id, tag_id) VALUES (4, 1), (4, 2);
-            INSERT INTO distributions (song_id, songwriter) VALUES (4, 'me')");
+    a.exec(
+        "INSERT INTO song_tags (song_id, tag_id) VALUES (4, 1), (4, 2);
+            INSERT INTO distributions (song_id, songwriter) VALUES (4, 'me')",
+    );
     settle(&a, &b);
-    assert_eq!(b.count("SELECT COUNT(*) FROM song_tags WHERE song_id = 4"), 2);
+    assert_eq!(
+        b.count("SELECT COUNT(*) FROM song_tags WHERE song_id = 4"),
+        2
+    );
     // The app deletes with foreign keys on: SQLite cascades.
     a.exec("PRAGMA foreign_keys = ON; DELETE FROM songs WHERE id = 4");
     settle(&a, &b);
     for d in [&a, &b] {
         assert_eq!(d.count("SELECT COUNT(*) FROM songs WHERE id = 4"), 0);
-        assert_eq!(d.count("SELECT COUNT(*) FROM song_tags WHERE song_id = 4"), 0);
-        assert_eq!(d.count("SELECT COUNT(*) FROM distributions WHERE song_id = 4"), 0);
+        assert_eq!(
+            d.count("SELECT COUNT(*) FROM song_tags WHERE song_id = 4"),
+            0
+        );
+        assert_eq!(
+            d.count("SELECT COUNT(*) FROM distributions WHERE song_id = 4"),
+            0
+        );
     }
     assert_same(&a, &b);
 }
@@ -149,8 +180,10 @@ fn setting_a_songs_tags_deletes_and_reinserts_them_without_losing_any() {
     a.exec("INSERT INTO song_tags (song_id, tag_id) VALUES (6, 1), (6, 2)");
     settle(&a, &b);
     // The app's set_song_tags: delete all, insert the new set.
-    a.exec("BEGIN; DELETE FROM song_tags WHERE song_id = 6;
-            INSERT INTO song_tags (song_id, tag_id) VALUES (6, 2), (6, 3); COMMIT;");
+    a.exec(
+        "BEGIN; DELETE FROM song_tags WHERE song_id = 6;
+            INSERT INTO song_tags (song_id, tag_id) VALUES (6, 2), (6, 3); COMMIT;",
+    );
     settle(&a, &b);
     for d in [&a, &b] {
         assert_eq!(
@@ -165,17 +198,26 @@ fn setting_a_songs_tags_deletes_and_reinserts_them_without_losing_any() {
 fn a_remote_delete_blocked_by_a_cd_track_still_applies_and_clears_the_reference() {
     let (_s, a, b) = pair();
     settle(&a, &b);
-    b.exec("INSERT INTO cd_projects (name) VALUES ('Mix');
+    b.exec(
+        "INSERT INTO cd_projects (name) VALUES ('Mix');
             INSERT INTO cd_tracks (project_id, song_id, track_number, title, source_path)
-            VALUES (1, 9, 1, 'uses song 9', '/x.mp3')");
+            VALUES (1, 9, 1, 'uses song 9', '/x.mp3')",
+    );
     a.exec("DELETE FROM songs WHERE id = 9");
     a.sync();
     let s = b.sync();
     assert_eq!(s.received["songs"].deleted, 1, "{s:?}");
     assert_eq!(b.count("SELECT COUNT(*) FROM songs WHERE id = 9"), 0);
-    assert_eq!(b.count("SELECT COUNT(*) FROM cd_tracks WHERE song_id IS NULL"), 1);
+    assert_eq!(
+        b.count("SELECT COUNT(*) FROM cd_tracks WHERE song_id IS NULL"),
+        1
+    );
     let c = b.conflicts();
-    assert!(c.iter().any(|c| c["kind"] == "reference" && c["table"] == "cd_tracks"), "{c:?}");
+    assert!(
+        c.iter()
+            .any(|c| c["kind"] == "reference" && c["table"] == "cd_tracks"),
+        "{c:?}"
+    );
     settle(&a, &b);
     assert_same(&a, &b);
 }
@@ -184,16 +226,23 @@ fn a_remote_delete_blocked_by_a_cd_track_still_applies_and_clears_the_reference(
 fn dangling_references_already_in_the_database_do_not_stop_a_sync() {
     let (_s, a, b) = pair();
     // The app's workers write without foreign keys.
-    a.exec("PRAGMA foreign_keys = OFF; INSERT INTO song_tags (song_id, tag_id) VALUES (999, 1);
-            INSERT INTO songs (title, prompt, lyrics, genre_id) VALUES ('Orphan', 'p', 'l', 777)");
+    a.exec(
+        "PRAGMA foreign_keys = OFF; INSERT INTO song_tags (song_id, tag_id) VALUES (999, 1);
+            INSERT INTO songs (title, prompt, lyrics, genre_id) VALUES ('Orphan', 'p', 'l', 777)",
+    );
     settle(&a, &b);
-    assert_eq!(b.count("SELECT COUNT(*) FROM songs WHERE title = 'Orphan' AND genre_id IS NULL"), 1);
+    assert_eq!(
+        b.count("SELECT COUNT(*) FROM songs WHERE title = 'Orphan' AND genre_id IS NULL"),
+        1
+    );
 }
 
 #[test]
 fn two_devices_making_different_artists_default_end_with_one_default() {
     let (_s, a, b) = pair();
-    a.exec("INSERT INTO artists (name) VALUES ('Second'); INSERT INTO artists (name) VALUES ('Third')");
+    a.exec(
+        "INSERT INTO artists (name) VALUES ('Second'); INSERT INTO artists (name) VALUES ('Third')",
+    );
     settle(&a, &b);
     // Each makes another artist the default without seeing the other's choice.
     a.exec("UPDATE artists SET is_default = (name = 'Second')");
@@ -202,9 +251,16 @@ fn two_devices_making_different_artists_default_end_with_one_default() {
     b.exec("UPDATE artists SET is_default = (name = 'Third')");
     settle(&b, &a);
     for d in [&a, &b] {
-        assert_eq!(d.count("SELECT COUNT(*) FROM artists WHERE is_default = 1"), 1);
+        assert_eq!(
+            d.count("SELECT COUNT(*) FROM artists WHERE is_default = 1"),
+            1
+        );
         // The most recent "make default" wins.
-        assert_eq!(d.text("SELECT name FROM artists WHERE is_default = 1").unwrap(), "Third");
+        assert_eq!(
+            d.text("SELECT name FROM artists WHERE is_default = 1")
+                .unwrap(),
+            "Third"
+        );
     }
     assert!(
         b.conflicts().iter().any(|c| c["kind"] == "invariant"),
@@ -237,15 +293,19 @@ fn cd_track_numbers_stay_one_to_n_after_concurrent_inserts() {
 #[test]
 fn paths_inside_the_mount_travel_relative_and_land_under_the_local_mount() {
     let (store, a, b) = pair();
-    a.exec("UPDATE songs SET file_path_1 = '/mnt/laptop/audio/2026-02-12_song/song_v1.mp3',
-                              file_path_2 = '/home/me/elsewhere.mp3' WHERE id = 2");
+    a.exec(
+        "UPDATE songs SET file_path_1 = '/mnt/laptop/audio/2026-02-12_song/song_v1.mp3',
+                              file_path_2 = '/home/me/elsewhere.mp3' WHERE id = 2",
+    );
     settle(&a, &b);
     assert_eq!(
-        b.text("SELECT file_path_1 FROM songs WHERE id = 2").unwrap(),
+        b.text("SELECT file_path_1 FROM songs WHERE id = 2")
+            .unwrap(),
         "/mnt/desk/audio/2026-02-12_song/song_v1.mp3"
     );
     assert_eq!(
-        b.text("SELECT file_path_2 FROM songs WHERE id = 2").unwrap(),
+        b.text("SELECT file_path_2 FROM songs WHERE id = 2")
+            .unwrap(),
         "/home/me/elsewhere.mp3"
     );
     let logs: String = sync_util::files_under(store.path())

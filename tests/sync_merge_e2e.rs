@@ -29,7 +29,10 @@ fn two_seeded_installs_end_with_one_copy_of_each_seeded_row() {
         assert_eq!(d.count("SELECT COUNT(*) FROM lore"), 16);
         assert_eq!(d.count("SELECT COUNT(*) FROM tags"), 6);
         assert_eq!(d.count("SELECT COUNT(*) FROM artists"), 1);
-        assert_eq!(d.count("SELECT COUNT(*) FROM artists WHERE is_default = 1"), 1);
+        assert_eq!(
+            d.count("SELECT COUNT(*) FROM artists WHERE is_default = 1"),
+            1
+        );
     }
     assert_same(&a, &b);
     // Nothing is left to send or receive.
@@ -46,8 +49,14 @@ fn edits_of_different_fields_of_one_row_both_survive() {
     b.exec("UPDATE songs SET lyrics = 'new lyrics from desk' WHERE id = 3");
     settle(&a, &b);
     for d in [&a, &b] {
-        assert_eq!(d.text("SELECT title FROM songs WHERE id = 3").unwrap(), "Renamed on laptop");
-        assert_eq!(d.text("SELECT lyrics FROM songs WHERE id = 3").unwrap(), "new lyrics from desk");
+        assert_eq!(
+            d.text("SELECT title FROM songs WHERE id = 3").unwrap(),
+            "Renamed on laptop"
+        );
+        assert_eq!(
+            d.text("SELECT lyrics FROM songs WHERE id = 3").unwrap(),
+            "new lyrics from desk"
+        );
     }
     assert_same(&a, &b);
     assert!(a.conflicts().is_empty() && b.conflicts().is_empty());
@@ -66,7 +75,10 @@ fn concurrent_edits_of_one_field_last_writer_wins_and_are_logged() {
     assert_eq!(s.conflicts, 1, "{s:?}");
     a.sync();
     for d in [&a, &b] {
-        assert_eq!(d.text("SELECT notes FROM songs WHERE id = 5").unwrap(), "desk notes");
+        assert_eq!(
+            d.text("SELECT notes FROM songs WHERE id = 5").unwrap(),
+            "desk notes"
+        );
     }
     let c = b.conflicts();
     assert_eq!(c.len(), 1);
@@ -87,11 +99,17 @@ fn an_edit_made_after_seeing_another_wins_even_with_an_older_wall_clock() {
     settle(&a, &b);
     for d in [&a, &b] {
         assert_eq!(
-            d.text("SELECT description FROM genres WHERE id = 2").unwrap(),
+            d.text("SELECT description FROM genres WHERE id = 2")
+                .unwrap(),
             "second, after seeing first"
         );
     }
-    assert!(a.conflicts().is_empty() && b.conflicts().is_empty(), "{:?} {:?}", a.conflicts(), b.conflicts());
+    assert!(
+        a.conflicts().is_empty() && b.conflicts().is_empty(),
+        "{:?} {:?}",
+        a.conflicts(),
+        b.conflicts()
+    );
 }
 
 #[test]
@@ -109,7 +127,8 @@ fn concurrent_status_changes_the_higher_status_wins() {
     settle(&b, &a);
     for d in [&a, &b] {
         assert_eq!(
-            d.text("SELECT status FROM songs WHERE title = 'Ladder'").unwrap(),
+            d.text("SELECT status FROM songs WHERE title = 'Ladder'")
+                .unwrap(),
             "processing"
         );
     }
@@ -118,7 +137,8 @@ fn concurrent_status_changes_the_higher_status_wins() {
     settle(&b, &a);
     for d in [&a, &b] {
         assert_eq!(
-            d.text("SELECT status FROM songs WHERE title = 'Ladder'").unwrap(),
+            d.text("SELECT status FROM songs WHERE title = 'Ladder'")
+                .unwrap(),
             "queued"
         );
     }
@@ -144,12 +164,21 @@ fn a_delete_wins_over_an_older_edit_and_loses_to_a_newer_one() {
     b.exec("UPDATE songs SET notes = 'newer edit' WHERE id = 8");
     settle(&b, &a);
     for d in [&a, &b] {
-        assert_eq!(d.text("SELECT notes FROM songs WHERE id = 8").unwrap(), "newer edit");
-        assert_eq!(d.count("SELECT COUNT(*) FROM songs WHERE id = 8 AND lyrics <> ''"), 1);
+        assert_eq!(
+            d.text("SELECT notes FROM songs WHERE id = 8").unwrap(),
+            "newer edit"
+        );
+        assert_eq!(
+            d.count("SELECT COUNT(*) FROM songs WHERE id = 8 AND lyrics <> ''"),
+            1
+        );
     }
     assert_same(&a, &b);
     assert!(
-        a.conflicts().iter().chain(b.conflicts().iter()).any(|c| c["kind"] == "delete"),
+        a.conflicts()
+            .iter()
+            .chain(b.conflicts().iter())
+            .any(|c| c["kind"] == "delete"),
         "delete vs edit is logged"
     );
 }

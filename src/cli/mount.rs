@@ -251,8 +251,11 @@ fn start_background(home: &Home, a: &MountArgs, mountpoint: &Path) -> anyhow::Re
         cmd.arg("--sync-interval").arg(s.to_string());
     }
     if std::env::var_os("RUST_LOG").is_none() {
-        cmd.env("RUST_LOG", "songfs=info,warn");
+        // fuser warns on every external unmount (it tries to unmount again): noise.
+        cmd.env("RUST_LOG", "songfs=info,warn,fuser::session=error");
     }
+    // The log is a file: no terminal colour codes in it.
+    cmd.env("NO_COLOR", "1");
     cmd.stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log);

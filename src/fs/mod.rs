@@ -17,3 +17,6 @@ pub mod xattr;
 pub use error::{FsError, FsResult};
 pub use filesystem::{FsOptions, SongFs};
 pub use fuse::FuseAdapter;
+
+#[cfg(test)]
+mod tests;

@@ -42,7 +42,10 @@ pub struct Outcome {
 }
 
 fn table_rank(t: &str) -> usize {
-    SYNCED_TABLES.iter().position(|x| *x == t).unwrap_or(usize::MAX)
+    SYNCED_TABLES
+        .iter()
+        .position(|x| *x == t)
+        .unwrap_or(usize::MAX)
 }
 
 /// Intents for `rows` (resolved wire rows; None = not alive). `ids` is a working copy
@@ -75,11 +78,7 @@ pub fn plan(
             }
             continue;
         };
-        let tr = Translator {
-            schema,
-            ids,
-            mount,
-        };
+        let tr = Translator { schema, ids, mount };
         let mut local = LocalRow::new();
         for c in &t.columns {
             if let Some(v) = wire.get(&c.name) {
@@ -93,7 +92,13 @@ pub fn plan(
         let key = match (&t.key, existing) {
             (_, Some(k)) => k,
             (LocalKey::IntegerId(col), None) => {
-                let id = choose_id(app, t, local.get(col).and_then(|v| v.as_i64()), ids, &mut taken)?;
+                let id = choose_id(
+                    app,
+                    t,
+                    local.get(col).and_then(|v| v.as_i64()),
+                    ids,
+                    &mut taken,
+                )?;
                 local.insert(col.clone(), Value::from(id));
                 identity::id_key(id)
             }
@@ -166,7 +171,11 @@ fn choose_id(
 }
 
 /// Writes the pending intents (from `state.db`) into the app database, then the shadow.
-pub fn execute(app: &mut Connection, st: &mut StateDb, schema: &Schema) -> Result<Outcome, SyncError> {
+pub fn execute(
+    app: &mut Connection,
+    st: &mut StateDb,
+    schema: &Schema,
+) -> Result<Outcome, SyncError> {
     let mut intents = st.intents()?;
     if intents.is_empty() {
         return Ok(Outcome::default());
@@ -201,7 +210,8 @@ pub fn execute(app: &mut Connection, st: &mut StateDb, schema: &Schema) -> Resul
         match &i.data {
             Some(data) => {
                 let target: LocalRow = serde_json::from_str(data).unwrap_or_default();
-                if let Some(row) = upsert(&tx, t, key, &i.gid, &target, shadow.as_ref(), &mut out)? {
+                if let Some(row) = upsert(&tx, t, key, &i.gid, &target, shadow.as_ref(), &mut out)?
+                {
                     touched.insert(t.name.clone());
                     puts.push((t.name.clone(), row));
                 }
@@ -219,6 +229,9 @@ pub fn execute(app: &mut Connection, st: &mut StateDb, schema: &Schema) -> Resul
         }
     }
     tx.commit()?;
+    if super::failpoint("apply-after-app-commit") {
+        return Err(SyncError::Other("failpoint apply-after-app-commit".into()));
+    }
     let stx = st.conn.transaction()?;
     for (table, row) in &puts {
         StateDb::put_shadow(&stx, table, row)?;
@@ -284,11 +297,37 @@ fn upsert(
     let Some(live) = live else {
         return insert(tx, t, key, gid, target, out);
     };
-    let shadow_row: Option<LocalRow> = shadow.map(|s| serde_json::from_str(&s.data).unwrap_or_default());
+    let shadow_row: Option<LocalRow> =
+        shadow.map(|s| serde_json::from_str(&s.data).unwrap_or_default());
     let Some(shadow_row) = shadow_row else {
-        // The key is taken by a row songfs has not captured yet: a crash after our own
-        // insert (equal values), or the app inserted it since (its edit is newer and the
-        // next capture sends it).
+        if let LocalKey::IntegerId(col) = &t.key {
+            let ours = target
+                .iter()
+                .all(|(c, v)| c == col || live.get(c) == Some(v));
+            if !ours {
+                // The app took this id after the plan: the remote row gets the next one.
+                let seq: i64 = tx
+                    .query_row(
+                        "SELECT seq FROM sqlite_sequence WHERE name = ?1",
+                        [&t.name],
+                        |r| r.get(0),
+                    )
+                    .optional()?
+                    .unwrap_or(0);
+                let max: i64 = tx.query_row(
+                    &format!("SELECT COALESCE(MAX(\"{col}\"), 0) FROM \"{}\"", t.name),
+                    [],
+                    |r| r.get(0),
+                )?;
+                let id = seq.max(max) + 1;
+                let mut moved = target.clone();
+                moved.insert(col.clone(), Value::from(id));
+                return insert(tx, t, &identity::id_key(id), gid, &moved, out);
+            }
+        }
+        // The key is taken by a row songfs has not captured yet: our own insert before a
+        // crash (equal values), or the same config key / tag pair added here since (its
+        // edit is newer and the next capture sends it).
         let mut data = live.clone();
         data.extend(target.iter().map(|(k, v)| (k.clone(), v.clone())));
         return Ok(Some(ShadowRow {
@@ -362,10 +401,19 @@ fn insert(
     let sql = format!(
         "INSERT INTO \"{}\" ({}) VALUES ({})",
         t.name,
-        cols.iter().map(|c| format!("\"{c}\"")).collect::<Vec<_>>().join(", "),
-        (1..=cols.len()).map(|n| format!("?{n}")).collect::<Vec<_>>().join(", ")
+        cols.iter()
+            .map(|c| format!("\"{c}\""))
+            .collect::<Vec<_>>()
+            .join(", "),
+        (1..=cols.len())
+            .map(|n| format!("?{n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
     );
-    match tx.execute(&sql, params_from_iter(target.values().map(translate::to_sql))) {
+    match tx.execute(
+        &sql,
+        params_from_iter(target.values().map(translate::to_sql)),
+    ) {
         Ok(_) => {}
         Err(e) if is_constraint(&e) => {
             out.conflicts.push(clash(t, gid, target, &e));
@@ -431,7 +479,10 @@ fn delete(
     if t.name == "genres" {
         let n: i64 = tx.query_row("SELECT COUNT(*) FROM genres", [], |r| r.get(0))?;
         if n <= 1 {
-            tracing::warn!(gid, "the last genre is not deleted (the app would re-seed every song)");
+            tracing::warn!(
+                gid,
+                "the last genre is not deleted (the app would re-seed every song)"
+            );
             return Ok(false);
         }
     }

@@ -68,7 +68,12 @@ pub fn read_table(conn: &Connection, t: &Table) -> Result<TableRows, SyncError> 
     let key_cols = t.key_columns();
     let key_idx: Vec<usize> = key_cols
         .iter()
-        .map(|k| names.iter().position(|n| n == k).expect("key column is selected"))
+        .map(|k| {
+            names
+                .iter()
+                .position(|n| n == k)
+                .expect("key column is selected")
+        })
         .collect();
     let mut rows = stmt.query([])?;
     let mut out = BTreeMap::new();
@@ -224,7 +229,10 @@ pub fn capture(
                     cascade_of,
                 },
             });
-            deleted.entry(name.to_string()).or_default().insert(key.clone());
+            deleted
+                .entry(name.to_string())
+                .or_default()
+                .insert(key.clone());
             out.shadow_removes.push((name.to_string(), key.clone()));
             counts.deleted += 1;
         }
@@ -320,9 +328,7 @@ fn cascade_parent(
                 return Ok(Some(RowId::new(target, &p.gid)));
             }
         }
-        let parent_live = shadows
-            .get(target)
-            .is_some_and(|s| s.contains_key(&pkey));
+        let parent_live = shadows.get(target).is_some_and(|s| s.contains_key(&pkey));
         if !parent_live && schema.table(target).is_some() {
             // Parent deleted by an earlier apply (a remote delete): its gid is in the tombs.
             if let Some(g) = st.tomb_gid(target, &pkey)? {

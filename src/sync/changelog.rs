@@ -121,14 +121,23 @@ pub fn decode(key: &str, bytes: &[u8]) -> Result<LogFile, SyncError> {
     }
     for c in &log.changes {
         if !is_plain_name(&c.row.table) {
-            return Err(bad(key, format!("names a table {:?} that is not a plain name", c.row.table)));
+            return Err(bad(
+                key,
+                format!("names a table {:?} that is not a plain name", c.row.table),
+            ));
         }
         if c.row.gid.is_empty() || c.row.gid.len() > 1024 {
-            return Err(bad(key, format!("holds a row id of {} bytes", c.row.gid.len())));
+            return Err(bad(
+                key,
+                format!("holds a row id of {} bytes", c.row.gid.len()),
+            ));
         }
         if let Event::Set { column, .. } = &c.event {
             if !is_plain_name(column) {
-                return Err(bad(key, format!("names a column {column:?} that is not a plain name")));
+                return Err(bad(
+                    key,
+                    format!("names a column {column:?} that is not a plain name"),
+                ));
             }
         }
     }
@@ -251,7 +260,10 @@ mod tests {
     #[test]
     fn keys_round_trip_and_reject_odd_names() {
         assert_eq!(parse_key(&log_key("ab12", 7)), Some(("ab12".into(), 7)));
-        assert_eq!(parse_key(&snapshot_key("ab12", 9)), Some(("ab12".into(), 9)));
+        assert_eq!(
+            parse_key(&snapshot_key("ab12", 9)),
+            Some(("ab12".into(), 9))
+        );
         assert_eq!(parse_key("logs/../x/1.json"), None);
         assert_eq!(parse_key("logs/a/b/1.json"), None);
     }
@@ -289,9 +301,7 @@ mod tests {
         let a1 = set("title", "A1", hlc(2, "a"), vec![hlc(1, "b")]);
         let a2 = set("title", "A2", hlc(3, "a"), vec![hlc(2, "a")]);
         let full = [b1.clone(), a1.clone(), a2.clone()];
-        let compacted: Vec<Change> = std::iter::once(b1)
-            .chain(compact([a1, a2]))
-            .collect();
+        let compacted: Vec<Change> = std::iter::once(b1).chain(compact([a1, a2])).collect();
         assert_eq!(compacted.len(), 2);
         let (mut m1, mut m2) = (MergeState::default(), MergeState::default());
         full.iter().for_each(|c| {

@@ -113,13 +113,19 @@ fn load_clock(cfg: &Config, st: &StateDb) -> Result<Clock, SyncError> {
 }
 
 fn save_clock(conn: &Connection, clock: &Clock) -> Result<(), SyncError> {
-    StateDb::set_meta(conn, "clock", &serde_json::to_string(clock.last()).expect("encodes"))
+    StateDb::set_meta(
+        conn,
+        "clock",
+        &serde_json::to_string(clock.last()).expect("encodes"),
+    )
 }
 
 const MARKER_KEY: &str = "songfs_cycle";
 
 fn ensure_sync_metadata(app: &Connection) -> Result<(), SyncError> {
-    app.execute_batch("CREATE TABLE IF NOT EXISTS sync_metadata (key TEXT PRIMARY KEY, value TEXT)")?;
+    app.execute_batch(
+        "CREATE TABLE IF NOT EXISTS sync_metadata (key TEXT PRIMARY KEY, value TEXT)",
+    )?;
     Ok(())
 }
 
@@ -134,9 +140,11 @@ fn app_marker(app: &Connection) -> Result<Option<String>, SyncError> {
         return Ok(None);
     }
     Ok(app
-        .query_row("SELECT value FROM sync_metadata WHERE key = ?1", [MARKER_KEY], |r| {
-            r.get::<_, Option<String>>(0)
-        })
+        .query_row(
+            "SELECT value FROM sync_metadata WHERE key = ?1",
+            [MARKER_KEY],
+            |r| r.get::<_, Option<String>>(0),
+        )
         .optional()?
         .flatten())
 }
@@ -391,7 +399,11 @@ pub fn run(
 
     // 6. Columns this database just gained.
     for (table, cols) in &added {
-        tracing::info!(table, ?cols, "new columns: applying merged values kept for them");
+        tracing::info!(
+            table,
+            ?cols,
+            "new columns: applying merged values kept for them"
+        );
         let rows: BTreeSet<RowId> = st.row_ids(table)?.into_iter().collect();
         apply_rows(&mut ctx, &mut app, &mut st, rows, &[], None, &mut summary)?;
     }
@@ -409,16 +421,18 @@ pub fn run(
 
     // 9. Stamp.
     stamp(cfg, &app, &st)?;
-    let _ = rt.block_on(store.put(
-        &format!("devices/{}.json", cfg.device_id),
-        Bytes::from(
-            serde_json::to_vec(&serde_json::json!({
-                "device_id": cfg.device_id, "name": cfg.device_name,
-                "last_seen": apply::now_text(),
-            }))
-            .expect("encodes"),
+    let _ = rt.block_on(
+        store.put(
+            &format!("devices/{}.json", cfg.device_id),
+            Bytes::from(
+                serde_json::to_vec(&serde_json::json!({
+                    "device_id": cfg.device_id, "name": cfg.device_name,
+                    "last_seen": apply::now_text(),
+                }))
+                .expect("encodes"),
+            ),
         ),
-    ));
+    );
     summary.conflicts = ctx.conflicts.len();
     conflicts::append(&cfg.conflicts_log_path(), &ctx.conflicts);
     Ok(summary)
@@ -439,7 +453,8 @@ fn upload(
                 let changes: Vec<Change> = serde_json::from_slice(&entry.changes)
                     .map_err(|e| SyncError::Other(format!("state.db outbox is unreadable: {e}")))?;
                 if changes.is_empty() {
-                    st.conn.execute("DELETE FROM sync_outbox WHERE id = ?1", [entry.id])?;
+                    st.conn
+                        .execute("DELETE FROM sync_outbox WHERE id = ?1", [entry.id])?;
                     continue;
                 }
                 let seq = next_seq(cfg, store, rt, st)?;
@@ -472,7 +487,8 @@ fn upload(
                 )));
             }
         }
-        st.conn.execute("DELETE FROM sync_outbox WHERE id = ?1", [entry.id])?;
+        st.conn
+            .execute("DELETE FROM sync_outbox WHERE id = ?1", [entry.id])?;
         sent += 1;
     }
     Ok(sent)
@@ -529,6 +545,8 @@ fn pull(
         }
     }
     let devices: BTreeSet<String> = logs.keys().chain(snaps.keys()).cloned().collect();
+    let already: BTreeSet<(String, u64)> =
+        st.rejected()?.into_iter().map(|(d, s, _)| (d, s)).collect();
     for device in devices.iter().filter(|d| **d != ctx.cfg.device_id) {
         let mut cursor = st.cursor(device)?;
         if let Some(&s) = snaps.get(device) {
@@ -549,19 +567,40 @@ fn pull(
             }
         }
     }
-    // Logs set aside earlier (unknown table, ...): the database may know them now.
+    let set_aside_now: BTreeSet<(String, u64)> = st
+        .rejected()?
+        .into_iter()
+        .map(|(d, s, _)| (d, s))
+        .filter(|k| !already.contains(k))
+        .collect();
+    // Logs set aside in earlier cycles (unknown table, newer format, ...): this database
+    // or this songfs may know them now. Their error was reported when they were set aside.
     for (device, seq, _) in st.rejected()? {
+        if set_aside_now.contains(&(device.clone(), seq)) {
+            continue;
+        }
         let key = changelog::log_key(&device, seq);
-        let bytes = match rt.block_on(store.get(&key)) {
-            Ok(b) => b,
-            Err(StoreError::NotFound { .. }) => {
+        let fetched = match rt.block_on(store.head(&key)) {
+            Ok(Some(size)) if size as usize <= changelog::MAX_OBJECT_BYTES => {
+                rt.block_on(store.get(&key)).map(Some)
+            }
+            Ok(Some(_)) => Ok(None),
+            Ok(None) => {
                 st.conn.execute(
                     "DELETE FROM sync_rejected WHERE device = ?1 AND seq = ?2",
                     rusqlite::params![device, seq as i64],
                 )?;
                 continue;
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => Err(e),
+        };
+        let bytes = match fetched {
+            Ok(Some(b)) => b,
+            Ok(None) => continue,
+            Err(e) => {
+                tracing::debug!(key, error = %e, "set-aside log not retried");
+                continue;
+            }
         };
         match parse_checked(ctx, &key, &bytes) {
             Ok(log) => {
@@ -570,8 +609,9 @@ fn pull(
                     "DELETE FROM sync_rejected WHERE device = ?1 AND seq = ?2",
                     rusqlite::params![device, seq as i64],
                 )?;
+                tracing::info!(key, "a log set aside earlier is applied now");
             }
-            Err(e) => summary.errors.push(e.to_string()),
+            Err(e) => tracing::debug!(error = %e, "set-aside log still refused"),
         }
     }
     Ok(())
@@ -664,7 +704,15 @@ fn apply_log(
         .cloned()
         .collect();
     let rows: BTreeSet<RowId> = changes.iter().map(|c| c.row.clone()).collect();
-    apply_rows(ctx, app, st, rows, &changes, seq.map(|s| (device, s)), summary)?;
+    apply_rows(
+        ctx,
+        app,
+        st,
+        rows,
+        &changes,
+        seq.map(|s| (device, s)),
+        summary,
+    )?;
     summary.logs_applied += 1;
     Ok(())
 }
@@ -846,8 +894,18 @@ fn field_conflicts(m: &MergeState, rules: &Rules, rows: &BTreeSet<RowId>) -> Vec
                 let seeded_stamp = c.kept_clock.wall_ms == 0
                     && c.lost_clock.wall_ms == 0
                     && (c.column == "created_at" || c.column == "updated_at");
-                if c.kept != c.lost && !seeded_stamp {
-                    out.push((r.clone(), c.column, c.kept, c.kept_clock, c.lost, c.lost_clock));
+                // A value a device held before its first sync (clock zero) losing to a real
+                // edit made elsewhere is the seeded copy being updated, not a conflict.
+                let seed_superseded = c.lost_clock.wall_ms == 0 && c.kept_clock.wall_ms > 0;
+                if c.kept != c.lost && !seeded_stamp && !seed_superseded {
+                    out.push((
+                        r.clone(),
+                        c.column,
+                        c.kept,
+                        c.kept_clock,
+                        c.lost,
+                        c.lost_clock,
+                    ));
                 }
             }
         }
@@ -900,6 +958,10 @@ fn compact_own(
     for s in snaps.into_iter().filter(|s| *s < upto) {
         rt.block_on(store.delete(&changelog::snapshot_key(&cfg.device_id, s)))?;
     }
-    tracing::info!(upto, logs = seqs.len(), "this device's logs compacted into a snapshot");
+    tracing::info!(
+        upto,
+        logs = seqs.len(),
+        "this device's logs compacted into a snapshot"
+    );
     Ok(())
 }

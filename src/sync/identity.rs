@@ -108,7 +108,10 @@ impl IdMap {
             .insert(gid.to_string(), key.to_string())
         {
             if old != key {
-                self.by_key.entry(table.to_string()).or_default().remove(&old);
+                self.by_key
+                    .entry(table.to_string())
+                    .or_default()
+                    .remove(&old);
             }
         }
         self.by_key
@@ -203,8 +206,14 @@ mod tests {
             seeded_gid("songs", "[5]", &a),
             seeded_gid("songs", "[5]", &b)
         );
-        assert_ne!(seeded_gid("songs", "[5]", &a), seeded_gid("songs", "[6]", &a));
-        assert_ne!(seeded_gid("songs", "[5]", &a), seeded_gid("lore", "[5]", &a));
+        assert_ne!(
+            seeded_gid("songs", "[5]", &a),
+            seeded_gid("songs", "[6]", &a)
+        );
+        assert_ne!(
+            seeded_gid("songs", "[5]", &a),
+            seeded_gid("lore", "[5]", &a)
+        );
     }
 
     #[test]

@@ -55,6 +55,12 @@ pub enum SyncError {
     Other(String),
 }
 
+/// Crash simulation for tests: true when `SONGFS_FAILPOINT` names this point. The
+/// caller then stops as a crash there would (an error, nothing after it done).
+pub(crate) fn failpoint(name: &str) -> bool {
+    std::env::var("SONGFS_FAILPOINT").is_ok_and(|v| v == name)
+}
+
 /// How long a statement waits for the app's write lock before giving up.
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 

@@ -139,7 +139,8 @@ pub fn introspect(conn: &Connection) -> Result<Schema, SyncError> {
 }
 
 fn read_table(conn: &Connection, name: &str) -> Result<Option<Table>, SyncError> {
-    let mut stmt = conn.prepare("SELECT name, type, \"notnull\", dflt_value, pk FROM pragma_table_info(?1)")?;
+    let mut stmt =
+        conn.prepare("SELECT name, type, \"notnull\", dflt_value, pk FROM pragma_table_info(?1)")?;
     let mut columns = Vec::new();
     let mut pk: Vec<(i64, String, String)> = Vec::new();
     let rows = stmt.query_map([name], |r| {
@@ -182,7 +183,11 @@ fn read_table(conn: &Connection, name: &str) -> Result<Option<Table>, SyncError>
     let mut fk =
         conn.prepare("SELECT \"from\", \"table\", on_delete FROM pragma_foreign_key_list(?1)")?;
     let fks = fk.query_map([name], |r| {
-        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?))
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, String>(2)?,
+        ))
     })?;
     for f in fks {
         let (from, to, action) = f?;

@@ -72,9 +72,8 @@ CREATE TABLE IF NOT EXISTS sync_intent (
 impl StateDb {
     pub fn open(path: &Path) -> Result<StateDb, SyncError> {
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| {
-                SyncError::Other(format!("cannot create {}: {e}", dir.display()))
-            })?;
+            std::fs::create_dir_all(dir)
+                .map_err(|e| SyncError::Other(format!("cannot create {}: {e}", dir.display())))?;
         }
         let conn = Connection::open(path)?;
         conn.busy_timeout(super::BUSY_TIMEOUT)?;
@@ -225,9 +224,9 @@ impl StateDb {
 
     /// (child row, column) of every row that references `parent` (`"<table>/<gid>"`).
     pub fn children(&self, parent: &RowId) -> Result<Vec<(RowId, String)>, SyncError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT child_tbl, child_gid, col FROM sync_parents WHERE parent = ?1")?;
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT child_tbl, child_gid, col FROM sync_parents WHERE parent = ?1",
+        )?;
         let rows = stmt.query_map([parent.to_string()], |r| {
             Ok((
                 RowId {
@@ -308,7 +307,9 @@ impl StateDb {
         let mut stmt = self.conn.prepare_cached(
             "SELECT parent, col FROM sync_parents WHERE child_tbl = ?1 AND child_gid = ?2",
         )?;
-        let rows = stmt.query_map(params![child.table, child.gid], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        let rows = stmt.query_map(params![child.table, child.gid], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 

@@ -112,10 +112,7 @@ impl Translator<'_> {
             return v.clone();
         };
         if let Some(r) = obj.get("$ref").and_then(|r| r.as_str()) {
-            return self
-                .local_id(r)
-                .map(Value::from)
-                .unwrap_or(Value::Null);
+            return self.local_id(r).map(Value::from).unwrap_or(Value::Null);
         }
         if let Some(refs) = obj.get("$refs").and_then(|r| r.as_array()) {
             let ids: Vec<i64> = refs
@@ -164,7 +161,11 @@ const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz012
 pub fn base64(data: &[u8]) -> String {
     let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
     for chunk in data.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (b[0] as u32) << 16 | (b[1] as u32) << 8 | b[2] as u32;
         for i in 0..4 {
             if i <= chunk.len() {

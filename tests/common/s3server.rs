@@ -11,7 +11,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
 use songfs::config::StoreConfig;
+use songfs::store::s3::{S3Options, S3Store};
+use songfs::store::ObjectStore;
 
 /// Access key every test server accepts.
 pub const ACCESS_KEY: &str = "songfs-test-access";
@@ -107,6 +111,23 @@ impl S3Server {
             s3_endpoint: Some(self.endpoint()),
             s3_region: None,
         }
+    }
+
+    /// Options for an in-process `S3Store` that carry this server's keys (so a test
+    /// never has to set process-wide AWS_* variables).
+    pub fn s3_options(&self) -> S3Options {
+        S3Options {
+            credentials: Some((ACCESS_KEY.into(), SECRET_KEY.into())),
+            ..S3Options::default()
+        }
+    }
+
+    /// An in-process store on this server under `prefix`.
+    pub async fn open_store(&self, prefix: &str) -> Arc<dyn ObjectStore> {
+        let store = S3Store::open(&self.store_config(prefix), self.s3_options())
+            .await
+            .expect("open the S3 store of the test server");
+        Arc::new(store)
     }
 
     /// Environment for a child process (the `songfs` binary) so the AWS credential

@@ -73,7 +73,12 @@ impl Device {
         let s = self
             .try_sync_with(Options::default())
             .unwrap_or_else(|e| panic!("sync of {} failed: {e}", self.cfg.device_name));
-        assert!(s.errors.is_empty(), "{}: {:?}", self.cfg.device_name, s.errors);
+        assert!(
+            s.errors.is_empty(),
+            "{}: {:?}",
+            self.cfg.device_name,
+            s.errors
+        );
         s
     }
 

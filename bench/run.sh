@@ -1,0 +1,426 @@
+#!/usr/bin/env bash
+# songfs benchmark harness: songfs against native disk, rclone mount, s3fs-fuse and a
+# bare ranged GET, all against one s3s-fs server on 127.0.0.1 that this script starts.
+# See bench/README.md for what each number means. Output: a markdown table on stdout
+# and in bench/out/results.md (raw runs in bench/out/raw.tsv).
+#
+# Every process it starts it stops, by PID; every mount it makes it unmounts (trap on
+# exit, also on failure or Ctrl-C). Peers whose tool is missing are skipped with a note.
+#
+# Environment: RUNS (default 5), SKIP_BUILD=1 (use existing release binaries),
+# KEEP_WORK=1 (keep the work folder), S3S_FS (path to s3s-fs), TMPDIR,
+# SONGFS_BIN / RANGEGET_BIN (use these binaries instead of this tree's release build).
+set -euo pipefail
+
+RUNS=${RUNS:-5}
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+OUT_DIR=$ROOT/bench/out
+TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+SONGFS=${SONGFS_BIN:-$TARGET_DIR/release/songfs}
+RANGEGET=${RANGEGET_BIN:-$TARGET_DIR/release/examples/rangeget}
+S3S_FS=${S3S_FS:-$(command -v s3s-fs || echo "$HOME/.cargo/bin/s3s-fs")}
+ACCESS_KEY=bench-access
+SECRET_KEY=bench-secret-0123456789
+BUCKET=songfs      # songfs's store: s3://songfs/bench
+PEER_BUCKET=peers  # plain objects for rclone and s3fs (a bucket root: see README)
+WAIT_SECS=120      # bound on every wait (mount, file visible, unmount)
+
+log() { echo "bench: $*" >&2; }
+die() { log "$*"; exit 1; }
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/songfs-bench.XXXXXX")
+MOUNTS=() # "songfs|<home>|<dir>" or "fuse|<pid>|<dir>", in mount order
+PIDS=()   # background processes started here (s3s-fs)
+
+unmount_entry() {
+  local kind=${1%%|*} rest=${1#*|}
+  local arg=${rest%%|*} dir=${rest#*|}
+  mountpoint -q "$dir" 2>/dev/null || { [ "$kind" = fuse ] && stop_pid "$arg"; return 0; }
+  if [ "$kind" = songfs ]; then
+    SONGFS_HOME=$arg timeout "$WAIT_SECS" "$SONGFS" unmount "$dir" >&2 ||
+      fusermount3 -u "$dir" 2>/dev/null || fusermount3 -uz "$dir" 2>/dev/null || true
+  else
+    fusermount3 -u "$dir" 2>/dev/null || fusermount3 -uz "$dir" 2>/dev/null || true
+    stop_pid "$arg"
+  fi
+}
+
+stop_pid() {
+  local pid=$1 i
+  kill -0 "$pid" 2>/dev/null || return 0
+  for i in $(seq 50); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.1; done
+  kill "$pid" 2>/dev/null || true
+  for i in $(seq 30); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.1; done
+  kill -9 "$pid" 2>/dev/null || true
+}
+
+forget_mount() {
+  local keep=() m
+  for m in "${MOUNTS[@]+"${MOUNTS[@]}"}"; do [ "${m##*|}" = "$1" ] || keep+=("$m"); done
+  MOUNTS=("${keep[@]+"${keep[@]}"}")
+}
+
+cleanup() {
+  set +e
+  local i
+  for ((i = ${#MOUNTS[@]} - 1; i >= 0; i--)); do unmount_entry "${MOUNTS[$i]}"; done
+  for pid in "${PIDS[@]+"${PIDS[@]}"}"; do kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null; done
+  if [ "${KEEP_WORK:-0}" = 1 ]; then log "work folder kept: $WORK"; else rm -rf "$WORK"; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# ---------------------------------------------------------------- helpers
+
+now_ns() { date +%s%N; }
+
+# ms_of CMD...: runs CMD (output discarded), prints its wall time in ms, or FAIL.
+ms_of() {
+  local t0 t1
+  t0=$(now_ns)
+  "$@" >/dev/null 2>>"$WORK/commands.log" || { echo FAIL; return 0; }
+  t1=$(now_ns)
+  awk -v d=$((t1 - t0)) 'BEGIN { printf "%.2f\n", d / 1e6 }'
+}
+
+# out_of CMD...: CMD's own output (a timing it measured itself), or FAIL.
+out_of() { "$@" 2>>"$WORK/commands.log" || echo FAIL; }
+
+median() { sort -g | awk '{ a[NR] = $1 } END { if (NR == 0) { print "NA"; exit }
+  if (NR % 2) print a[(NR + 1) / 2]; else printf "%.2f\n", (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
+
+mib_per_s() { awk -v mib="$1" -v ms="$2" 'BEGIN { printf "%.1f\n", mib / (ms / 1000) }'; }
+
+CAN_DROP=0
+if (sync && echo 3 >/proc/sys/vm/drop_caches) 2>/dev/null; then CAN_DROP=1; fi
+drop_caches() {
+  sync
+  if [ "$CAN_DROP" = 1 ]; then echo 3 >/proc/sys/vm/drop_caches; fi
+}
+
+wait_for() { # wait_for SECONDS TEST...
+  local secs=$1 i
+  shift
+  for ((i = 0; i < secs * 10; i++)); do "$@" && return 0; sleep 0.1; done
+  return 1
+}
+
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+
+declare -A RESULT NOTE RAW
+record() { # record NAME VALUES... (one per run): keeps the raw runs and the median
+  local name=$1
+  shift
+  RAW[$name]="$*"
+  if [[ " $* " == *" FAIL "* ]]; then
+    NOTE[$name]="a run failed (see commands.log with KEEP_WORK=1): no result"
+    unset "RESULT[$name]"
+  else
+    RESULT[$name]=$(printf '%s\n' "$@" | median)
+  fi
+}
+
+# ---------------------------------------------------------------- songfs helpers
+
+# songfs_mount HOME DIR: init is done; mounts and registers the mount.
+songfs_mount() {
+  mkdir -p "$2"
+  SONGFS_HOME=$1 timeout "$WAIT_SECS" "$SONGFS" mount "$2" >&2 || return 1
+  MOUNTS+=("songfs|$1|$2")
+  wait_for 10 mountpoint -q "$2"
+}
+
+songfs_unmount() {
+  SONGFS_HOME=$1 timeout "$WAIT_SECS" "$SONGFS" unmount "$2" >&2 || true
+  mountpoint -q "$2" && { fusermount3 -u "$2" 2>/dev/null || fusermount3 -uz "$2"; }
+  forget_mount "$2"
+}
+
+# new_device NAME: a fresh SONGFS_HOME set up with the store; prints its path.
+new_device() {
+  local home=$WORK/dev-$1
+  rm -rf "$home"
+  mkdir -p "$home"
+  SONGFS_HOME=$home "$SONGFS" init --store "s3://$BUCKET/bench" --s3-endpoint "$ENDPOINT" \
+    --device-name "bench-$1" >&2 || return 1
+  echo "$home"
+}
+
+daemon_pid() { cat "$1/daemon.pid" 2>/dev/null; }
+
+rss_mib() { ps -o rss= -p "$1" 2>/dev/null | awk '{ printf "%.1f\n", $1 / 1024 }'; }
+
+# ---------------------------------------------------------------- setup
+
+[ -x "$S3S_FS" ] || die "s3s-fs not found: set S3S_FS or run \`cargo install s3s-fs --version 0.14.1 --features binary\`"
+command -v fusermount3 >/dev/null || die "fusermount3 not found: install fuse3"
+command -v python3 >/dev/null || die "python3 not found (used to pick a free port and make files)"
+
+if [ "${SKIP_BUILD:-0}" != 1 ] && [ -z "${SONGFS_BIN:-}${RANGEGET_BIN:-}" ]; then
+  log "building release binaries"
+  (cd "$ROOT" && cargo build --release --bin songfs --example rangeget >&2)
+fi
+[ -x "$SONGFS" ] && [ -x "$RANGEGET" ] || die "release binaries missing: run without SKIP_BUILD=1"
+
+PORT=$(free_port)
+ENDPOINT=http://127.0.0.1:$PORT
+mkdir -p "$WORK/s3/$BUCKET" "$WORK/s3/$PEER_BUCKET"
+"$S3S_FS" --host 127.0.0.1 --port "$PORT" --access-key "$ACCESS_KEY" --secret-key "$SECRET_KEY" \
+  "$WORK/s3" >"$WORK/s3s-fs.log" 2>&1 &
+PIDS+=($!)
+wait_for 20 bash -c "exec 3<>/dev/tcp/127.0.0.1/$PORT" 2>/dev/null || die "s3s-fs did not start: $(tail -5 "$WORK/s3s-fs.log")"
+log "s3s-fs (pid ${PIDS[0]}) at $ENDPOINT"
+
+export AWS_ACCESS_KEY_ID=$ACCESS_KEY AWS_SECRET_ACCESS_KEY=$SECRET_KEY AWS_REGION=us-east-1
+export AWS_EC2_METADATA_DISABLED=true RUST_LOG=${RUST_LOG:-warn}
+
+log "generating data"
+DATA=$WORK/native
+mkdir -p "$DATA/many" "$WORK/native-out"
+head -c $((256 << 20)) /dev/urandom >"$DATA/f256"
+head -c $((10 << 20)) /dev/urandom >"$DATA/f10"
+head -c $((64 << 20)) /dev/urandom >"$DATA/w64"
+head -c $((1024 << 20)) /dev/urandom >"$DATA/f1g"
+python3 - "$DATA/many" <<'EOF'
+import os, sys
+for i in range(5000):
+    with open(os.path.join(sys.argv[1], f"take_{i:04d}.mp3"), "wb") as f:
+        f.write(os.urandom(1024))
+EOF
+
+# Plain copies for the peers, uploaded through songfs's own S3 client (s3s-fs then
+# knows their ETags; a file dropped into its folder gets its MD5 recomputed per HEAD).
+for f in f256 f10; do
+  "$RANGEGET" put --url "s3://$PEER_BUCKET" --endpoint "$ENDPOINT" "$f" "$DATA/$f"
+done
+
+# ---------------------------------------------------------------- native baselines
+
+log "native disk"
+runs=()
+for ((i = 0; i < RUNS; i++)); do drop_caches; runs+=("$(ms_of dd if="$DATA/f256" of=/dev/null bs=1M)"); done
+record native_read_ms "${runs[@]}"
+runs=()
+for ((i = 0; i < RUNS; i++)); do drop_caches; runs+=("$(ms_of ls -l "$DATA/many")"); done
+record native_ls_ms "${runs[@]}"
+cat "$DATA/w64" >/dev/null # the source of every write test comes from the page cache
+runs=()
+for ((i = 0; i < RUNS; i++)); do
+  runs+=("$(ms_of cp "$DATA/w64" "$WORK/native-out/w64_$i")")
+done
+record native_write_ms "${runs[@]}"
+rm -rf "$WORK/native-out"
+
+# ---------------------------------------------------------------- ranged GET
+
+log "ranged GET of 64 KiB"
+runs=()
+for ((i = 0; i < RUNS; i++)); do
+  drop_caches
+  runs+=("$(out_of "$RANGEGET" get --url "s3://$PEER_BUCKET" --endpoint "$ENDPOINT" f10 --offset 0 --len 65536)")
+done
+record rangeget_ms "${runs[@]}"
+
+# ---------------------------------------------------------------- songfs
+
+SONGFS_OK=1
+songfs_fail() { SONGFS_OK=0; NOTE[songfs]="songfs columns skipped: $*"; log "songfs: $*"; }
+
+if HOME_A=$(new_device a) && songfs_mount "$HOME_A" "$WORK/mnt-a"; then
+  log "songfs: writing the test files through the mount"
+  cp "$DATA/f256" "$DATA/f10" "$DATA/f1g" "$WORK/mnt-a/" && cp -r "$DATA/many" "$WORK/mnt-a/" ||
+    songfs_fail "copying into the mount failed"
+  # Unmount finishes the uploads, so other devices can read everything afterwards.
+  songfs_unmount "$HOME_A" "$WORK/mnt-a"
+else
+  songfs_fail "songfs init/mount failed (see the lines above)"
+fi
+
+if [ "$SONGFS_OK" = 1 ] && songfs_mount "$HOME_A" "$WORK/mnt-a"; then
+  MA=$WORK/mnt-a
+  log "songfs: cached sequential read"
+  dd if="$MA/f256" of=/dev/null bs=1M 2>/dev/null # make sure it is in songfs's cache
+  runs=()
+  for ((i = 0; i < RUNS; i++)); do drop_caches; runs+=("$(ms_of dd if="$MA/f256" of=/dev/null bs=1M)"); done
+  record songfs_cached_read_ms "${runs[@]}"
+
+  log "songfs: ls -l of 5,000 files"
+  runs=()
+  for ((i = 0; i < RUNS; i++)); do drop_caches; runs+=("$(ms_of ls -l "$MA/many")"); done
+  record songfs_ls_ms "${runs[@]}"
+  n=$(ls "$MA/many" | wc -l)
+  [ "$n" = 5000 ] || NOTE[ls]="songfs listed $n files, not 5000"
+
+  log "songfs: write 64 MiB + close"
+  runs=()
+  for ((i = 0; i < RUNS; i++)); do runs+=("$(ms_of cp "$DATA/w64" "$MA/w64_$i")"); done
+  record songfs_write_ms "${runs[@]}"
+  cmp -s "$DATA/w64" "$MA/w64_0" || NOTE[write]="songfs: the written file reads back different!"
+  songfs_unmount "$HOME_A" "$WORK/mnt-a"
+elif [ "$SONGFS_OK" = 1 ]; then
+  songfs_fail "remounting device a failed"
+fi
+
+if [ "$SONGFS_OK" = 1 ]; then
+  log "songfs: cold reads (a fresh device per run: empty cache)"
+  first=() cold=()
+  for ((i = 0; i < RUNS; i++)); do
+    home=$(new_device "cold$i") || { songfs_fail "init of a second device failed"; break; }
+    mnt=$WORK/mnt-cold$i
+    songfs_mount "$home" "$mnt" || { songfs_fail "mount of a second device failed"; break; }
+    if ! wait_for "$WAIT_SECS" test -e "$mnt/f256"; then
+      songfs_fail "a second device did not see the files within ${WAIT_SECS}s"
+      songfs_unmount "$home" "$mnt"
+      break
+    fi
+    drop_caches
+    first+=("$(out_of "$RANGEGET" read "$mnt/f10" --len 65536)")
+    drop_caches
+    cold+=("$(ms_of dd if="$mnt/f256" of=/dev/null bs=1M)")
+    songfs_unmount "$home" "$mnt"
+    rm -rf "$home"
+  done
+  [ "${#first[@]}" = "$RUNS" ] && record songfs_first64k_ms "${first[@]}"
+  [ "${#cold[@]}" = "$RUNS" ] && record songfs_cold_read_ms "${cold[@]}"
+fi
+
+if [ "$SONGFS_OK" = 1 ]; then
+  log "songfs: daemon memory, idle and reading 1 GiB"
+  if home=$(new_device rss) && songfs_mount "$home" "$WORK/mnt-rss" &&
+    wait_for "$WAIT_SECS" test -e "$WORK/mnt-rss/f1g"; then
+    pid=$(daemon_pid "$home")
+    sleep 2
+    RESULT[rss_idle]=$(rss_mib "$pid")
+    drop_caches
+    t0=$(now_ns)
+    dd if="$WORK/mnt-rss/f1g" of=/dev/null bs=1M 2>/dev/null &
+    reader=$!
+    peak=0
+    while kill -0 "$reader" 2>/dev/null; do
+      r=$(rss_mib "$pid")
+      [ -n "$r" ] && peak=$(awk -v a="$peak" -v b="$r" 'BEGIN { print (b > a) ? b : a }')
+      sleep 0.1
+    done
+    wait "$reader" || NOTE[rss]="reading the 1 GiB file failed"
+    t1=$(now_ns)
+    RESULT[rss_peak]=$peak
+    RESULT[read1g_mibs]=$(mib_per_s 1024 "$(awk -v d=$((t1 - t0)) 'BEGIN { print d / 1e6 }')")
+    songfs_unmount "$home" "$WORK/mnt-rss"
+  else
+    NOTE[rss]="memory not measured: the fresh device did not mount or see the files"
+  fi
+fi
+
+# ---------------------------------------------------------------- peers
+
+peer_mount() { # peer_mount NAME DIR RUN-FUNCTION RUN-NUMBER: the function execs the client
+  local name=$1 dir=$2 run=$3 n=$4
+  mkdir -p "$dir"
+  "$run" "$n" "$dir" >"$WORK/$name.log" 2>&1 &
+  local pid=$!
+  MOUNTS+=("fuse|$pid|$dir")
+  if ! wait_for 30 mountpoint -q "$dir"; then
+    log "$name did not mount: $(tail -3 "$WORK/$name.log")"
+    unmount_entry "fuse|$pid|$dir"
+    forget_mount "$dir"
+    return 1
+  fi
+}
+
+peer_unmount() {
+  local m
+  for m in "${MOUNTS[@]+"${MOUNTS[@]}"}"; do [ "${m##*|}" = "$1" ] && unmount_entry "$m"; done
+  forget_mount "$1"
+}
+
+# peer_cold NAME RUN-FUNCTION: a fresh mount (and cache) per run.
+peer_cold() {
+  local name=$1 run=$2 i dir
+  local cold=() first=()
+  for ((i = 0; i < RUNS; i++)); do
+    dir=$WORK/mnt-$name$i
+    peer_mount "$name" "$dir" "$run" "$i" || { NOTE[$name]="$name failed to mount"; return; }
+    drop_caches
+    first+=("$(out_of "$RANGEGET" read "$dir/f10" --len 65536)")
+    drop_caches
+    cold+=("$(ms_of dd if="$dir/f256" of=/dev/null bs=1M)")
+    peer_unmount "$dir"
+  done
+  record "${name}_first64k_ms" "${first[@]}"
+  record "${name}_cold_read_ms" "${cold[@]}"
+}
+
+if command -v rclone >/dev/null; then
+  log "rclone mount --vfs-cache-mode full: cold reads"
+  cat >"$WORK/rclone.conf" <<EOF
+[bench]
+type = s3
+provider = Other
+access_key_id = $ACCESS_KEY
+secret_access_key = $SECRET_KEY
+endpoint = $ENDPOINT
+region = us-east-1
+EOF
+  # AWS_CA_BUNDLE (set on some machines) makes rclone's S3 client refuse to start even
+  # for plain http; the endpoint here is plain http on loopback.
+  rclone_run() {
+    exec env -u AWS_CA_BUNDLE rclone --config "$WORK/rclone.conf" mount "bench:$PEER_BUCKET" "$2" \
+      --vfs-cache-mode full --cache-dir "$WORK/rclone-cache-$1"
+  }
+  peer_cold rclone rclone_run
+else
+  NOTE[rclone]="rclone not installed: skipped"
+fi
+
+if command -v s3fs >/dev/null; then
+  log "s3fs-fuse: cold reads"
+  echo "$ACCESS_KEY:$SECRET_KEY" >"$WORK/passwd-s3fs"
+  chmod 600 "$WORK/passwd-s3fs"
+  s3fs_run() {
+    exec s3fs "$PEER_BUCKET" "$2" -f -o "passwd_file=$WORK/passwd-s3fs" -o "url=$ENDPOINT" \
+      -o use_path_request_style
+  }
+  peer_cold s3fs s3fs_run
+else
+  NOTE[s3fs]="s3fs not installed: skipped"
+fi
+
+# ---------------------------------------------------------------- report
+
+v() { echo "${RESULT[$1]:-n/a}"; }
+mibs() { [ -n "${RESULT[$1]:-}" ] && mib_per_s "$2" "${RESULT[$1]}" || echo n/a; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "n/a" || b == "n/a" || b == 0) print "n/a"; else printf "%.2f\n", a / b }'; }
+row() { # row MEASURE SONGFS BASELINE-NAME BASELINE-VALUE
+  echo "| $1 | $2 | $3 | $4 | $(ratio "$2" "$4") |"
+}
+
+mkdir -p "$OUT_DIR"
+{
+  echo "# songfs benchmark"
+  echo
+  echo "$(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, $(uname -r), songfs $(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?') ($SONGFS), median of $RUNS runs."
+  echo "Store: s3s-fs $("$S3S_FS" --version | awk '{ print $2 }') on 127.0.0.1 (loopback). Page cache:"
+  if [ "$CAN_DROP" = 1 ]; then echo "dropped before every timed read and listing."; else
+    echo "**not** dropped (no permission to write /proc/sys/vm/drop_caches): reads may come from memory."; fi
+  echo "Ratio = songfs ÷ baseline: above 1 is better for MiB/s, below 1 is better for ms and MiB."
+  echo
+  echo "| Measurement | songfs | Baseline | Baseline value | Ratio |"
+  echo "|---|---|---|---|---|"
+  row "Cached sequential read, 256 MiB (MiB/s)" "$(mibs songfs_cached_read_ms 256)" "native disk" "$(mibs native_read_ms 256)"
+  row "Cold sequential read, 256 MiB (MiB/s)" "$(mibs songfs_cold_read_ms 256)" "rclone mount, vfs-cache-mode full" "$(mibs rclone_cold_read_ms 256)"
+  row "Cold sequential read, 256 MiB (MiB/s)" "$(mibs songfs_cold_read_ms 256)" "s3fs-fuse" "$(mibs s3fs_cold_read_ms 256)"
+  row "First 64 KiB of a cold 10 MiB file (ms)" "$(v songfs_first64k_ms)" "one ranged GET of 64 KiB" "$(v rangeget_ms)"
+  row "First 64 KiB of a cold 10 MiB file (ms)" "$(v songfs_first64k_ms)" "rclone mount" "$(v rclone_first64k_ms)"
+  row "First 64 KiB of a cold 10 MiB file (ms)" "$(v songfs_first64k_ms)" "s3fs-fuse" "$(v s3fs_first64k_ms)"
+  row "ls -l of 5,000 files (ms)" "$(v songfs_ls_ms)" "native disk" "$(v native_ls_ms)"
+  row "Write 64 MiB + close (ms)" "$(v songfs_write_ms)" "native disk" "$(v native_write_ms)"
+  echo "| Daemon RSS, idle (MiB) | $(v rss_idle) | | | |"
+  echo "| Daemon RSS, peak while reading 1 GiB cold (MiB) | $(v rss_peak) | | | |"
+  echo "| (that 1 GiB cold read, MiB/s) | $(v read1g_mibs) | | | |"
+  echo
+  for k in "${!NOTE[@]}"; do echo "- $k: ${NOTE[$k]}"; done
+  echo
+  echo "Raw runs (ms): see raw.tsv."
+} | tee "$OUT_DIR/results.md"
+for k in "${!RAW[@]}"; do printf '%s\t%s\n' "$k" "${RAW[$k]}"; done | sort >"$OUT_DIR/raw.tsv"
+log "results in $OUT_DIR/results.md"

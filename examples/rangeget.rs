@@ -1,0 +1,111 @@
+//! A small tool for `bench/run.sh`: times one ranged GET through `songfs::store`, times
+//! the first read of a file (open + read, in-process, so both sides of a comparison are
+//! measured the same way), and uploads plain objects for the peer filesystems.
+//!
+//! Credentials come from the AWS chain (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY).
+//! Timings are printed as milliseconds on stdout, one number a line; nothing else is.
+//!
+//! ```text
+//! rangeget get  --url s3://b/p --endpoint http://127.0.0.1:9000 KEY --offset 0 --len 65536
+//! rangeget read FILE --len 65536
+//! rangeget put  --url s3://b/p --endpoint http://127.0.0.1:9000 KEY FILE
+//! ```
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+use songfs::config::StoreConfig;
+
+#[derive(Parser)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// One ranged GET by a client that is already connected (as a daemon's would be).
+    Get {
+        #[arg(long)]
+        url: String,
+        #[arg(long)]
+        endpoint: Option<String>,
+        key: String,
+        #[arg(long, default_value_t = 0)]
+        offset: u64,
+        #[arg(long, default_value_t = 65536)]
+        len: u64,
+    },
+    /// Open FILE and read its first LEN bytes.
+    Read {
+        file: PathBuf,
+        #[arg(long, default_value_t = 65536)]
+        len: u64,
+    },
+    /// Upload FILE as KEY (multipart above 16 MiB, like songfs).
+    Put {
+        #[arg(long)]
+        url: String,
+        #[arg(long)]
+        endpoint: Option<String>,
+        key: String,
+        file: PathBuf,
+    },
+}
+
+fn store_config(url: String, endpoint: Option<String>) -> StoreConfig {
+    StoreConfig {
+        url,
+        s3_endpoint: endpoint,
+        s3_region: None,
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let rt = tokio::runtime::Runtime::new()?;
+    match Cli::parse().cmd {
+        Cmd::Get {
+            url,
+            endpoint,
+            key,
+            offset,
+            len,
+        } => rt.block_on(async {
+            let store = songfs::store::open(&store_config(url, endpoint)).await?;
+            // Like a running daemon: client built and connected before the timed read.
+            // The warm-up asks for an absent key, so no object data gets cached by it.
+            store.head("rangeget-warm-up").await?;
+            let started = Instant::now();
+            let got = store.get_range(&key, offset..offset + len).await?;
+            let ms = started.elapsed().as_secs_f64() * 1000.0;
+            if got.len() as u64 != len {
+                bail!("{key}: got {} bytes, wanted {len}", got.len());
+            }
+            println!("{ms:.3}");
+            Ok(())
+        }),
+        Cmd::Read { file, len } => {
+            let started = Instant::now();
+            let mut f = std::fs::File::open(&file)
+                .with_context(|| format!("cannot open {}", file.display()))?;
+            let mut buf = vec![0u8; len as usize];
+            f.read_exact(&mut buf)
+                .with_context(|| format!("cannot read {len} bytes of {}", file.display()))?;
+            println!("{:.3}", started.elapsed().as_secs_f64() * 1000.0);
+            Ok(())
+        }
+        Cmd::Put {
+            url,
+            endpoint,
+            key,
+            file,
+        } => rt.block_on(async {
+            let store = songfs::store::open(&store_config(url, endpoint)).await?;
+            store.put_file(&key, &file).await?;
+            Ok(())
+        }),
+    }
+}

@@ -1,0 +1,207 @@
+//! Filling holes: ranged GETs of missing chunks, verified chunk by chunk, with a
+//! singleflight so concurrent misses on one chunk make one request.
+//!
+//! A "flight" is one spawned task that GETs a run of consecutive missing chunks,
+//! checks every chunk against its hash, writes the good run into the cache and then
+//! leaves the registry. Every reader that wants one of those chunks meanwhile awaits
+//! the same flight. The task is spawned (not polled by a reader) so a reader that
+//! gives up (timeout, interrupted syscall) never cancels the download for the others.
+//! A flight never lasts longer than `fetch_timeout`; a failed flight caches nothing.
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::future::{BoxFuture, FutureExt, Shared};
+
+use super::{lock, Cache, CacheError};
+use crate::content::{blob_key, BlobInfo};
+use crate::store::StoreError;
+
+/// Largest run of chunks one GET asks for (4 MiB).
+pub const MAX_RUN_CHUNKS: u64 = 16;
+
+pub type FlightOutput = Result<Arc<Vec<Bytes>>, CacheError>;
+type Flight = Shared<BoxFuture<'static, FlightOutput>>;
+
+/// Flights in the air, by (blob, chunk).
+#[derive(Default)]
+pub struct Flights {
+    by_chunk: HashMap<(String, u64), InFlight>,
+    next_id: u64,
+}
+
+#[derive(Clone)]
+struct InFlight {
+    id: u64,
+    first: u64,
+    flight: Flight,
+}
+
+impl Cache {
+    /// Bytes of the chunks of `want` that are not present locally, fetched (or joined)
+    /// and verified. Chunks present locally are left out: the caller preads them.
+    /// Does not bound its own wait: callers wrap it in `fetch_timeout`.
+    pub(super) async fn fetch_missing(
+        &self,
+        info: &Arc<BlobInfo>,
+        want: Range<u64>,
+    ) -> Result<HashMap<u64, Bytes>, CacheError> {
+        let mut waits: Vec<(u64, InFlight)> = Vec::new();
+        {
+            // Lock order: flights, then state (checking presence inside the flights lock
+            // means a flight that just landed is seen, not fetched again).
+            let mut flights = lock(&self.flights);
+            let present: Vec<bool> = {
+                let st = lock(&self.state);
+                let entry = st.entries.get(&info.hash);
+                want.clone()
+                    .map(|i| entry.is_some_and(|e| e.present.get(i)))
+                    .collect()
+            };
+            let mut run: Option<Range<u64>> = None;
+            for i in want.clone() {
+                let key = (info.hash.clone(), i);
+                let joined = flights.by_chunk.get(&key).cloned();
+                let missing = !present[(i - want.start) as usize] && joined.is_none();
+                if let Some(r) = run
+                    .as_mut()
+                    .filter(|r| missing && r.end - r.start < MAX_RUN_CHUNKS)
+                {
+                    r.end = i + 1;
+                    continue;
+                }
+                if let Some(r) = run.take() {
+                    waits.extend(self.start_flight(&mut flights, info, r));
+                }
+                if missing {
+                    run = Some(i..i + 1);
+                } else if let Some(f) = joined {
+                    waits.push((i, f));
+                }
+            }
+            if let Some(r) = run.take() {
+                waits.extend(self.start_flight(&mut flights, info, r));
+            }
+        }
+        let mut out = HashMap::new();
+        for (i, f) in waits {
+            let chunks = f.flight.clone().await?;
+            out.insert(i, chunks[(i - f.first) as usize].clone());
+        }
+        Ok(out)
+    }
+
+    /// Registers and spawns one flight for `run`; returns the (chunk, flight) pairs.
+    fn start_flight(
+        &self,
+        flights: &mut Flights,
+        info: &Arc<BlobInfo>,
+        run: Range<u64>,
+    ) -> Vec<(u64, InFlight)> {
+        flights.next_id += 1;
+        let id = flights.next_id;
+        let cache = self.me.upgrade().expect("a cache in use is alive");
+        let task = tokio::spawn(fly(cache, info.clone(), run.clone(), id));
+        let flight = async move {
+            task.await.unwrap_or_else(|e| {
+                Err(CacheError::Internal {
+                    what: format!("fetch task failed: {e}"),
+                })
+            })
+        }
+        .boxed()
+        .shared();
+        let f = InFlight {
+            id,
+            first: run.start,
+            flight,
+        };
+        run.map(|i| {
+            flights.by_chunk.insert((info.hash.clone(), i), f.clone());
+            (i, f.clone())
+        })
+        .collect()
+    }
+
+    /// GETs chunks `run` of the blob and checks each against its hash.
+    async fn get_verified(&self, info: &BlobInfo, run: Range<u64>) -> FlightOutput {
+        let key = blob_key(&info.hash);
+        let bytes = info.chunk_range(run.start).start..info.chunk_range(run.end - 1).end;
+        let got = tokio::time::timeout(
+            self.fetch_timeout,
+            self.store.get_range(&key, bytes.clone()),
+        )
+        .await;
+        let data = match got {
+            Err(_) => {
+                tracing::warn!(key, "the store did not answer in time");
+                return Err(CacheError::Timeout {
+                    hash: info.hash.clone(),
+                    secs: self.fetch_timeout.as_secs_f64(),
+                });
+            }
+            Ok(Err(StoreError::NotFound { key })) => return Err(CacheError::NotInStore { key }),
+            Ok(Err(e)) => {
+                return Err(CacheError::Store {
+                    hash: info.hash.clone(),
+                    source: Arc::new(e),
+                })
+            }
+            Ok(Ok(data)) => data,
+        };
+        let mut chunks = Vec::with_capacity((run.end - run.start) as usize);
+        for i in run {
+            let r = info.chunk_range(i);
+            let (s, e) = (
+                (r.start - bytes.start) as usize,
+                (r.end - bytes.start) as usize,
+            );
+            let chunk = if e <= data.len() {
+                data.slice(s..e)
+            } else {
+                Bytes::new()
+            };
+            if !info.verify_chunk(i, &chunk) {
+                tracing::error!(
+                    key,
+                    chunk = i,
+                    got_bytes = data.len(),
+                    "chunk from the store does not match its hash (corrupt or truncated): \
+                     not served, not cached"
+                );
+                return Err(CacheError::Corrupt {
+                    hash: info.hash.clone(),
+                    chunk: i,
+                });
+            }
+            chunks.push(chunk);
+        }
+        Ok(Arc::new(chunks))
+    }
+}
+
+/// The body of one flight: fetch, verify, keep, leave the registry.
+async fn fly(cache: Arc<Cache>, info: Arc<BlobInfo>, run: Range<u64>, id: u64) -> FlightOutput {
+    let out = cache.get_verified(&info, run.clone()).await;
+    if let Ok(chunks) = &out {
+        let (c, i, chunks) = (cache.clone(), info.clone(), chunks.clone());
+        let first = run.start;
+        let kept = tokio::task::spawn_blocking(move || c.keep_chunks(&i, first, &chunks)).await;
+        match kept {
+            Ok(Ok(())) => {}
+            // The bytes are verified: serve them even if they could not be kept.
+            Ok(Err(e)) => tracing::warn!(hash = %info.hash, "fetched chunks not cached: {e}"),
+            Err(e) => tracing::warn!(hash = %info.hash, "fetched chunks not cached: {e}"),
+        }
+    }
+    let mut flights = lock(&cache.flights);
+    for i in run {
+        let key = (info.hash.clone(), i);
+        if flights.by_chunk.get(&key).is_some_and(|f| f.id == id) {
+            flights.by_chunk.remove(&key);
+        }
+    }
+    out
+}

@@ -1,0 +1,1022 @@
+//! The blob cache: local copies of blobs between the filesystem and the store,
+//! bounded in bytes, evicted least-recently-used. It must never serve a byte that was
+//! not verified against its hash, never evict a blob that is not uploaded yet or is
+//! pinned, and never wait for the store longer than `fetch_timeout`.
+//!
+//! # The read path
+//!
+//! A blob's local copy is one sparse data file, `blobs/ab/<hash>`, the size of the
+//! blob, plus a bitmap of the 256 KiB chunks (`content::CHUNK_SIZE`) whose bytes are
+//! in it. A read of `[offset, offset+len)`:
+//!
+//! 1. Under the `state` lock: touch the entry in the in-memory LRU (no SQLite write;
+//!    touches reach the index in batches, see *Flushing*), note which chunks of the
+//!    range are present and the entry's `gen`.
+//! 2. A complete blob (every chunk present and the whole-file hash checked) is one
+//!    `pread`. This is the hit path: one mutex, one open, one pread.
+//! 3. Missing chunks are grouped into runs of consecutive chunks (at most 4 MiB) and
+//!    fetched by *flights* (`fetch.rs`): one spawned task per run does one ranged GET,
+//!    verifies each chunk against the blob's chunk hashes (a short or corrupt answer is
+//!    an `EIO`, logged with the key, never cached), writes the chunks into the data
+//!    file and only then sets their bits. A second reader of a chunk in the air joins
+//!    its flight (singleflight). The reader waits at most `fetch_timeout`.
+//! 4. Present chunks are `pread` from the file; the fetched ones come from memory.
+//!    Afterwards the reader checks the entry's `gen` did not change: eviction bumps it
+//!    *before* it punches a hole or unlinks, so a reader that raced an eviction retries
+//!    instead of serving zeros.
+//! 5. When the last chunk of a blob arrives, a background task hashes the whole file;
+//!    a match marks it complete (`complete_path` then hands it to the filesystem for
+//!    direct reads), a mismatch drops it.
+//!
+//! Sequential readers go through `read_ahead` (`prefetch.rs`): it detects sequential
+//! access per open file and starts flights ahead of the reader with a window that
+//! doubles from 1 MiB to 32 MiB (at most half the cache), several GETs in parallel
+//! (one GET stream is capped near 180 MiB/s). A seek resets the window; the foreground
+//! read then fetches only the chunks it needs, joining prefetch flights that cover them.
+//!
+//! # Space
+//!
+//! The limit bounds *evictable* bytes (not dirty, not pinned, not held by a
+//! `materialize`). Before a chunk is written, `make_room` evicts the least recently
+//! used other blobs whole (unlink), and when only the blob being read is left (a file
+//! larger than the cache) punches its own chunks, lowest index first (the ones a
+//! sequential reader left behind). If even that cannot make room the chunk is served
+//! without being kept: the file streams through.
+//!
+//! # Crash safety
+//!
+//! The index (`index.rs`, tables `cache_*` in state.db) only ever claims chunks whose
+//! bytes reached the disk: a chunk's bits are flushed (`flush`, every second and on
+//! drop) after an `fdatasync` of its file. Dropping bytes goes the other way: the row
+//! is updated first, then the hole is punched or the file unlinked. At `open`, files
+//! without a row are deleted, rows without a file are dropped, staging is emptied, and
+//! dirty rows are the upload queue the uploader resumes.
+//!
+//! # Lock order
+//!
+//! `flights` → `state` → `index`. A lock is never taken while holding one to its
+//! right. Data-file writes for fetched chunks and evictions happen under `state`
+//! (short: page-cache writes); store requests and fsyncs never hold a lock.
+
+mod bitmap;
+mod fetch;
+mod index;
+mod prefetch;
+mod state;
+
+use std::collections::HashSet;
+use std::fs::{File, OpenOptions};
+use std::io::ErrorKind;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+
+use crate::content::{blob_key, chunk_count, chunks_key, is_valid_hash, BlobInfo, CHUNK_SIZE};
+use crate::store::{ObjectStore, StoreError};
+use bitmap::Bitmap;
+use index::{BlobRow, Index};
+pub use prefetch::ReadAhead;
+use state::{Entry, State};
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CacheError {
+    #[error("blob {hash}: chunk {chunk} from the store does not match its hash (corrupt or truncated in the store)")]
+    Corrupt { hash: String, chunk: u64 },
+    #[error("blob {hash}: the whole file does not match its hash (corrupt in the store); dropped from the cache")]
+    WholeMismatch { hash: String },
+    #[error("{key} is not in the store (was it uploaded from the machine that wrote it?)")]
+    NotInStore { key: String },
+    #[error("blob {hash}: {source}")]
+    Store {
+        hash: String,
+        #[source]
+        source: Arc<StoreError>,
+    },
+    #[error("blob {hash}: the store did not answer within {secs} s (offline?)")]
+    Timeout { hash: String, secs: f64 },
+    #[error("blob {hash}: bad chunk list ({why})")]
+    BadInfo { hash: String, why: String },
+    #[error("{hash:?} is not a blob hash (64 lower-case hex digits)")]
+    InvalidHash { hash: String },
+    #[error("blob {hash} is not in the cache")]
+    NotCached { hash: String },
+    #[error("no space left for the cache at {path}: free disk space or lower cache_size")]
+    NoSpace { path: String },
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: Arc<std::io::Error>,
+    },
+    #[error("cache index {path}: {source}")]
+    Db {
+        path: String,
+        #[source]
+        source: Arc<rusqlite::Error>,
+    },
+    #[error("cache: {what}")]
+    Internal { what: String },
+}
+
+impl CacheError {
+    /// The errno the filesystem replies with.
+    pub fn errno(&self) -> i32 {
+        match self {
+            CacheError::NoSpace { .. } => libc::ENOSPC,
+            CacheError::NotCached { .. } => libc::ENOENT,
+            CacheError::InvalidHash { .. } => libc::EINVAL,
+            _ => libc::EIO,
+        }
+    }
+
+    fn io(path: &Path, e: std::io::Error) -> CacheError {
+        if e.raw_os_error() == Some(libc::ENOSPC) || e.kind() == ErrorKind::StorageFull {
+            return CacheError::NoSpace {
+                path: path.display().to_string(),
+            };
+        }
+        CacheError::Io {
+            path: path.display().to_string(),
+            source: Arc::new(e),
+        }
+    }
+}
+
+/// Where a blob's bytes are, as `songfs status` and the filesystem's xattrs show it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlobState {
+    /// Only in the store.
+    Remote,
+    /// Some chunks here.
+    Partial,
+    /// Whole and verified here, evictable.
+    Cached,
+    /// Pinned: kept here (or being made local).
+    Pinned,
+    /// Written here, not uploaded yet.
+    Uploading,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CacheUsage {
+    /// All local bytes (evictable or not).
+    pub bytes: u64,
+    /// The bound on evictable bytes.
+    pub limit: u64,
+    pub pinned_bytes: u64,
+    pub dirty_bytes: u64,
+    pub blobs: u64,
+}
+
+pub struct Cache {
+    blobs_dir: PathBuf,
+    staging: PathBuf,
+    limit: u64,
+    store: Arc<dyn ObjectStore>,
+    fetch_timeout: Duration,
+    flights: Mutex<fetch::Flights>,
+    state: Mutex<State>,
+    index: Mutex<Index>,
+    upload_wakeup: tokio::sync::Notify,
+    me: Weak<Cache>,
+}
+
+/// Locks ignoring poison: every critical section leaves the state consistent before
+/// anything that can panic.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Cache {
+    /// Opens (creating) the cache under `dir` and its index in `state_db`, and recovers
+    /// after a crash: partial files keep their recorded chunks, files the index does
+    /// not know and staging leftovers are removed, dirty blobs stay queued.
+    pub fn open(
+        dir: &Path,
+        state_db: &Path,
+        limit_bytes: u64,
+        store: Arc<dyn ObjectStore>,
+        fetch_timeout: Duration,
+    ) -> Result<Arc<Cache>, CacheError> {
+        let blobs_dir = dir.join("blobs");
+        let staging = dir.join("staging");
+        for d in [&blobs_dir, &staging] {
+            std::fs::create_dir_all(d).map_err(|e| CacheError::io(d, e))?;
+        }
+        empty_dir(&staging)?;
+        let index = Index::open(state_db)?;
+        let pins: HashSet<String> = index.pins()?.into_iter().collect();
+        let mut st = State::new(pins);
+        for row in index.load_blobs()? {
+            match recover_entry(&blobs_dir, &row) {
+                Some(mut entry) => {
+                    entry.gen = st.new_gen();
+                    st.insert(&row.hash, entry);
+                }
+                None => {
+                    if row.dirty {
+                        tracing::error!(
+                            hash = %row.hash,
+                            "a blob written here and not uploaded lost its cache file: \
+                             its content is gone from this machine"
+                        );
+                    } else {
+                        tracing::info!(hash = %row.hash, "cache file missing; forgetting it");
+                    }
+                    index.delete_blob(&row.hash)?;
+                }
+            }
+        }
+        remove_orphans(&blobs_dir, &st)?;
+        let cache = Arc::new_cyclic(|me| Cache {
+            blobs_dir,
+            staging,
+            limit: limit_bytes,
+            store,
+            fetch_timeout,
+            flights: Mutex::new(fetch::Flights::default()),
+            state: Mutex::new(st),
+            index: Mutex::new(index),
+            upload_wakeup: tokio::sync::Notify::new(),
+            me: me.clone(),
+        });
+        {
+            // The limit may have been lowered since the last run.
+            let mut st = lock(&cache.state);
+            cache.make_room(&mut st, 0, None);
+        }
+        start_flusher(Arc::downgrade(&cache));
+        Ok(cache)
+    }
+
+    /// Folder on the same filesystem as the cache, where the FS writes files being
+    /// written (so commit is a rename).
+    pub fn staging_dir(&self) -> PathBuf {
+        self.staging.clone()
+    }
+
+    /// Path of a blob's data file (complete or not).
+    pub fn data_path(&self, hash: &str) -> PathBuf {
+        self.blobs_dir.join(&hash[..2.min(hash.len())]).join(hash)
+    }
+
+    /// Bytes `[offset, offset+len)` of the blob, clamped to its size; every byte
+    /// verified. See the module comment for the path a read takes.
+    pub async fn read(&self, blob: &BlobInfo, offset: u64, len: u32) -> Result<Bytes, CacheError> {
+        check_info(blob)?;
+        let end = offset.saturating_add(len as u64).min(blob.size);
+        if offset >= end {
+            return Ok(Bytes::new());
+        }
+        let info = Arc::new(blob.clone());
+        let chunks = offset / CHUNK_SIZE..(end - 1) / CHUNK_SIZE + 1;
+        for _attempt in 0..4 {
+            let (complete, gen) = {
+                let mut st = lock(&self.state);
+                st.touch(&blob.hash);
+                match st.entries.get(&blob.hash) {
+                    Some(e) => (e.complete, Some(e.gen)),
+                    None => (false, None),
+                }
+            };
+            if complete {
+                if let Ok(bytes) = pread(&self.data_path(&blob.hash), offset, end - offset) {
+                    if self.gen_of(&blob.hash) == gen {
+                        return Ok(bytes);
+                    }
+                }
+                continue;
+            }
+            let fetched = self
+                .with_timeout(&blob.hash, self.fetch_missing(&info, chunks.clone()))
+                .await??;
+            // Everything not fetched must be present now; remember gen before reading.
+            let gen = {
+                let st = lock(&self.state);
+                let entry = st.entries.get(&blob.hash);
+                let all_here = chunks
+                    .clone()
+                    .all(|i| fetched.contains_key(&i) || entry.is_some_and(|e| e.present.get(i)));
+                if !all_here {
+                    continue;
+                }
+                entry.map(|e| e.gen)
+            };
+            let mut out = BytesMut::with_capacity((end - offset) as usize);
+            let mut file_ok = true;
+            for i in chunks.clone() {
+                let r = blob.chunk_range(i);
+                let (s, e) = (r.start.max(offset), r.end.min(end));
+                match fetched.get(&i) {
+                    Some(data) => {
+                        out.extend_from_slice(&data[(s - r.start) as usize..(e - r.start) as usize])
+                    }
+                    None => match pread(&self.data_path(&blob.hash), s, e - s) {
+                        Ok(b) => out.extend_from_slice(&b),
+                        Err(_) => {
+                            file_ok = false;
+                            break;
+                        }
+                    },
+                }
+            }
+            if file_ok
+                && (fetched.len() as u64 == chunks.end - chunks.start
+                    || self.gen_of(&blob.hash) == gen)
+            {
+                return Ok(out.freeze());
+            }
+        }
+        Err(CacheError::Internal {
+            what: format!("blob {}: the cache kept changing under a read", blob.hash),
+        })
+    }
+
+    /// Path of the complete, verified local copy, if the whole blob is here.
+    pub fn complete_path(&self, hash: &str) -> Option<PathBuf> {
+        let mut st = lock(&self.state);
+        if st.entries.get(hash).is_some_and(|e| e.complete) {
+            st.touch(hash);
+            Some(self.data_path(hash))
+        } else {
+            None
+        }
+    }
+
+    /// Makes the whole blob local (fetching what is missing) and returns its path.
+    /// The path stays valid while the caller keeps the file open; the blob may be
+    /// evicted afterwards like any other.
+    pub async fn materialize(&self, blob: &BlobInfo) -> Result<PathBuf, CacheError> {
+        check_info(blob)?;
+        if let Some(p) = self.complete_path(&blob.hash) {
+            return Ok(p);
+        }
+        {
+            let mut st = lock(&self.state);
+            self.ensure_entry(&mut st, blob)?;
+            st.update(&blob.hash, |e| e.holds += 1);
+        }
+        let out = self.materialize_held(blob).await;
+        let mut st = lock(&self.state);
+        st.update(&blob.hash, |e| e.holds -= 1);
+        self.make_room(&mut st, 0, None);
+        out
+    }
+
+    async fn materialize_held(&self, blob: &BlobInfo) -> Result<PathBuf, CacheError> {
+        use futures::StreamExt;
+        let info = Arc::new(blob.clone());
+        let n = chunk_count(blob.size);
+        let step = fetch::MAX_RUN_CHUNKS;
+        let groups: Vec<_> = (0..n.div_ceil(step))
+            .map(|g| g * step..((g + 1) * step).min(n))
+            .collect();
+        let mut results = futures::stream::iter(groups)
+            .map(|g| {
+                let info = info.clone();
+                async move {
+                    self.with_timeout(&info.hash, self.fetch_missing(&info, g))
+                        .await?
+                }
+            })
+            .buffer_unordered(prefetch::PARALLEL_GETS);
+        while let Some(r) = results.next().await {
+            r?;
+        }
+        let all_here = lock(&self.state)
+            .entries
+            .get(&blob.hash)
+            .is_some_and(|e| e.all_present());
+        if !all_here {
+            return Err(CacheError::NoSpace {
+                path: self.blobs_dir.display().to_string(),
+            });
+        }
+        let me = self.me.upgrade().expect("a cache in use is alive");
+        let hash = blob.hash.clone();
+        tokio::task::spawn_blocking(move || me.verify_whole(&hash))
+            .await
+            .map_err(|e| CacheError::Internal {
+                what: format!("verify task failed: {e}"),
+            })??;
+        self.complete_path(&blob.hash)
+            .ok_or_else(|| CacheError::WholeMismatch {
+                hash: blob.hash.clone(),
+            })
+    }
+
+    /// Adopts a freshly written file: `staged` (in `staging_dir`, hashed as `info`) is
+    /// renamed into the cache as a dirty blob and queued for upload durably before
+    /// this returns. If the blob is already here, `staged` is just removed (dedup).
+    /// On error nothing is recorded and `staged` is left where it was.
+    pub fn commit_new(&self, staged: &Path, info: &BlobInfo) -> Result<(), CacheError> {
+        check_info(info)?;
+        let already = lock(&self.state)
+            .entries
+            .get(&info.hash)
+            .is_some_and(|e| e.complete || e.dirty);
+        if already {
+            std::fs::remove_file(staged).map_err(|e| CacheError::io(staged, e))?;
+            return Ok(());
+        }
+        let meta = std::fs::metadata(staged).map_err(|e| CacheError::io(staged, e))?;
+        if meta.len() != info.size {
+            return Err(CacheError::BadInfo {
+                hash: info.hash.clone(),
+                why: format!(
+                    "{} has {} bytes, not {}",
+                    staged.display(),
+                    meta.len(),
+                    info.size
+                ),
+            });
+        }
+        // The bytes reach the disk before the index says they exist.
+        File::open(staged)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| CacheError::io(staged, e))?;
+        let target = self.data_path(&info.hash);
+        let dir = target
+            .parent()
+            .expect("data paths have a parent")
+            .to_path_buf();
+        std::fs::create_dir_all(&dir).map_err(|e| CacheError::io(&dir, e))?;
+
+        let mut st = lock(&self.state);
+        let gen = st.new_gen();
+        std::fs::rename(staged, &target).map_err(|e| CacheError::io(&target, e))?;
+        if let Err(e) = File::open(&dir).and_then(|d| d.sync_all()) {
+            let _ = std::fs::rename(&target, staged);
+            return Err(CacheError::io(&dir, e));
+        }
+        let mut entry = Entry::new(info.size, gen);
+        entry.present.fill();
+        entry.synced.fill();
+        entry.bytes = info.size;
+        entry.complete = true;
+        entry.dirty = true;
+        let row = row_of(&info.hash, &entry);
+        if let Err(e) = lock(&self.index).commit_new(&row, info) {
+            // Nothing recorded: give the file back to the writer.
+            let _ = std::fs::rename(&target, staged);
+            return Err(e);
+        }
+        st.insert(&info.hash, entry);
+        drop(st);
+        self.upload_wakeup.notify_one();
+        tracing::debug!(hash = %info.hash, size = info.size, "committed, queued for upload");
+        Ok(())
+    }
+
+    /// Chunk hashes known locally (written here or fetched before).
+    pub fn blob_info(&self, hash: &str) -> Option<BlobInfo> {
+        if hash == EMPTY_HASH {
+            return Some(empty_info());
+        }
+        lock(&self.index).get_info(hash).ok().flatten()
+    }
+
+    /// Chunk hashes from the store's sidecar, checked and kept locally afterwards.
+    pub async fn fetch_info(&self, hash: &str, size: u64) -> Result<BlobInfo, CacheError> {
+        if !is_valid_hash(hash) {
+            return Err(CacheError::InvalidHash { hash: hash.into() });
+        }
+        if let Some(info) = self.blob_info(hash) {
+            return Ok(info);
+        }
+        let key = chunks_key(hash);
+        let got = self
+            .with_timeout(hash, self.store.get(&key))
+            .await?
+            .map_err(|e| match e {
+                StoreError::NotFound { key } => CacheError::NotInStore { key },
+                e => CacheError::Store {
+                    hash: hash.into(),
+                    source: Arc::new(e),
+                },
+            })?;
+        let bad = |why: String| CacheError::BadInfo {
+            hash: hash.into(),
+            why,
+        };
+        let info: BlobInfo =
+            serde_json::from_slice(&got).map_err(|e| bad(format!("{key}: {e}")))?;
+        if info.hash != hash || info.size != size {
+            return Err(bad(format!(
+                "{key} describes {} ({} bytes), expected {hash} ({size} bytes)",
+                info.hash, info.size
+            )));
+        }
+        check_info(&info)?;
+        lock(&self.index).put_info(&info)?;
+        Ok(info)
+    }
+
+    pub fn pin(&self, hash: &str) -> Result<(), CacheError> {
+        self.set_pin(hash, true)
+    }
+
+    pub fn unpin(&self, hash: &str) -> Result<(), CacheError> {
+        self.set_pin(hash, false)
+    }
+
+    fn set_pin(&self, hash: &str, pinned: bool) -> Result<(), CacheError> {
+        if !is_valid_hash(hash) {
+            return Err(CacheError::InvalidHash { hash: hash.into() });
+        }
+        let mut st = lock(&self.state);
+        lock(&self.index).set_pin(hash, pinned)?;
+        st.set_pinned(hash, pinned);
+        if !pinned {
+            self.make_room(&mut st, 0, None);
+        }
+        Ok(())
+    }
+
+    /// Frees an uploaded, unpinned blob's local copy. False if it is not here or must
+    /// stay (dirty, pinned, in use).
+    pub fn evict(&self, hash: &str) -> Result<bool, CacheError> {
+        let mut st = lock(&self.state);
+        if !st.entries.get(hash).is_some_and(|e| e.evictable()) {
+            return Ok(false);
+        }
+        self.drop_entry(&mut st, hash)?;
+        Ok(true)
+    }
+
+    pub fn state(&self, hash: &str) -> BlobState {
+        let st = lock(&self.state);
+        match st.entries.get(hash) {
+            Some(e) if e.dirty => BlobState::Uploading,
+            _ if st.pins.contains(hash) => BlobState::Pinned,
+            Some(e) if e.complete => BlobState::Cached,
+            Some(e) if e.bytes > 0 => BlobState::Partial,
+            _ => BlobState::Remote,
+        }
+    }
+
+    pub fn usage(&self) -> CacheUsage {
+        let st = lock(&self.state);
+        let mut u = CacheUsage {
+            limit: self.limit,
+            blobs: st.entries.len() as u64,
+            ..CacheUsage::default()
+        };
+        for e in st.entries.values() {
+            u.bytes += e.bytes;
+            if e.dirty {
+                u.dirty_bytes += e.bytes;
+            } else if e.pinned {
+                u.pinned_bytes += e.bytes;
+            }
+        }
+        u
+    }
+
+    // ---- for the uploader ----
+
+    /// Dirty blobs (the durable upload queue), oldest first by hash order.
+    pub fn upload_queue(&self) -> Vec<(String, u64)> {
+        let st = lock(&self.state);
+        let mut q: Vec<_> = st
+            .entries
+            .iter()
+            .filter(|(_, e)| e.dirty)
+            .map(|(h, e)| (h.clone(), e.size))
+            .collect();
+        q.sort();
+        q
+    }
+
+    /// Records that a dirty blob is safely in the store: it becomes evictable.
+    pub fn mark_uploaded(&self, hash: &str) -> Result<(), CacheError> {
+        let mut st = lock(&self.state);
+        lock(&self.index).set_uploaded(hash)?;
+        st.update(hash, |e| e.dirty = false);
+        self.make_room(&mut st, 0, None);
+        Ok(())
+    }
+
+    /// Notified whenever a blob is queued for upload.
+    pub fn upload_wakeup(&self) -> &tokio::sync::Notify {
+        &self.upload_wakeup
+    }
+
+    // ---- internals ----
+
+    async fn with_timeout<T>(
+        &self,
+        hash: &str,
+        f: impl std::future::Future<Output = T>,
+    ) -> Result<T, CacheError> {
+        tokio::time::timeout(self.fetch_timeout, f)
+            .await
+            .map_err(|_| CacheError::Timeout {
+                hash: hash.into(),
+                secs: self.fetch_timeout.as_secs_f64(),
+            })
+    }
+
+    fn gen_of(&self, hash: &str) -> Option<u64> {
+        lock(&self.state).entries.get(hash).map(|e| e.gen)
+    }
+
+    /// Creates the entry and its sparse data file if the blob has none yet.
+    fn ensure_entry(&self, st: &mut State, info: &BlobInfo) -> Result<(), CacheError> {
+        if st.entries.contains_key(&info.hash) {
+            return Ok(());
+        }
+        let path = self.data_path(&info.hash);
+        let dir = path.parent().expect("data paths have a parent");
+        std::fs::create_dir_all(dir).map_err(|e| CacheError::io(dir, e))?;
+        let f = File::create(&path).map_err(|e| CacheError::io(&path, e))?;
+        f.set_len(info.size).map_err(|e| CacheError::io(&path, e))?;
+        // Chunk hashes of blobs we hold are kept so a restart can serve them.
+        lock(&self.index).put_info(info)?;
+        let gen = st.new_gen();
+        st.insert(&info.hash, Entry::new(info.size, gen));
+        Ok(())
+    }
+
+    /// Writes verified chunks `first..` of a blob into its data file (called by the
+    /// flight that fetched them). Makes room first; stops keeping (the rest streams
+    /// through) when no room can be made.
+    fn keep_chunks(&self, info: &BlobInfo, first: u64, chunks: &[Bytes]) -> Result<(), CacheError> {
+        let mut st = lock(&self.state);
+        self.ensure_entry(&mut st, info)?;
+        let path = self.data_path(&info.hash);
+        let file = OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .map_err(|e| CacheError::io(&path, e))?;
+        let run = first..first + chunks.len() as u64;
+        for (i, data) in run.clone().zip(chunks) {
+            let entry = st.entries.get(&info.hash).expect("ensured above");
+            if entry.present.get(i) {
+                continue;
+            }
+            if entry.evictable()
+                && !self.make_room(&mut st, data.len() as u64, Some((&info.hash, run.clone())))
+            {
+                tracing::debug!(hash = %info.hash, chunk = i, "cache full of kept blobs: streaming through");
+                break;
+            }
+            file.write_all_at(data, i * CHUNK_SIZE)
+                .map_err(|e| CacheError::io(&path, e))?;
+            st.update(&info.hash, |e| e.set_present(i));
+        }
+        let start_verify = st.update(&info.hash, |e| {
+            let go = e.all_present() && !e.complete && !e.verifying;
+            e.verifying |= go;
+            go
+        });
+        drop(st);
+        if start_verify == Some(true) {
+            let me = self.me.upgrade().expect("a cache in use is alive");
+            let hash = info.hash.clone();
+            let verify = move || {
+                if let Err(e) = me.verify_whole(&hash) {
+                    tracing::error!(hash, "whole-file check: {e}");
+                }
+            };
+            match tokio::runtime::Handle::try_current() {
+                Ok(rt) => drop(rt.spawn_blocking(verify)),
+                Err(_) => verify(),
+            }
+        }
+        Ok(())
+    }
+
+    /// Hashes a blob whose chunks are all present: a match marks it complete (and
+    /// records that durably), a mismatch drops it.
+    fn verify_whole(&self, hash: &str) -> Result<(), CacheError> {
+        let gen = {
+            let st = lock(&self.state);
+            match st.entries.get(hash) {
+                Some(e) if e.complete => return Ok(()),
+                Some(e) if e.all_present() => e.gen,
+                _ => return Ok(()),
+            }
+        };
+        let path = self.data_path(hash);
+        let whole = crate::content::hash_file(&path).map_err(|e| CacheError::io(&path, e));
+        let synced = File::open(&path)
+            .and_then(|f| f.sync_data())
+            .map_err(|e| CacheError::io(&path, e));
+        let mut st = lock(&self.state);
+        if st.entries.get(hash).map(|e| e.gen) != Some(gen) {
+            // Changed meanwhile (a chunk evicted): a later fill checks again.
+            st.update(hash, |e| e.verifying = false);
+            return Ok(());
+        }
+        let whole = whole?;
+        synced?;
+        if whole.hash != hash {
+            tracing::error!(
+                key = blob_key(hash),
+                got = whole.hash,
+                "whole file does not match its hash although every chunk did: dropped"
+            );
+            self.drop_entry(&mut st, hash)?;
+            return Err(CacheError::WholeMismatch { hash: hash.into() });
+        }
+        let mut row = row_of(hash, st.entries.get(hash).expect("checked above"));
+        row.complete = true;
+        row.present = {
+            let mut b = Bitmap::new(chunk_count(whole.size));
+            b.fill();
+            b.as_bytes().to_vec()
+        };
+        let written = lock(&self.index).upsert_blob(&row);
+        st.update(hash, |e| {
+            e.verifying = false;
+            if written.is_ok() {
+                e.complete = true;
+                e.synced = e.present.clone();
+            }
+        });
+        written
+    }
+
+    /// Evicts until `need` more evictable bytes fit under the limit. `protect` is the
+    /// blob (and its chunks) being written: never dropped whole, only its other
+    /// chunks punched as a last resort. False if room could not be made.
+    fn make_room(
+        &self,
+        st: &mut State,
+        need: u64,
+        protect: Option<(&str, std::ops::Range<u64>)>,
+    ) -> bool {
+        // Evicting a little more than needed saves an index write per chunk when a
+        // large file streams through.
+        let slack = (self.limit / 16).min(4 << 20);
+        if st.evictable_bytes + need <= self.limit {
+            return true;
+        }
+        let keep = protect.as_ref().map(|(h, _)| *h);
+        while st.evictable_bytes + need + slack > self.limit {
+            let Some(victim) = st.coldest_except(keep) else {
+                break;
+            };
+            if let Err(e) = self.drop_entry(st, &victim) {
+                tracing::error!(hash = victim, "cannot evict: {e}");
+                return false;
+            }
+        }
+        if let Some((hash, run)) = protect {
+            while st.evictable_bytes + need > self.limit {
+                let Some(e) = st.entries.get(hash) else { break };
+                if !e.evictable() {
+                    break;
+                }
+                let Some(i) = e.present.ones().find(|i| !run.contains(i)) else {
+                    break;
+                };
+                if let Err(e) = self.punch(st, hash, i) {
+                    tracing::error!(hash, chunk = i, "cannot evict chunk: {e}");
+                    return false;
+                }
+            }
+        }
+        st.evictable_bytes + need <= self.limit
+    }
+
+    /// Forgets a blob's local copy: index row first, then the file.
+    fn drop_entry(&self, st: &mut State, hash: &str) -> Result<(), CacheError> {
+        lock(&self.index).delete_blob(hash)?;
+        st.remove(hash);
+        let path = self.data_path(hash);
+        if let Err(e) = std::fs::remove_file(&path) {
+            if e.kind() != ErrorKind::NotFound {
+                tracing::warn!(path = %path.display(), "cannot remove evicted cache file: {e}");
+            }
+        }
+        tracing::debug!(hash, "evicted");
+        Ok(())
+    }
+
+    /// Drops one chunk of a partial blob: index first, then the hole.
+    fn punch(&self, st: &mut State, hash: &str, i: u64) -> Result<(), CacheError> {
+        let gen = st.new_gen();
+        let entry = st.entries.get(hash).expect("caller checked");
+        let mut row = row_of(hash, entry);
+        let mut synced = entry.synced.clone();
+        synced.clear(i);
+        row.present = synced.as_bytes().to_vec();
+        row.complete = false;
+        lock(&self.index).upsert_blob(&row)?;
+        let len = entry.chunk_len(i);
+        st.update(hash, |e| {
+            e.clear_present(i);
+            e.gen = gen;
+        });
+        let path = self.data_path(hash);
+        if let Err(e) = punch_hole(&path, i * CHUNK_SIZE, len) {
+            tracing::warn!(path = %path.display(), "cannot punch a hole (space not freed): {e}");
+        }
+        Ok(())
+    }
+
+    /// Makes the index catch up with memory: chunk bitmaps (after syncing the data
+    /// files they describe) and batched LRU touches. Runs every second and on drop.
+    pub fn flush(&self) {
+        let (batch, touches) = {
+            let mut st = lock(&self.state);
+            let batch: Vec<(String, u64, Bitmap)> = st
+                .entries
+                .iter()
+                .filter(|(_, e)| e.present != e.synced)
+                .map(|(h, e)| (h.clone(), e.gen, e.present.clone()))
+                .collect();
+            let touched: Vec<String> = st.touched.drain().collect();
+            let touches: Vec<(String, i64)> = touched
+                .into_iter()
+                .filter_map(|h| st.entries.get(&h).map(|e| (h.clone(), e.last_access)))
+                .collect();
+            (batch, touches)
+        };
+        let mut synced = Vec::new();
+        for (hash, gen, bits) in batch {
+            let path = self.data_path(&hash);
+            match File::open(&path).and_then(|f| f.sync_data()) {
+                Ok(()) => synced.push((hash, gen, bits)),
+                Err(e) => tracing::warn!(path = %path.display(), "cannot sync cache file: {e}"),
+            }
+        }
+        let mut st = lock(&self.state);
+        let mut index = lock(&self.index);
+        for (hash, gen, bits) in synced {
+            let Some(entry) = st.entries.get_mut(&hash) else {
+                continue;
+            };
+            if entry.gen != gen {
+                continue; // bytes dropped meanwhile: the next flush writes a fresh picture
+            }
+            let mut row = row_of(&hash, entry);
+            row.present = bits.as_bytes().to_vec();
+            match index.upsert_blob(&row) {
+                Ok(()) => entry.synced = bits,
+                Err(e) => tracing::warn!(hash, "cannot record cached chunks: {e}"),
+            }
+        }
+        if !touches.is_empty() {
+            if let Err(e) = index.touch_many(&touches) {
+                tracing::warn!("cannot record cache access times: {e}");
+            }
+        }
+    }
+}
+
+impl Drop for Cache {
+    fn drop(&mut self) {
+        self.flush();
+    }
+}
+
+const EMPTY_HASH: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+
+fn empty_info() -> BlobInfo {
+    BlobInfo {
+        hash: EMPTY_HASH.into(),
+        size: 0,
+        chunks: Vec::new(),
+    }
+}
+
+/// A chunk list the read path can trust its arithmetic on.
+fn check_info(info: &BlobInfo) -> Result<(), CacheError> {
+    if !is_valid_hash(&info.hash) {
+        return Err(CacheError::InvalidHash {
+            hash: info.hash.clone(),
+        });
+    }
+    if info.chunks.len() as u64 != chunk_count(info.size) {
+        return Err(CacheError::BadInfo {
+            hash: info.hash.clone(),
+            why: format!(
+                "{} chunk hashes for {} bytes, expected {}",
+                info.chunks.len(),
+                info.size,
+                chunk_count(info.size)
+            ),
+        });
+    }
+    Ok(())
+}
+
+fn row_of(hash: &str, e: &Entry) -> BlobRow {
+    BlobRow {
+        hash: hash.into(),
+        size: e.size,
+        present: e.synced.as_bytes().to_vec(),
+        complete: e.complete,
+        dirty: e.dirty,
+        last_access: e.last_access,
+    }
+}
+
+/// Rebuilds an entry from its row, if its data file is still there and whole-sized.
+fn recover_entry(blobs_dir: &Path, row: &BlobRow) -> Option<Entry> {
+    if !is_valid_hash(&row.hash) {
+        return None;
+    }
+    let path = blobs_dir.join(&row.hash[..2]).join(&row.hash);
+    if std::fs::metadata(&path).ok()?.len() != row.size {
+        return None;
+    }
+    let n = chunk_count(row.size);
+    let mut entry = Entry::new(row.size, 0);
+    let mut present = Bitmap::from_bytes(row.present.clone(), n)?;
+    if row.complete {
+        present.fill();
+    }
+    for i in present.ones() {
+        entry.set_present(i);
+    }
+    entry.synced = present;
+    entry.complete = row.complete;
+    entry.dirty = row.dirty;
+    entry.last_access = row.last_access;
+    Some(entry)
+}
+
+/// Deletes data files the index does not know (a crash between creating a file and
+/// recording it, or between forgetting a file and deleting it).
+fn remove_orphans(blobs_dir: &Path, st: &State) -> Result<(), CacheError> {
+    let fans = std::fs::read_dir(blobs_dir).map_err(|e| CacheError::io(blobs_dir, e))?;
+    for fan in fans.flatten() {
+        let Ok(files) = std::fs::read_dir(fan.path()) else {
+            continue;
+        };
+        for f in files.flatten() {
+            let name = f.file_name().to_string_lossy().into_owned();
+            if !st.entries.contains_key(&name) {
+                tracing::debug!(path = %f.path().display(), "removing unrecorded cache file");
+                let _ = std::fs::remove_file(f.path());
+            }
+        }
+    }
+    Ok(())
+}
+
+fn empty_dir(dir: &Path) -> Result<(), CacheError> {
+    for e in std::fs::read_dir(dir)
+        .map_err(|e| CacheError::io(dir, e))?
+        .flatten()
+    {
+        let p = e.path();
+        tracing::info!(path = %p.display(), "removing a staging leftover of an unfinished write");
+        let r = if p.is_dir() {
+            std::fs::remove_dir_all(&p)
+        } else {
+            std::fs::remove_file(&p)
+        };
+        r.map_err(|e| CacheError::io(&p, e))?;
+    }
+    Ok(())
+}
+
+fn pread(path: &Path, offset: u64, len: u64) -> std::io::Result<Bytes> {
+    let f = File::open(path)?;
+    let mut buf = vec![0u8; len as usize];
+    f.read_exact_at(&mut buf, offset)?;
+    Ok(Bytes::from(buf))
+}
+
+fn punch_hole(path: &Path, offset: u64, len: u64) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let f = OpenOptions::new().write(true).open(path)?;
+    // SAFETY: fallocate on an fd we own, with plain integer arguments.
+    let rc = unsafe {
+        libc::fallocate(
+            f.as_raw_fd(),
+            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+            offset as libc::off_t,
+            len as libc::off_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Writes the index every second while the cache lives (holds only a weak reference).
+fn start_flusher(cache: Weak<Cache>) {
+    let spawned = std::thread::Builder::new()
+        .name("songfs-cache-flush".into())
+        .spawn(move || loop {
+            std::thread::sleep(Duration::from_millis(1000));
+            match cache.upgrade() {
+                Some(c) => c.flush(),
+                None => return,
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!("cannot start the cache flusher (index written on drop only): {e}");
+    }
+}

@@ -1,0 +1,155 @@
+//! Read-ahead for sequential readers: per open file, detect sequential access and
+//! keep flights running ahead of the reader.
+//!
+//! The window starts at 1 MiB on the first sequential read and doubles on each one up
+//! to 32 MiB (at most half the cache, so prefetched chunks are not evicted before they
+//! are read). It is refilled when less than half of it remains ahead of the reader,
+//! in runs of `fetch::MAX_RUN_CHUNKS` fetched `PARALLEL_GETS` at a time: one GET
+//! stream is capped near 180 MiB/s here, four in parallel roughly double that. A read
+//! that is not where the last one ended (a seek) resets the window and stops the
+//! prefetch in progress between runs; the read itself then fetches only what it needs.
+//! Prefetch errors are only logged: the foreground read reports its own.
+
+use std::ops::Range;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use futures::StreamExt;
+
+use super::{fetch, lock, Cache, CacheError};
+use crate::content::{BlobInfo, CHUNK_SIZE};
+
+/// GETs a prefetch keeps in the air at once.
+pub const PARALLEL_GETS: usize = 4;
+const FIRST_WINDOW: u64 = 1 << 20;
+const MAX_WINDOW: u64 = 32 << 20;
+/// Reads may arrive slightly out of order (several FUSE threads): still sequential.
+const SEQUENTIAL_SLACK: u64 = 1 << 20;
+
+/// Per open file handle read-ahead state (interior mutability, shared by the
+/// handle's concurrent reads).
+#[derive(Default)]
+pub struct ReadAhead {
+    inner: Mutex<Window>,
+    /// Bumped on a seek; a running prefetch stops when it sees a newer epoch.
+    epoch: Arc<AtomicU64>,
+}
+
+#[derive(Default)]
+struct Window {
+    hash: String,
+    /// Where the next sequential read starts.
+    next: u64,
+    size: u64,
+    /// Bytes before this offset were already requested.
+    prefetched_to: u64,
+}
+
+impl ReadAhead {
+    /// Decides what to prefetch for a read of `[offset, end)`; None if nothing.
+    fn plan(
+        &self,
+        hash: &str,
+        offset: u64,
+        end: u64,
+        blob_size: u64,
+        max_window: u64,
+    ) -> Option<(Range<u64>, u64)> {
+        let mut w = lock(&self.inner);
+        let sequential = w.hash == hash
+            && offset + SEQUENTIAL_SLACK >= w.next
+            && offset <= w.next + SEQUENTIAL_SLACK;
+        let first_read = w.hash != hash;
+        if first_read || !sequential {
+            if !first_read {
+                self.epoch.fetch_add(1, Ordering::SeqCst);
+            }
+            *w = Window {
+                hash: hash.to_string(),
+                next: end,
+                size: 0,
+                prefetched_to: end,
+            };
+            // A file read from its start is most likely read through.
+            if offset != 0 {
+                return None;
+            }
+        }
+        w.next = w.next.max(end);
+        w.size = if w.size == 0 {
+            FIRST_WINDOW
+        } else {
+            (w.size * 2).min(MAX_WINDOW)
+        }
+        .min(max_window.max(CHUNK_SIZE));
+        let target = (w.next + w.size).min(blob_size);
+        let ahead = w.prefetched_to.saturating_sub(w.next);
+        if target <= w.prefetched_to || ahead >= w.size / 2 {
+            return None;
+        }
+        let start = w.prefetched_to.max(w.next);
+        w.prefetched_to = target;
+        Some((start..target, self.epoch.load(Ordering::SeqCst)))
+    }
+}
+
+impl Cache {
+    /// `read`, for a sequential reader: also prefetches ahead in the background.
+    pub async fn read_ahead(
+        &self,
+        ra: &ReadAhead,
+        blob: &BlobInfo,
+        offset: u64,
+        len: u32,
+    ) -> Result<Bytes, CacheError> {
+        let end = offset.saturating_add(len as u64).min(blob.size);
+        let whole_here = lock(&self.state)
+            .entries
+            .get(&blob.hash)
+            .is_some_and(|e| e.complete);
+        if !whole_here && offset < end {
+            if let Some((range, epoch)) =
+                ra.plan(&blob.hash, offset, end, blob.size, self.limit / 2)
+            {
+                self.spawn_prefetch(blob, range, ra.epoch.clone(), epoch);
+            }
+        }
+        self.read(blob, offset, len).await
+    }
+
+    fn spawn_prefetch(&self, blob: &BlobInfo, bytes: Range<u64>, epoch: Arc<AtomicU64>, at: u64) {
+        if super::check_info(blob).is_err() {
+            return;
+        }
+        let cache = self.me.upgrade().expect("a cache in use is alive");
+        let info = Arc::new(blob.clone());
+        let first = bytes.start / CHUNK_SIZE;
+        let last = (bytes.end - 1) / CHUNK_SIZE + 1;
+        let step = fetch::MAX_RUN_CHUNKS;
+        let runs: Vec<Range<u64>> = (first..last)
+            .step_by(step as usize)
+            .map(|s| s..(s + step).min(last))
+            .collect();
+        tokio::spawn(async move {
+            futures::stream::iter(runs)
+                .map(|run| {
+                    let (cache, info, epoch) = (cache.clone(), info.clone(), epoch.clone());
+                    async move {
+                        if epoch.load(Ordering::SeqCst) != at {
+                            return; // the reader seeked away
+                        }
+                        let got = cache
+                            .with_timeout(&info.hash, cache.fetch_missing(&info, run.clone()))
+                            .await;
+                        if let Err(e) | Ok(Err(e)) = got.map(|r| r.map(|_| ())) {
+                            tracing::debug!(hash = %info.hash, ?run, "prefetch failed: {e}");
+                        }
+                    }
+                })
+                .buffer_unordered(PARALLEL_GETS)
+                .collect::<()>()
+                .await;
+        });
+    }
+}
