@@ -227,7 +227,18 @@ pub fn run_restore(a: RestoreArgs) -> anyhow::Result<()> {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0);
-        let keep = mount.join(conflict_copy_path(&original, &cfg.device_name, now));
+        // A free name: never over another copy (the one being restored may carry the
+        // same second in its name).
+        let base = conflict_copy_path(&original, &cfg.device_name, now);
+        let mut keep = mount.join(&base);
+        let mut i = 2;
+        while keep.exists() || keep == copy_abs {
+            keep = mount.join(match base.rsplit_once('.') {
+                Some((stem, ext)) if !stem.ends_with(CONFLICTS_DIR) => format!("{stem} {i}.{ext}"),
+                _ => format!("{base} {i}"),
+            });
+            i += 1;
+        }
         if let Some(d) = keep.parent() {
             std::fs::create_dir_all(d).with_context(|| format!("cannot create {}", d.display()))?;
         }

@@ -146,13 +146,7 @@ pub fn run_cycle(ctx: &CycleContext, inval: Option<&dyn Invalidate>, number: u64
         }
     };
     let database = if ctx.cfg.db_path.is_some() {
-        match cycle::run(
-            &ctx.cfg,
-            &ctx.home,
-            ctx.store.clone(),
-            &ctx.rt,
-            cycle::Options::default(),
-        ) {
+        match run_db_cycle(ctx) {
             Ok(s) => {
                 errors.extend(s.errors.iter().cloned());
                 parts.push(s.human());
@@ -178,6 +172,33 @@ pub fn run_cycle(ctx: &CycleContext, inval: Option<&dyn Invalidate>, number: u64
         summary: parts.join("; "),
         error,
         cycle_number: number,
+    }
+}
+
+/// The database part of a cycle. `state.db` is shared with the mount's cache and
+/// catalog, which write to it all the time; a deferred transaction that meets one of
+/// their commits fails at once with SQLITE_BUSY (no busy wait in WAL mode). Every step
+/// of the database cycle is its own transaction and safe to redo, so retry a few times.
+fn run_db_cycle(ctx: &CycleContext) -> Result<Summary, crate::sync::SyncError> {
+    let mut tries = 0;
+    loop {
+        let r = cycle::run(
+            &ctx.cfg,
+            &ctx.home,
+            ctx.store.clone(),
+            &ctx.rt,
+            cycle::Options::default(),
+        );
+        match r {
+            Err(crate::sync::SyncError::Sql(rusqlite::Error::SqliteFailure(e, _)))
+                if e.code == rusqlite::ErrorCode::DatabaseBusy && tries < 5 =>
+            {
+                tries += 1;
+                tracing::info!(tries, "state.db busy during the database sync: retrying");
+                std::thread::sleep(Duration::from_millis(50 * tries));
+            }
+            other => return other,
+        }
     }
 }
 
