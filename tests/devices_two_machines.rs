@@ -303,6 +303,9 @@ fn two_machines_same_paths_lazy_reads_renames_deletes_conflicts_pin_evict() {
     )
     .unwrap();
     drop(conn);
+    // The app's Settings backup (a full copy of the database) stays on A.
+    let backup = mnt.join("songfactory_backup_2026-02-12.db");
+    a.app_write(&backup, b"SQLite format 3\0 secrets");
     let ra = a.sync();
     assert_eq!(ra["namespace"]["sent_files"], 1, "{ra}");
     let rb = b.sync();
@@ -313,6 +316,17 @@ fn two_machines_same_paths_lazy_reads_renames_deletes_conflicts_pin_evict() {
         b.db_text("SELECT file_path_1 FROM songs WHERE id = 1")
             .as_deref(),
         Some(song.to_str().unwrap())
+    );
+    assert!(
+        !b.exists(&backup),
+        "a local-only file reached another machine"
+    );
+    assert_eq!(a.state(&backup), "local-only");
+    let st = run_ok(a.songfs().arg("status"));
+    let text = String::from_utf8_lossy(&st.stdout).into_owned();
+    assert!(
+        text.contains("1 file(s) stay on this machine only"),
+        "{text}"
     );
     assert_eq!(
         b.state(&song),
