@@ -303,3 +303,56 @@ fn upload_racing_truncate_rename_and_delete_ends_with_the_last_state() {
     }
     assert!(b.catalog.resolve("tmp123").is_err());
 }
+
+/// A delete on one device and an edit on the other, neither seeing the other: the later
+/// wins; if that is the delete, the edited version is kept as a conflict copy.
+#[test]
+fn a_delete_never_silently_drops_a_concurrent_edit() {
+    let w = World::new();
+    let (a, b) = (w.device("desk"), w.device("laptop"));
+    w.upload(b"first");
+    write(&a, "d/f.mp3", b"first");
+    w.sync(&a);
+    w.sync(&b);
+    // B edits, A deletes later: the delete wins, B's edit survives as a copy.
+    w.upload(b"edited on laptop");
+    let edited = write(&b, "d/f.mp3", b"edited on laptop");
+    w.sync(&b);
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    // A has not pulled B's log when it deletes (its capture runs before its pull).
+    a.catalog.remove_file("d/f.mp3").unwrap();
+    w.sync(&a);
+    w.sync(&b);
+    for d in [&a, &b] {
+        assert!(
+            d.catalog.resolve("d/f.mp3").is_err(),
+            "the later delete wins"
+        );
+        let copies: Vec<String> = paths(d)
+            .into_iter()
+            .filter(|p| p.starts_with(CONFLICTS_DIR))
+            .collect();
+        assert_eq!(copies.len(), 1, "{copies:?}");
+        assert_eq!(hash_at(d, &copies[0]).as_deref(), Some(edited.as_str()));
+    }
+    // The other order: A deletes first, B edits later without seeing it: B's edit wins.
+    w.upload(b"again");
+    write(&a, "e.mp3", b"again");
+    w.sync(&a);
+    w.sync(&b);
+    a.catalog.remove_file("e.mp3").unwrap();
+    w.sync(&a);
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    w.upload(b"newer edit");
+    let newer = write(&b, "e.mp3", b"newer edit");
+    // B has not pulled A's delete yet when it edits (its capture runs before its pull).
+    w.sync(&b);
+    w.sync(&a);
+    for d in [&a, &b] {
+        assert_eq!(
+            hash_at(d, "e.mp3").as_deref(),
+            Some(newer.as_str()),
+            "later edit wins"
+        );
+    }
+}

@@ -2,9 +2,9 @@
 //!
 //! The namespace travels through the same machinery as the database: each file is a row
 //! of the pseudo-table `ns` whose global id is its path relative to the mount root, with
-//! one field, `file` = `{hash, size, mtime_ns, mode, by}`; the merge (`merge.rs`) decides
-//! per path, last writer wins by hybrid clock. Rename = delete of the old path + a new
-//! path (content addressing makes that free: no byte moves). Directories are implicit.
+//! one field, `file` = `{hash, size, mtime_ns, mode, by}`, or `{"deleted": true}` once deleted; the merge
+//! (`merge.rs`) decides per path, last writer wins by hybrid clock. Rename = delete of the
+//! old path + a new path (content addressing makes that free: no byte moves). Directories are implicit.
 //! Logs live under `ns/logs/<device>/<seq>.json` in the change-log format (`changelog.rs`).
 //!
 //! Capture diffs the live catalog against a shadow (what this device last exported or
@@ -361,12 +361,19 @@ impl<'a> NamespaceSync<'a> {
             summary.sent_files += 1;
         }
         for path in shadow.keys().filter(|p| !files.contains_key(*p)) {
+            // A delete is the value null, with the versions it replaces: a version written
+            // elsewhere without seeing the delete is then concurrent with it, and kept as
+            // a conflict copy if the delete wins (nothing is lost).
             let mut st = self.row_state(path)?;
             let c = Change {
                 row: RowId::new(NS_TABLE, path),
-                event: Event::Delete {
+                event: Event::Set {
+                    column: FILE_FIELD.into(),
+                    // Not JSON null: the merge state's storage reads a null version
+                    // back as "superseded".
+                    value: serde_json::json!({"deleted": true}),
                     clock: clock.tick(now_ms()),
-                    cascade_of: None,
+                    replaces: st.frontier(FILE_FIELD),
                 },
             };
             st.apply(&c.event);
