@@ -352,7 +352,9 @@ fn two_machines_same_paths_lazy_reads_renames_deletes_conflicts_pin_evict() {
     assert!(!a.exists(song.parent().unwrap()));
     assert_eq!(sha256_hex(&a.read(&moved)), sha256_hex(&audio));
 
-    // Delete on A reaches B.
+    // Delete on A reaches B, and B's kernel forgets the entry it just looked up (the
+    // sync invalidates it; the 2 s attribute TTL has not run out).
+    assert!(b.exists(&moved), "B sees the file it renamed");
     a.sh_ok(&format!("rm '{}'", moved.display()));
     a.sync();
     b.sync();
@@ -530,4 +532,9 @@ fn the_daemon_syncs_by_itself_and_songfs_sync_never_runs_a_second_cycle() {
     a.stop();
     b.stop();
     assert!(started.elapsed() < Duration::from_secs(60));
+
+    // Without a daemon, `songfs sync` runs the cycle itself (namespace and database).
+    let out = run_ok(b.songfs().args(["sync", "--json"]));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v.get("received").is_some(), "the database summary: {v}");
 }
