@@ -356,3 +356,28 @@ fn a_delete_never_silently_drops_a_concurrent_edit() {
         );
     }
 }
+
+/// A file on one device where the other has a folder of that name: the folder stays,
+/// the file is kept as a conflict copy, and later cycles go on (no stall).
+#[test]
+fn a_file_where_a_folder_is_becomes_a_copy_and_sync_goes_on() {
+    let w = World::new();
+    let (a, b) = (w.device("desk"), w.device("laptop"));
+    w.upload(b"a file");
+    w.upload(b"inside");
+    let h = write(&a, "album", b"a file");
+    write(&b, "album/track.mp3", b"inside");
+    w.sync(&a);
+    w.sync(&b);
+    assert!(b.catalog.resolve("album").unwrap().is_dir());
+    let copy = paths(&b)
+        .into_iter()
+        .find(|p| p.starts_with(CONFLICTS_DIR))
+        .expect("the file kept as a copy");
+    assert_eq!(hash_at(&b, &copy).as_deref(), Some(h.as_str()));
+    // Later changes still flow.
+    w.upload(b"later");
+    write(&a, "later.mp3", b"later");
+    w.sync(&a);
+    assert_eq!(w.sync(&b).received_files, 1);
+}

@@ -594,15 +594,43 @@ impl<'a> NamespaceSync<'a> {
             match (&resolved, &local) {
                 (Some(v), Some(n)) if v.same_as(n) => {}
                 (Some(v), _) => {
-                    let n = self
+                    match self
                         .catalog
-                        .upsert_file(path, &v.hash, v.size, v.mtime_ns, v.mode)?;
-                    touched.push(Touched {
-                        parent: n.parent,
-                        name: n.name.clone(),
-                        ino: Some(n.ino),
-                    });
-                    summary.received_files += 1;
+                        .upsert_file(path, &v.hash, v.size, v.mtime_ns, v.mode)
+                    {
+                        Ok(n) => {
+                            touched.push(Touched {
+                                parent: n.parent,
+                                name: n.name.clone(),
+                                ino: Some(n.ino),
+                            });
+                            summary.received_files += 1;
+                        }
+                        Err(CatalogError::Db(e)) => return Err(CatalogError::Db(e).into()),
+                        Err(e) => {
+                            // A folder here has the file's name (or a file has its folder's):
+                            // keep the remote file as a copy rather than stall every cycle.
+                            let copy = if is_conflict_copy(path) {
+                                None
+                            } else {
+                                self.keep_copy(path, v, now_ms(), touched).ok()
+                            };
+                            tracing::warn!(path, error = %e, ?copy, "a remote file does not fit here");
+                            if let Some(copy) = copy {
+                                summary.conflict_copies += 1;
+                                records.push(file_conflict(
+                                    path,
+                                    None,
+                                    v,
+                                    &copy,
+                                    &format!(
+                                        "the other device's file cannot take its place here ({e})"
+                                    ),
+                                ));
+                            }
+                            continue;
+                        }
+                    }
                 }
                 (None, Some(_)) => {
                     if let Some(n) = self.catalog.remove_file(path)? {
