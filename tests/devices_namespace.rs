@@ -381,3 +381,35 @@ fn a_file_where_a_folder_is_becomes_a_copy_and_sync_goes_on() {
     w.sync(&a);
     assert_eq!(w.sync(&b).received_files, 1);
 }
+
+/// A crash after remote changes reached the catalog but before the sync's bookkeeping
+/// was committed: the next cycle replays the log first and sends nothing as its own.
+#[test]
+fn a_crash_mid_apply_is_finished_not_sent_back() {
+    let w = World::new();
+    let (a, b) = (w.device("desk"), w.device("laptop"));
+    w.upload(b"remote file");
+    write(&a, "r.mp3", b"remote file");
+    w.sync(&a);
+    w.sync(&b);
+    assert!(b.catalog.resolve("r.mp3").is_ok());
+    // Undo B's bookkeeping of that apply, leaving the catalog as it is, as a crash
+    // between the two would.
+    let db = rusqlite::Connection::open(b.dir.path().join("state.db")).unwrap();
+    db.execute_batch(
+        "DELETE FROM nsync_shadow; DELETE FROM nsync_rows; DELETE FROM nsync_cursors;
+         INSERT INTO nsync_meta(key, value) VALUES ('applying', 'x')
+         ON CONFLICT(key) DO UPDATE SET value = excluded.value;",
+    )
+    .unwrap();
+    drop(db);
+    let s = w.sync(&b);
+    assert_eq!(
+        (s.sent_files, s.sent_deletes, s.logs_sent),
+        (0, 0, 0),
+        "{s:?}"
+    );
+    let s = w.sync(&b);
+    assert_eq!((s.sent_files, s.logs_sent), (0, 0), "{s:?}");
+    assert!(b.catalog.resolve("r.mp3").is_ok());
+}

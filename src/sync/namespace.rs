@@ -205,9 +205,16 @@ impl<'a> NamespaceSync<'a> {
     /// Returns what it did and the entries to invalidate in the kernel.
     pub fn cycle(&mut self) -> Result<(NsSummary, Vec<Touched>), NamespaceError> {
         let mut summary = NsSummary::default();
+        let mut touched = Vec::new();
+        if self.meta("applying")?.is_some() {
+            // A crash interrupted an apply: finish it before capturing, or the remote
+            // changes already in the catalog would be sent as this device's own.
+            tracing::info!("finishing a namespace apply interrupted by a crash");
+            touched = self.pull(&mut summary)?;
+        }
         self.capture(&mut summary)?;
         self.upload(&mut summary)?;
-        let touched = self.pull(&mut summary)?;
+        touched.extend(self.pull(&mut summary)?);
         Ok((summary, touched))
     }
 
@@ -542,8 +549,10 @@ impl<'a> NamespaceSync<'a> {
         }
         let shadow = self.shadow()?;
         // The catalog is written through its own connection to the same state.db, so our
-        // bookkeeping is written after it, in one transaction (a crash in between replays
-        // this log, which is idempotent).
+        // bookkeeping is written after it, in one transaction; the "applying" mark makes
+        // the next cycle replay this log (idempotent) before it captures, if a crash
+        // comes in between.
+        Self::set_meta(&self.db, "applying", &log_key(&log.device_id, log.seq))?;
         let mut new_shadow: Vec<(String, Option<FileValue>)> = Vec::new();
         for path in &paths {
             if self.is_local_only_path(path) || !safe_path(path) {
@@ -562,11 +571,13 @@ impl<'a> NamespaceSync<'a> {
                 _ => None,
             };
             let agreed = shadow.get(path);
-            let pending_local = match (&local, agreed) {
-                (Some(n), Some(s)) => !s.same_content(n),
-                (Some(_), None) => true,
-                (None, _) => false,
-            };
+            let already = matches!((&resolved, &local), (Some(v), Some(n)) if v.same_content(n));
+            let pending_local = !already
+                && match (&local, agreed) {
+                    (Some(n), Some(s)) => !s.same_content(n),
+                    (Some(_), None) => true,
+                    (None, _) => false,
+                };
             // Versions of this path that lost to a concurrent one: keep them as copies.
             if !is_conflict_copy(path) {
                 for (lost_clock, lost) in lost_versions(&m, &rules, path) {
@@ -664,6 +675,7 @@ impl<'a> NamespaceSync<'a> {
             "clock",
             &serde_json::to_string(clock.last()).expect("encodes"),
         )?;
+        tx.execute("DELETE FROM nsync_meta WHERE key = 'applying'", [])?;
         tx.commit()?;
         Ok(())
     }
