@@ -459,6 +459,17 @@ fn two_machines_same_paths_lazy_reads_renames_deletes_conflicts_pin_evict() {
     let states = run_ok(b.songfs().args(["status", "--json"]).arg(mnt.join("many")));
     let states: serde_json::Value = serde_json::from_slice(&states.stdout).unwrap();
     assert_eq!(states.as_array().unwrap().len(), 6, "{states}");
+    // A whole folder, recursively: every file downloaded and kept, then let go.
+    let out = run_ok(b.songfs().args(["pin", "--json"]).arg(mnt.join("many")));
+    let pinned: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let pinned = pinned.as_array().unwrap();
+    assert_eq!(pinned.len(), 6);
+    assert!(pinned.iter().all(|f| f["state"] == "pinned"), "{pinned:?}");
+    for f in &files {
+        assert_eq!(b.state(f), "pinned");
+    }
+    run_ok(b.songfs().arg("unpin").arg(mnt.join("many")));
+    assert_ne!(b.state(&files[5]), "pinned");
 
     a.stop();
     b.stop();
