@@ -471,6 +471,28 @@ fn two_machines_same_paths_lazy_reads_renames_deletes_conflicts_pin_evict() {
     run_ok(b.songfs().arg("unpin").arg(mnt.join("many")));
     assert_ne!(b.state(&files[5]), "pinned");
 
+    // Changed while its previous content uploads (the sequences that lost data in
+    // rclone's writeback): truncated, renamed over, deleted. Every machine ends with what
+    // the user last left.
+    let race = mnt.join("race");
+    a.sh_ok(&format!(
+        "mkdir -p '{r}' && head -c 4000000 /dev/urandom > '{r}/t.wav' && : > '{r}/t.wav' \
+         && head -c 3000000 /dev/urandom > '{r}/final.mp3' \
+         && head -c 4000000 /dev/urandom > '{r}/tmp1' && mv '{r}/tmp1' '{r}/final.mp3' \
+         && head -c 4000000 /dev/urandom > '{r}/gone.mp3' && rm '{r}/gone.mp3'",
+        r = race.display()
+    ));
+    let final_on_a = sha256_hex(&a.read(&race.join("final.mp3")));
+    a.sync();
+    b.sync();
+    let listing =
+        String::from_utf8_lossy(&b.sh_ok(&format!("ls '{}'", race.display()))).into_owned();
+    let mut names: Vec<&str> = listing.lines().collect();
+    names.sort();
+    assert_eq!(names, vec!["final.mp3", "t.wav"]);
+    assert_eq!(b.read(&race.join("t.wav")).len(), 0);
+    assert_eq!(sha256_hex(&b.read(&race.join("final.mp3"))), final_on_a);
+
     a.stop();
     b.stop();
 }
