@@ -386,6 +386,7 @@ fn two_machines_same_paths_lazy_reads_renames_deletes_conflicts_pin_evict() {
             sha256_hex(&va),
             "the losing version is kept whole"
         );
+        assert!(m.status()["conflicts_not_looked_at"].as_u64().unwrap() >= 1);
         let conflicts = run_ok(m.songfs().args(["conflicts", "--json"]));
         let list: serde_json::Value = serde_json::from_slice(&conflicts.stdout).unwrap();
         assert!(
@@ -396,6 +397,7 @@ fn two_machines_same_paths_lazy_reads_renames_deletes_conflicts_pin_evict() {
             "{list}"
         );
         assert_eq!(m.status()["conflict_copies"], 1);
+        assert_eq!(m.status()["conflicts_not_looked_at"], 0, "`songfs conflicts` looked");
     }
     // No copy of a copy, however often they sync.
     a.sync();

@@ -264,6 +264,25 @@ pub fn run_restore(a: RestoreArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn conflicts_seen_path(home: &Home) -> PathBuf {
+    home.root.join("conflicts-seen")
+}
+
+/// Remembers how many conflict records `songfs conflicts` has shown.
+pub fn mark_conflicts_seen(home: &Home, n: usize) {
+    if let Err(e) = std::fs::write(conflicts_seen_path(home), n.to_string()) {
+        tracing::warn!(error = %e, "cannot remember which conflicts were looked at");
+    }
+}
+
+/// How many conflict records `songfs conflicts` has shown so far.
+pub fn conflicts_seen(home: &Home) -> usize {
+    std::fs::read_to_string(conflicts_seen_path(home))
+        .ok()
+        .and_then(|t| t.trim().parse().ok())
+        .unwrap_or(0)
+}
+
 /// `.conflicts/a/b (from dev 2026-01-01 10-00-00).mp3` → `a/b.mp3`.
 pub fn original_of(rel: &str) -> Option<String> {
     let inner = rel.strip_prefix(&format!("{CONFLICTS_DIR}/"))?;

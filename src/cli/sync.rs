@@ -84,6 +84,8 @@ pub fn run_conflicts(a: ConflictsArgs) -> anyhow::Result<()> {
     if skipped > 0 {
         tracing::warn!(skipped, path = %path.display(), "lines that are not conflict records were skipped");
     }
+    // `songfs status` counts the conflicts logged since they were last looked at here.
+    super::files::mark_conflicts_seen(&home, records.len());
     if a.json {
         println!("{}", serde_json::to_string(&records)?);
         return Ok(());
