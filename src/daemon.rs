@@ -249,6 +249,10 @@ pub fn run(home: &Home, cfg: &Config, opts: DaemonOptions) -> anyhow::Result<()>
             store: store.clone(),
             catalog: catalog.clone(),
             rt: rt.handle().clone(),
+            busy: Some({
+                let fs = fs.clone();
+                Arc::new(move |ino| fs.has_unsaved_writes(ino))
+            }),
         },
         Some(Box::new(session.notifier())),
         opts.sync_interval,

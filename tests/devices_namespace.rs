@@ -413,3 +413,44 @@ fn a_crash_mid_apply_is_finished_not_sent_back() {
     assert_eq!((s.sent_files, s.logs_sent), (0, 0), "{s:?}");
     assert!(b.catalog.resolve("r.mp3").is_ok());
 }
+
+/// A file open for writing (unsaved bytes in the mount) is never replaced underneath
+/// by a remote version: that version is kept as a conflict copy.
+#[test]
+fn a_file_being_written_is_not_replaced_underneath() {
+    let w = World::new();
+    let (a, b) = (w.device("desk"), w.device("laptop"));
+    w.upload(b"v1");
+    let h1 = write(&a, "open.wav", b"v1");
+    w.sync(&a);
+    w.sync(&b);
+    w.upload(b"v2 from desk");
+    let h2 = write(&a, "open.wav", b"v2 from desk");
+    w.sync(&a);
+    let ino = b.catalog.resolve("open.wav").unwrap().ino;
+    let busy = move |i: u64| i == ino;
+    let mut ns = NamespaceSync::open(
+        &b.cfg,
+        &b.dir.path().join("state.db"),
+        &b.catalog,
+        w.store.clone(),
+        w.rt.handle().clone(),
+    )
+    .unwrap()
+    .with_busy(&busy);
+    let (s, _) = ns.cycle().unwrap();
+    assert_eq!(s.conflict_copies, 1, "{s:?}");
+    assert_eq!(hash_at(&b, "open.wav").as_deref(), Some(h1.as_str()));
+    let copy = paths(&b)
+        .into_iter()
+        .find(|p| p.starts_with(CONFLICTS_DIR))
+        .unwrap();
+    assert_eq!(hash_at(&b, &copy).as_deref(), Some(h2.as_str()));
+    // The write ends without changing the bytes: this device's version still wins
+    // everywhere at the next cycles (the machines never stay different).
+    drop(ns);
+    w.sync(&b);
+    w.sync(&a);
+    assert_eq!(hash_at(&a, "open.wav").as_deref(), Some(h1.as_str()));
+    assert_eq!(hash_at(&a, &copy).as_deref(), Some(h2.as_str()));
+}

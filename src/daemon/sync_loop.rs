@@ -101,6 +101,8 @@ pub struct CycleContext {
     pub store: Arc<dyn ObjectStore>,
     pub catalog: Arc<Catalog>,
     pub rt: tokio::runtime::Handle,
+    /// Inodes with unsaved writes in the mount (see `NamespaceSync::with_busy`).
+    pub busy: Option<Arc<dyn Fn(u64) -> bool + Send + Sync>>,
 }
 
 /// One full cycle under the lock: namespace first (so files a database path names are
@@ -130,6 +132,10 @@ pub fn run_cycle(ctx: &CycleContext, inval: Option<&dyn Invalidate>, number: u64
         ctx.store.clone(),
         ctx.rt.clone(),
     )
+    .map(|ns| match &ctx.busy {
+        Some(b) => ns.with_busy(b.as_ref()),
+        None => ns,
+    })
     .and_then(|mut ns| ns.cycle());
     let namespace = match ns {
         Ok((s, touched)) => {

@@ -139,6 +139,12 @@ impl SongFs {
         lock(&self.staged).get(&ino).cloned()
     }
 
+    /// True while a file holds written bytes not committed yet (open for writing): the
+    /// sync must not replace its content underneath.
+    pub fn has_unsaved_writes(&self, ino: u64) -> bool {
+        self.staged_of(ino).is_some_and(|st| lock(&st).is_staged())
+    }
+
     /// A node as the user sees it: a staged file shows its uncommitted size and mtime.
     fn overlay(&self, mut n: Node) -> Node {
         if let Some(st) = self.staged_of(n.ino) {

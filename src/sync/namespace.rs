@@ -180,6 +180,7 @@ pub struct NamespaceSync<'a> {
     store: Arc<dyn ObjectStore>,
     rt: tokio::runtime::Handle,
     db: Connection,
+    busy: Option<&'a (dyn Fn(u64) -> bool + Send + Sync)>,
 }
 
 impl<'a> NamespaceSync<'a> {
@@ -198,7 +199,15 @@ impl<'a> NamespaceSync<'a> {
             store,
             rt,
             db,
+            busy: None,
         })
+    }
+
+    /// Tells which inodes hold unsaved writes (open for writing in the mount): a remote
+    /// version of such a file is kept as a conflict copy, never written underneath.
+    pub fn with_busy(mut self, busy: &'a (dyn Fn(u64) -> bool + Send + Sync)) -> Self {
+        self.busy = Some(busy);
+        self
     }
 
     /// One cycle: capture and send local changes, then apply the other devices' logs.
@@ -571,13 +580,17 @@ impl<'a> NamespaceSync<'a> {
                 _ => None,
             };
             let agreed = shadow.get(path);
+            let busy = local
+                .as_ref()
+                .is_some_and(|n| self.busy.is_some_and(|b| b(n.ino)));
             let already = matches!((&resolved, &local), (Some(v), Some(n)) if v.same_content(n));
-            let pending_local = !already
-                && match (&local, agreed) {
-                    (Some(n), Some(s)) => !s.same_content(n),
-                    (Some(_), None) => true,
-                    (None, _) => false,
-                };
+            let pending_local = busy
+                || !already
+                    && match (&local, agreed) {
+                        (Some(n), Some(s)) => !s.same_content(n),
+                        (Some(_), None) => true,
+                        (None, _) => false,
+                    };
             // Versions of this path that lost to a concurrent one: keep them as copies.
             if !is_conflict_copy(path) {
                 for (lost_clock, lost) in lost_versions(&m, &rules, path) {
@@ -600,6 +613,9 @@ impl<'a> NamespaceSync<'a> {
                         records.push(file_conflict(path, Some(&self.value_of(n)), v, &copy, "changed here while the other device's version arrived: this device's newer write keeps the name"));
                     }
                 }
+                // The shadow takes the merged value, so the next capture sends what is
+                // here (or its delete) as a newer edit, whatever the user does meanwhile.
+                new_shadow.push((path.clone(), resolved));
                 continue;
             }
             match (&resolved, &local) {
