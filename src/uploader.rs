@@ -48,6 +48,13 @@ pub enum UploadError {
     NoInfo { hash: String },
 }
 
+impl UploadError {
+    /// The store is unreachable (as opposed to a problem with this one blob).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, UploadError::Store { source, .. } if source.is_transient())
+    }
+}
+
 pub struct Uploader {
     cache: Arc<Cache>,
     shared: Arc<Shared>,
@@ -138,6 +145,7 @@ async fn run(
         let queued = cache.upload_wakeup().notified();
         let queue = cache.upload_queue();
         let mut failed = false;
+        let mut store_down = false;
         for (hash, size) in queue {
             if *stopped.borrow() {
                 return;
@@ -156,11 +164,13 @@ async fn run(
                     tracing::warn!(hash, "upload failed, retrying in {delay:?}: {e}");
                     *last = Some(e.to_string());
                     failed = true;
+                    store_down = e.is_transient();
                 }
             }
             drop(last);
             shared.progress.notify_waiters();
-            if failed {
+            if store_down {
+                // Every other blob would fail the same way: wait, then retry.
                 break;
             }
         }

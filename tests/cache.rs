@@ -165,6 +165,21 @@ async fn wait_complete(cache: &Cache, hash: &str) -> PathBuf {
     }
 }
 
+/// Bytes allocated on disk under `dir` (sparse files count only their data).
+fn disk_usage(dir: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let mut total = 0;
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let meta = entry.metadata().unwrap();
+        total += if meta.is_dir() {
+            disk_usage(&entry.path())
+        } else {
+            meta.blocks() * 512
+        };
+    }
+    total
+}
+
 /// Evictable bytes: what the limit bounds.
 fn evictable(cache: &Cache) -> u64 {
     let u = cache.usage();
@@ -327,6 +342,9 @@ async fn the_limit_holds_while_a_blob_larger_than_the_cache_streams_through() {
         BlobState::Remote,
         "the cold blob was evicted"
     );
+    // On disk too: evicted chunks are holes, not just forgotten.
+    let on_disk = disk_usage(&fx.tmp.path().join("cache/blobs"));
+    assert!(on_disk <= limit, "{on_disk} bytes allocated");
     // And what was evicted reads again, correctly.
     let got = fx.cache.read(&small, 0, 2 * CHUNK as u32).await.unwrap();
     assert_eq!(&got[..], &small_data[..]);
@@ -508,15 +526,27 @@ async fn commit_dedups_and_materialize_makes_a_remote_blob_local() {
     let (remote, r_data) = fx.remote_blob(5 * CHUNK + 1, 20).await;
     let path = fx.cache.materialize(&remote).await.unwrap();
     assert_eq!(std::fs::read(path).unwrap(), r_data);
+    let mut opened = fx.cache.open_complete(&remote.hash).unwrap();
+    assert!(fx.cache.evict(&remote.hash).unwrap());
+    let mut still = Vec::new();
+    std::io::Read::read_to_end(&mut opened, &mut still).unwrap();
+    assert_eq!(still, r_data, "an open complete file survives its eviction");
+    assert!(fx.cache.open_complete(&remote.hash).is_none());
     assert_eq!(fx.get_ranges(), 1, "4 MiB runs: 6 chunks in one GET");
 
     // A staged file that does not match its info is refused and left in place.
     let wrong = fx.cache.staging_dir().join("wrong");
     std::fs::write(&wrong, b"short").unwrap();
+    let other = hash_bytes(&pseudo_random(1000, 28));
+    let err = fx.cache.commit_new(&wrong, &other).unwrap_err();
+    assert!(err.to_string().contains("5 bytes, not 1000"), "{err}");
+    assert!(wrong.exists());
+    assert_eq!(fx.cache.state(&other.hash), BlobState::Remote);
     assert!(
-        fx.cache.commit_new(&wrong, &info).is_err()
-            || fx.cache.state(&info.hash) == BlobState::Uploading
+        fx.cache.commit_new(&wrong, &info).is_err(),
+        "not even as a duplicate"
     );
+    assert!(wrong.exists());
 }
 
 fn fast_retry() -> RetryPolicy {
@@ -600,6 +630,29 @@ async fn the_uploader_retries_until_the_store_comes_back() {
     assert!(up.drain(Duration::from_secs(5)).await);
     assert_eq!(up.last_error(), None);
     assert!(fx.store_file(&info.hash).exists());
+    up.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blob_that_cannot_be_uploaded_does_not_hold_up_the_others() {
+    let fx = Fx::new(64 * CHUNK);
+    let broken = fx.commit(&pseudo_random(CHUNK, 26));
+    let fine = fx.commit(&pseudo_random(CHUNK, 27));
+    // Its local copy vanished (a disk error, a user cleaning folders).
+    std::fs::remove_file(fx.cache.data_path(&broken.hash)).unwrap();
+    let up = Uploader::start_with(fx.cache.clone(), fx.store.clone(), fast_retry());
+    let start = Instant::now();
+    while fx.cache.state(&fine.hash) != BlobState::Cached {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            up.last_error()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(up.pending(), (1, CHUNK));
+    assert!(up.last_error().is_some());
+    assert!(!fx.store_file(&broken.hash).exists());
     up.shutdown().await;
 }
 

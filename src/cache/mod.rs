@@ -346,6 +346,19 @@ impl Cache {
         }
     }
 
+    /// Opens the complete, verified local copy. Safer than opening `complete_path`
+    /// later: the check and the open happen under one lock, so an eviction followed by a
+    /// new partial fetch can never slip a sparse file in between. The open file stays
+    /// valid after an eviction.
+    pub fn open_complete(&self, hash: &str) -> Option<File> {
+        let mut st = lock(&self.state);
+        if !st.entries.get(hash).is_some_and(|e| e.complete) {
+            return None;
+        }
+        st.touch(hash);
+        File::open(self.data_path(hash)).ok()
+    }
+
     /// Makes the whole blob local (fetching what is missing) and returns its path.
     /// The path stays valid while the caller keeps the file open; the blob may be
     /// evicted afterwards like any other.
@@ -414,14 +427,6 @@ impl Cache {
     /// On error nothing is recorded and `staged` is left where it was.
     pub fn commit_new(&self, staged: &Path, info: &BlobInfo) -> Result<(), CacheError> {
         check_info(info)?;
-        let already = lock(&self.state)
-            .entries
-            .get(&info.hash)
-            .is_some_and(|e| e.complete || e.dirty);
-        if already {
-            std::fs::remove_file(staged).map_err(|e| CacheError::io(staged, e))?;
-            return Ok(());
-        }
         let meta = std::fs::metadata(staged).map_err(|e| CacheError::io(staged, e))?;
         if meta.len() != info.size {
             return Err(CacheError::BadInfo {
@@ -433,6 +438,14 @@ impl Cache {
                     info.size
                 ),
             });
+        }
+        let already = lock(&self.state)
+            .entries
+            .get(&info.hash)
+            .is_some_and(|e| e.complete || e.dirty);
+        if already {
+            std::fs::remove_file(staged).map_err(|e| CacheError::io(staged, e))?;
+            return Ok(());
         }
         // The bytes reach the disk before the index says they exist.
         File::open(staged)
@@ -767,16 +780,22 @@ impl Cache {
             }
         }
         if let Some((hash, run)) = protect {
-            while st.evictable_bytes + need > self.limit {
-                let Some(e) = st.entries.get(hash) else { break };
-                if !e.evictable() {
-                    break;
+            // Only the blob being written is left: punch its other chunks, lowest
+            // index first (behind a sequential reader), several per index write.
+            let mut victims = Vec::new();
+            if let Some(e) = st.entries.get(hash).filter(|e| e.evictable()) {
+                let mut left = st.evictable_bytes;
+                for i in e.present.ones().filter(|i| !run.contains(i)) {
+                    if left + need + slack <= self.limit {
+                        break;
+                    }
+                    victims.push(i);
+                    left -= e.chunk_len(i);
                 }
-                let Some(i) = e.present.ones().find(|i| !run.contains(i)) else {
-                    break;
-                };
-                if let Err(e) = self.punch(st, hash, i) {
-                    tracing::error!(hash, chunk = i, "cannot evict chunk: {e}");
+            }
+            if !victims.is_empty() {
+                if let Err(e) = self.punch(st, hash, &victims) {
+                    tracing::error!(hash, "cannot evict chunks: {e}");
                     return false;
                 }
             }
@@ -798,24 +817,30 @@ impl Cache {
         Ok(())
     }
 
-    /// Drops one chunk of a partial blob: index first, then the hole.
-    fn punch(&self, st: &mut State, hash: &str, i: u64) -> Result<(), CacheError> {
+    /// Drops chunks of a partial blob: index first, then the holes.
+    fn punch(&self, st: &mut State, hash: &str, chunks: &[u64]) -> Result<(), CacheError> {
         let gen = st.new_gen();
         let entry = st.entries.get(hash).expect("caller checked");
         let mut row = row_of(hash, entry);
         let mut synced = entry.synced.clone();
-        synced.clear(i);
+        for &i in chunks {
+            synced.clear(i);
+        }
         row.present = synced.as_bytes().to_vec();
         row.complete = false;
         lock(&self.index).upsert_blob(&row)?;
-        let len = entry.chunk_len(i);
+        let lens: Vec<u64> = chunks.iter().map(|&i| entry.chunk_len(i)).collect();
         st.update(hash, |e| {
-            e.clear_present(i);
+            for &i in chunks {
+                e.clear_present(i);
+            }
             e.gen = gen;
         });
         let path = self.data_path(hash);
-        if let Err(e) = punch_hole(&path, i * CHUNK_SIZE, len) {
-            tracing::warn!(path = %path.display(), "cannot punch a hole (space not freed): {e}");
+        for (&i, len) in chunks.iter().zip(lens) {
+            if let Err(e) = punch_hole(&path, i * CHUNK_SIZE, len) {
+                tracing::warn!(path = %path.display(), "cannot punch a hole (space not freed): {e}");
+            }
         }
         Ok(())
     }
