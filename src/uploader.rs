@@ -117,7 +117,7 @@ impl Uploader {
         }
     }
 
-    /// The last upload failure, cleared by the next success.
+    /// The error of a blob whose last upload attempt failed; None when none is failing.
     pub fn last_error(&self) -> Option<String> {
         self.shared
             .last_error
@@ -141,11 +141,12 @@ async fn run(
     mut stopped: tokio::sync::watch::Receiver<bool>,
 ) {
     let mut delay = retry.first_delay;
+    // Blobs whose last attempt failed, with the error.
+    let mut failing: std::collections::HashMap<String, String> = Default::default();
     loop {
         let queued = cache.upload_wakeup().notified();
         let queue = cache.upload_queue();
         let mut failed = false;
-        let mut store_down = false;
         for (hash, size) in queue {
             if *stopped.borrow() {
                 return;
@@ -154,25 +155,32 @@ async fn run(
                 r = upload_one(&cache, store.as_ref(), &hash, size) => r,
                 _ = stopped.changed() => return,
             };
-            let mut last = shared.last_error.lock().unwrap_or_else(|e| e.into_inner());
+            let mut store_down = false;
             match result {
                 Ok(()) => {
-                    *last = None;
-                    delay = retry.first_delay;
+                    failing.remove(&hash);
                 }
                 Err(e) => {
                     tracing::warn!(hash, "upload failed, retrying in {delay:?}: {e}");
-                    *last = Some(e.to_string());
+                    failing.insert(hash.clone(), e.to_string());
                     failed = true;
                     store_down = e.is_transient();
                 }
             }
-            drop(last);
+            // The error shown is that of a blob still failing, if any.
+            let shown = failing
+                .get(&hash)
+                .or_else(|| failing.values().next())
+                .cloned();
+            *shared.last_error.lock().unwrap_or_else(|e| e.into_inner()) = shown;
             shared.progress.notify_waiters();
             if store_down {
                 // Every other blob would fail the same way: wait, then retry.
                 break;
             }
+        }
+        if !failed {
+            delay = retry.first_delay;
         }
         let wait = if failed {
             let d = delay;

@@ -642,7 +642,7 @@ async fn a_blob_that_cannot_be_uploaded_does_not_hold_up_the_others() {
     std::fs::remove_file(fx.cache.data_path(&broken.hash)).unwrap();
     let up = Uploader::start_with(fx.cache.clone(), fx.store.clone(), fast_retry());
     let start = Instant::now();
-    while fx.cache.state(&fine.hash) != BlobState::Cached {
+    while fx.cache.state(&fine.hash) != BlobState::Cached || up.last_error().is_none() {
         assert!(
             start.elapsed() < Duration::from_secs(5),
             "{:?}",
@@ -651,7 +651,8 @@ async fn a_blob_that_cannot_be_uploaded_does_not_hold_up_the_others() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert_eq!(up.pending(), (1, CHUNK));
-    assert!(up.last_error().is_some());
+    let error = up.last_error().unwrap();
+    assert!(error.contains(&broken.hash[..12]), "{error}");
     assert!(!fx.store_file(&broken.hash).exists());
     up.shutdown().await;
 }
