@@ -715,3 +715,112 @@ async fn s3_round_trip_between_two_machines() {
     let path = reader.materialize(&info).await.unwrap();
     assert_eq!(std::fs::read(path).unwrap(), data);
 }
+
+/// A small tmpfs mounted for one test (we run as root here and in CI); unmounted on drop.
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn new(bytes: u64) -> Option<SmallDisk> {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("skipped: mounting a small tmpfs needs root");
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={bytes}"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "mount -t tmpfs failed");
+        Some(SmallDisk { dir })
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_streams_reads_through_and_refuses_to_materialize_with_enospc() {
+    let Some(disk) = SmallDisk::new(4 * CHUNK) else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let store: Arc<dyn ObjectStore> = Arc::new(LocalStore::new(tmp.path().join("store")));
+    let cache = Cache::open(
+        &disk.path().join("cache"),
+        &tmp.path().join("state.db"),
+        64 * CHUNK,
+        store.clone(),
+        TIMEOUT,
+    )
+    .unwrap();
+    let (info, data) = remote_blob(store.as_ref(), 12 * CHUNK, 29).await;
+    let mut offset = 0;
+    while offset < info.size {
+        let got = cache.read(&info, offset, CHUNK as u32).await.unwrap();
+        assert_eq!(&got[..], slice(&data, offset, CHUNK), "at {offset}");
+        offset += got.len() as u64;
+    }
+    assert!(cache.complete_path(&info.hash).is_none());
+    let err = cache.materialize(&info).await.unwrap_err();
+    assert_eq!(err.errno(), libc::ENOSPC, "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commit_on_a_full_disk_is_enospc_and_records_nothing() {
+    let Some(disk) = SmallDisk::new(64 * CHUNK) else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let store: Arc<dyn ObjectStore> = Arc::new(LocalStore::new(tmp.path().join("store")));
+    let cache = Cache::open(
+        &disk.path().join("cache"),
+        &disk.path().join("state.db"),
+        64 * CHUNK,
+        store,
+        TIMEOUT,
+    )
+    .unwrap();
+    let data = pseudo_random(CHUNK, 30);
+    let info = hash_bytes(&data);
+    let staged = cache.staging_dir().join("song.wav");
+    std::fs::write(&staged, &data).unwrap();
+    // Fill the disk to the last byte.
+    let filler = disk.path().join("filler");
+    let mut f = std::fs::File::create(&filler).unwrap();
+    let block = vec![7u8; 4096];
+    loop {
+        if let Err(e) = std::io::Write::write_all(&mut f, &block) {
+            assert_eq!(e.raw_os_error(), Some(libc::ENOSPC));
+            break;
+        }
+    }
+    drop(f);
+
+    let err = cache.commit_new(&staged, &info).unwrap_err();
+    assert_eq!(err.errno(), libc::ENOSPC, "{err}");
+    assert_eq!(
+        std::fs::read(&staged).unwrap(),
+        data,
+        "the written file is kept"
+    );
+    assert_eq!(cache.state(&info.hash), BlobState::Remote);
+    assert_eq!(cache.upload_queue(), vec![]);
+
+    std::fs::remove_file(&filler).unwrap();
+    cache.commit_new(&staged, &info).unwrap();
+    assert_eq!(cache.state(&info.hash), BlobState::Uploading);
+}
