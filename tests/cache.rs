@@ -475,9 +475,14 @@ async fn open_removes_staging_leftovers_and_unrecorded_files() {
     let stray = fx.tmp.path().join("cache/blobs/ab/ab00");
     std::fs::create_dir_all(stray.parent().unwrap()).unwrap();
     std::fs::write(&stray, b"x").unwrap();
-    let _fx = fx.reopen();
+    // A crash between recording a commit and moving its file: a row, no file.
+    let lost = fx.commit(b"interrupted commit");
+    std::fs::remove_file(fx.cache.data_path(&lost.hash)).unwrap();
+    let fx = fx.reopen();
     assert!(!leftover.exists());
     assert!(!stray.exists());
+    assert_eq!(fx.cache.state(&lost.hash), BlobState::Remote);
+    assert!(fx.cache.upload_queue().is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -206,10 +206,11 @@ impl Index {
     }
 }
 
+/// A hash names one content, so a row once written never changes: keep the first.
 fn put_info(conn: &Connection, info: &BlobInfo) -> rusqlite::Result<()> {
     let chunks = serde_json::to_string(&info.chunks).expect("strings serialize");
     conn.execute(
-        "INSERT OR REPLACE INTO cache_info (hash, size, chunks) VALUES (?1, ?2, ?3)",
+        "INSERT OR IGNORE INTO cache_info (hash, size, chunks) VALUES (?1, ?2, ?3)",
         params![info.hash, info.size as i64, chunks],
     )
     .map(|_| ())

@@ -220,8 +220,9 @@ impl Cache {
                     if row.dirty {
                         tracing::error!(
                             hash = %row.hash,
-                            "a blob written here and not uploaded lost its cache file: \
-                             its content is gone from this machine"
+                            "a blob queued for upload has no cache file: either a crash \
+                             interrupted its commit (the written file was left in staging) \
+                             or the file was deleted"
                         );
                     } else {
                         tracing::info!(hash = %row.hash, "cache file missing; forgetting it");
@@ -459,22 +460,33 @@ impl Cache {
         std::fs::create_dir_all(&dir).map_err(|e| CacheError::io(&dir, e))?;
 
         let mut st = lock(&self.state);
-        let gen = st.new_gen();
-        std::fs::rename(staged, &target).map_err(|e| CacheError::io(&target, e))?;
-        if let Err(e) = File::open(&dir).and_then(|d| d.sync_all()) {
-            let _ = std::fs::rename(&target, staged);
-            return Err(CacheError::io(&dir, e));
-        }
-        let mut entry = Entry::new(info.size, gen);
+        let mut entry = Entry::new(info.size, st.new_gen());
         entry.present.fill();
         entry.synced.fill();
         entry.bytes = info.size;
         entry.complete = true;
         entry.dirty = true;
-        let row = row_of(&info.hash, &entry);
-        if let Err(e) = lock(&self.index).commit_new(&row, info) {
-            // Nothing recorded: give the file back to the writer.
-            let _ = std::fs::rename(&target, staged);
+        // Row first, then the rename: a crash in between leaves a row without a file
+        // (dropped at open) and the written file still in staging, where the filesystem
+        // rescues it. The other order would leave an unrecorded file in blobs/, which
+        // open deletes.
+        lock(&self.index).commit_new(&row_of(&info.hash, &entry), info)?;
+        let moved = std::fs::rename(staged, &target)
+            .and_then(|()| File::open(&dir).and_then(|d| d.sync_all()))
+            .map_err(|e| CacheError::io(&target, e));
+        if let Err(e) = moved {
+            // Undo: the file goes back to the writer, the index to what it was.
+            if !staged.exists() {
+                let _ = std::fs::rename(&target, staged);
+            }
+            let index = lock(&self.index);
+            let restored = match st.entries.get(&info.hash) {
+                Some(old) => index.upsert_blob(&row_of(&info.hash, old)),
+                None => index.delete_blob(&info.hash),
+            };
+            if let Err(r) = restored {
+                tracing::error!(hash = %info.hash, "cannot undo a failed commit in the index: {r}");
+            }
             return Err(e);
         }
         st.insert(&info.hash, entry);
@@ -639,7 +651,13 @@ impl Cache {
 
     /// Creates the entry and its sparse data file if the blob has none yet.
     fn ensure_entry(&self, st: &mut State, info: &BlobInfo) -> Result<(), CacheError> {
-        if st.entries.contains_key(&info.hash) {
+        if let Some(e) = st.entries.get(&info.hash) {
+            if e.size != info.size {
+                return Err(CacheError::BadInfo {
+                    hash: info.hash.clone(),
+                    why: format!("{} bytes asked, the cached copy has {}", info.size, e.size),
+                });
+            }
             return Ok(());
         }
         let path = self.data_path(&info.hash);
