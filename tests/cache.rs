@@ -829,3 +829,64 @@ async fn commit_on_a_full_disk_is_enospc_and_records_nothing() {
     cache.commit_new(&staged, &info).unwrap();
     assert_eq!(cache.state(&info.hash), BlobState::Uploading);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lru_order_survives_a_restart() {
+    let fx = Fx::new(5 * CHUNK);
+    let (a, _) = fx.remote_blob(2 * CHUNK, 31).await;
+    let (b, _) = fx.remote_blob(2 * CHUNK, 32).await;
+    fx.cache.read(&a, 0, 2 * CHUNK as u32).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    fx.cache.read(&b, 0, 2 * CHUNK as u32).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    fx.cache.read(&a, 0, 10).await.unwrap(); // a is now the most recent
+    let fx = fx.reopen();
+    let (c, _) = fx.remote_blob(2 * CHUNK, 33).await;
+    fx.cache.read(&c, 0, 2 * CHUNK as u32).await.unwrap();
+    assert_eq!(
+        fx.cache.state(&b.hash),
+        BlobState::Remote,
+        "b was the coldest"
+    );
+    assert_ne!(fx.cache.state(&a.hash), BlobState::Remote);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_random_reads_under_eviction_pressure_are_always_correct() {
+    let fx = Fx::new(4 * CHUNK);
+    let mut blobs = Vec::new();
+    for seed in 40..43 {
+        blobs.push(Arc::new(fx.remote_blob(12 * CHUNK + seed, seed).await));
+    }
+    let readers = (0..6u64).map(|r| {
+        let (cache, blobs) = (fx.cache.clone(), blobs.clone());
+        tokio::spawn(async move {
+            let mut x = r * 7919 + 1;
+            let ra = ReadAhead::default();
+            for _ in 0..150 {
+                x = x
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                let (info, data) = &*blobs[(x >> 60) as usize % blobs.len()];
+                let offset = (x >> 20) % info.size;
+                let len = ((x >> 8) % (3 * CHUNK)) as u32;
+                let got = if r % 2 == 0 {
+                    cache.read(info, offset, len).await
+                } else {
+                    cache.read_ahead(&ra, info, offset, len).await
+                }
+                .unwrap();
+                assert_eq!(
+                    &got[..],
+                    slice(data, offset, len as u64),
+                    "at {offset}+{len}"
+                );
+            }
+        })
+    });
+    for r in futures::future::join_all(readers).await {
+        r.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(evictable(&fx.cache) <= 4 * CHUNK, "{:?}", fx.cache.usage());
+}

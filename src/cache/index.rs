@@ -48,7 +48,7 @@ impl Index {
                  present BLOB NOT NULL,
                  complete INTEGER NOT NULL,
                  dirty INTEGER NOT NULL,
-                 last_access INTEGER NOT NULL,
+                 last_access INTEGER NOT NULL, -- unix milliseconds
                  queued_at INTEGER NOT NULL DEFAULT 0
              );
              CREATE TABLE IF NOT EXISTS cache_info (

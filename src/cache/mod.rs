@@ -23,7 +23,9 @@
 //! 4. Present chunks are `pread` from the file; the fetched ones come from memory.
 //!    Afterwards the reader checks the entry's `gen` did not change: eviction bumps it
 //!    *before* it punches a hole or unlinks, so a reader that raced an eviction retries
-//!    instead of serving zeros.
+//!    instead of serving zeros. Its last try takes every chunk from flights, not the
+//!    file, so a reader makes progress even while others evict its chunks as fast as
+//!    they arrive (a cache much smaller than the reads in flight).
 //! 5. When the last chunk of a blob arrives, a background task hashes the whole file;
 //!    a match marks it complete (`complete_path` then hands it to the filesystem for
 //!    direct reads), a mismatch drops it.
@@ -274,7 +276,8 @@ impl Cache {
         }
         let info = Arc::new(blob.clone());
         let chunks = offset / CHUNK_SIZE..(end - 1) / CHUNK_SIZE + 1;
-        for _attempt in 0..4 {
+        const ATTEMPTS: u32 = 4;
+        for attempt in 1..=ATTEMPTS {
             let (complete, gen) = {
                 let mut st = lock(&self.state);
                 st.touch(&blob.hash);
@@ -283,7 +286,7 @@ impl Cache {
                     None => (false, None),
                 }
             };
-            if complete {
+            if complete && attempt < ATTEMPTS {
                 if let Ok(bytes) = pread(&self.data_path(&blob.hash), offset, end - offset) {
                     if self.gen_of(&blob.hash) == gen {
                         return Ok(bytes);
@@ -292,7 +295,11 @@ impl Cache {
                 continue;
             }
             let fetched = self
-                .with_timeout(&blob.hash, self.fetch_missing(&info, chunks.clone()))
+                .with_timeout(
+                    &blob.hash,
+                    // The last attempt does not count on the cache keeping anything.
+                    self.fetch_missing(&info, chunks.clone(), attempt == ATTEMPTS),
+                )
                 .await??;
             // Everything not fetched must be present now; remember gen before reading.
             let gen = {
@@ -392,7 +399,7 @@ impl Cache {
             .map(|g| {
                 let info = info.clone();
                 async move {
-                    self.with_timeout(&info.hash, self.fetch_missing(&info, g))
+                    self.with_timeout(&info.hash, self.fetch_missing(&info, g, false))
                         .await?
                 }
             })
