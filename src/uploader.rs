@@ -1,8 +1,9 @@
 //! Background upload of blobs written on this machine.
 //!
 //! The queue is the cache's dirty blobs (durable in state.db, so a restart resumes
-//! it). For each: the blob goes up first (`content::blob_key`, skipped when the store
-//! already has it with the right size: dedup), then its chunk-hash sidecar
+//! it), uploaded several at a time. For each: the blob goes up first
+//! (`content::blob_key`, skipped when the store already has it with the right size:
+//! dedup), then its chunk-hash sidecar
 //! (`content::chunks_key`), so a reader that finds the sidecar always finds the blob.
 //! Only then is the blob marked uploaded in the cache, which makes it evictable. A
 //! failure is retried with exponential backoff (capped), never dropped. This module
@@ -13,10 +14,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures::StreamExt;
 
 use crate::cache::{Cache, CacheError};
 use crate::content::{blob_key, chunks_key};
 use crate::store::{ObjectStore, StoreError};
+
+/// Blobs uploaded at the same time (many small files are bound by round trips).
+const PARALLEL_UPLOADS: usize = 4;
 
 /// How the upload loop retries.
 #[derive(Debug, Clone, Copy)]
@@ -147,14 +152,21 @@ async fn run(
         let queued = cache.upload_wakeup().notified();
         let queue = cache.upload_queue();
         let mut failed = false;
-        for (hash, size) in queue {
-            if *stopped.borrow() {
-                return;
-            }
-            let result = tokio::select! {
-                r = upload_one(&cache, store.as_ref(), &hash, size) => r,
+        let mut uploads = futures::stream::iter(queue)
+            .map(|(hash, size)| {
+                let (cache, store) = (&cache, store.as_ref());
+                async move {
+                    let result = upload_one(cache, store, &hash, size).await;
+                    (hash, result)
+                }
+            })
+            .buffer_unordered(PARALLEL_UPLOADS);
+        loop {
+            let next = tokio::select! {
+                next = uploads.next() => next,
                 _ = stopped.changed() => return,
             };
+            let Some((hash, result)) = next else { break };
             let mut store_down = false;
             match result {
                 Ok(()) => {
@@ -175,10 +187,12 @@ async fn run(
             *shared.last_error.lock().unwrap_or_else(|e| e.into_inner()) = shown;
             shared.progress.notify_waiters();
             if store_down {
-                // Every other blob would fail the same way: wait, then retry.
+                // Every other blob would fail the same way: wait, then retry (uploads
+                // still in the air are dropped; they are redone whole).
                 break;
             }
         }
+        drop(uploads);
         if !failed {
             delay = retry.first_delay;
         }

@@ -890,3 +890,31 @@ async fn concurrent_random_reads_under_eviction_pressure_are_always_correct() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(evictable(&fx.cache) <= 4 * CHUNK, "{:?}", fx.cache.usage());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_small_files_all_reach_the_store_once() {
+    let fx = Fx::new(64 * CHUNK);
+    fx.store.set_latency(Duration::from_millis(20));
+    let infos: Vec<BlobInfo> = (0..12)
+        .map(|k| fx.commit(&pseudo_random(1000 + k, 50 + k)))
+        .collect();
+    let up = Uploader::start_with(fx.cache.clone(), fx.store.clone(), fast_retry());
+    let start = Instant::now();
+    assert!(
+        up.drain(Duration::from_secs(10)).await,
+        "{:?}",
+        up.last_error()
+    );
+    // 12 blobs x (2 HEADs + 2 PUTs) x 20 ms one after the other would be ~1 s.
+    assert!(
+        start.elapsed() < Duration::from_millis(900),
+        "{:?}",
+        start.elapsed()
+    );
+    assert_eq!(fx.store.counts().puts, 24, "one blob and one sidecar each");
+    for info in &infos {
+        assert_eq!(fx.cache.state(&info.hash), BlobState::Cached);
+        assert!(fx.store_file(&info.hash).exists());
+    }
+    up.shutdown().await;
+}
