@@ -918,3 +918,26 @@ async fn many_small_files_all_reach_the_store_once() {
     }
     up.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blob_whose_chunks_match_but_whole_does_not_is_dropped() {
+    let fx = Fx::new(64 * CHUNK);
+    // A lying sidecar: the chunk hashes of `data`, under the name of other content.
+    let data = pseudo_random(3 * CHUNK, 60);
+    let mut info = hash_bytes(&data);
+    info.hash = hash_bytes(b"something else").hash;
+    fx.store
+        .put(&blob_key(&info.hash), Bytes::from(data.clone()))
+        .await
+        .unwrap();
+    let got = fx.cache.read(&info, 0, 3 * CHUNK as u32).await.unwrap();
+    assert_eq!(&got[..], &data[..], "each chunk matched its hash");
+    let err = fx.cache.materialize(&info).await.unwrap_err();
+    assert_eq!(err.errno(), libc::EIO, "{err}");
+    assert!(fx.cache.complete_path(&info.hash).is_none());
+    let start = Instant::now();
+    while fx.cache.state(&info.hash) != BlobState::Remote {
+        assert!(start.elapsed() < Duration::from_secs(5), "never dropped");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

@@ -410,11 +410,20 @@ impl Cache {
         let all_here = lock(&self.state)
             .entries
             .get(&blob.hash)
-            .is_some_and(|e| e.all_present());
-        if !all_here {
-            return Err(CacheError::NoSpace {
-                path: self.blobs_dir.display().to_string(),
-            });
+            .map(|e| e.all_present());
+        match all_here {
+            Some(true) => {}
+            // Held entries are never evicted: only a failed whole-file check drops one.
+            None => {
+                return Err(CacheError::WholeMismatch {
+                    hash: blob.hash.clone(),
+                })
+            }
+            Some(false) => {
+                return Err(CacheError::NoSpace {
+                    path: self.blobs_dir.display().to_string(),
+                })
+            }
         }
         let me = self.me.upgrade().expect("a cache in use is alive");
         let hash = blob.hash.clone();
