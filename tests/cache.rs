@@ -941,3 +941,86 @@ async fn a_blob_whose_chunks_match_but_whole_does_not_is_dropped() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// Entry point of the child process of `kill_9_while_fetching_keeps_only_good_chunks`
+/// (ignored: it only runs when that test starts it, with its folder in the environment).
+#[test]
+#[ignore]
+fn child_reading_until_killed() {
+    let root = PathBuf::from(std::env::var("SONGFS_TEST_CHILD_DIR").expect("run by the parent"));
+    let info: BlobInfo =
+        serde_json::from_slice(&std::fs::read(root.join("info.json")).unwrap()).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let store: Arc<dyn ObjectStore> = Arc::new(LocalStore::new(root.join("store")));
+        let cache = open_cache(&root, 1 << 30, store, TIMEOUT);
+        for i in 0..info.chunks.len() as u64 {
+            cache.read(&info, i * CHUNK, CHUNK as u32).await.unwrap();
+            std::fs::write(root.join("progress"), i.to_string()).unwrap();
+            tokio::time::sleep(Duration::from_millis(40)).await;
+        }
+        // Never returns normally: the parent kills this process.
+        tokio::time::sleep(Duration::from_secs(60)).await;
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_while_fetching_keeps_only_good_chunks() {
+    let tmp = tempfile::tempdir().unwrap();
+    let local: Arc<dyn ObjectStore> = Arc::new(LocalStore::new(tmp.path().join("store")));
+    let (info, data) = remote_blob(local.as_ref(), 60 * CHUNK, 70).await;
+    std::fs::write(
+        tmp.path().join("info.json"),
+        serde_json::to_vec(&info).unwrap(),
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "child_reading_until_killed",
+            "--ignored",
+            "--nocapture",
+        ])
+        .env("SONGFS_TEST_CHILD_DIR", tmp.path())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Past at least one flush (every second), in the middle of fetching.
+    let start = Instant::now();
+    let progress = || {
+        std::fs::read_to_string(tmp.path().join("progress"))
+            .ok()
+            .and_then(|s| s.parse::<u64>().ok())
+    };
+    while start.elapsed() < Duration::from_millis(1600) || progress().unwrap_or(0) < 30 {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "child stuck at {:?}",
+            progress()
+        );
+        assert!(child.try_wait().unwrap().is_none(), "child exited early");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let fetched = progress().unwrap() + 1;
+
+    // Reopen with the store offline: only what the index kept can be read, and it
+    // must be exactly the right bytes.
+    let store = Arc::new(FaultyStore::new(local));
+    store.set_offline_delay(Duration::from_millis(1));
+    store.set_offline(true);
+    let cache = open_cache(tmp.path(), 1 << 30, store, TIMEOUT);
+    let mut kept = 0;
+    for i in 0..60u64 {
+        match cache.read(&info, i * CHUNK, CHUNK as u32).await {
+            Ok(got) => {
+                assert_eq!(&got[..], slice(&data, i * CHUNK, CHUNK), "chunk {i}");
+                kept += 1;
+            }
+            Err(e) => assert_eq!(e.errno(), libc::EIO),
+        }
+    }
+    assert!(kept > 0, "the flushed chunks survive a kill -9");
+    assert!(kept <= fetched, "{kept} kept, {fetched} fetched");
+}
