@@ -721,6 +721,55 @@ async fn s3_round_trip_between_two_machines() {
     assert_eq!(std::fs::read(path).unwrap(), data);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_server_down_cached_reads_work_uncached_fail_in_time_uploads_resume() {
+    let mut server = S3Server::start();
+    let opts = S3Options {
+        credentials: Some((s3server::ACCESS_KEY.into(), s3server::SECRET_KEY.into())),
+        ..S3Options::default()
+    };
+    let store: Arc<dyn ObjectStore> = Arc::new(
+        S3Store::open(&server.store_config("lib"), opts)
+            .await
+            .unwrap(),
+    );
+    let (info, data) = remote_blob(store.as_ref(), 4 * CHUNK, 80).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let timeout = Duration::from_millis(800);
+    let cache = open_cache(tmp.path(), 64 * CHUNK, store.clone(), timeout);
+    cache.read(&info, 0, 100).await.unwrap();
+
+    server.stop();
+    let got = cache.read(&info, 10, 20).await.unwrap();
+    assert_eq!(&got[..], &data[10..30]);
+    let start = Instant::now();
+    let err = cache.read(&info, 3 * CHUNK, 100).await.unwrap_err();
+    assert!(
+        start.elapsed() < timeout + Duration::from_millis(500),
+        "{:?}",
+        start.elapsed()
+    );
+    assert_eq!(err.errno(), libc::EIO, "{err}");
+    let written = commit(&cache, &pseudo_random(CHUNK, 81));
+    let up = Uploader::start_with(cache.clone(), store.clone(), fast_retry());
+    assert!(!up.drain(Duration::from_millis(300)).await);
+    assert!(up.last_error().is_some());
+
+    server.restart();
+    assert!(
+        up.drain(Duration::from_secs(10)).await,
+        "{:?}",
+        up.last_error()
+    );
+    assert_eq!(
+        store.head(&blob_key(&written.hash)).await.unwrap(),
+        Some(CHUNK)
+    );
+    let got = cache.read(&info, 3 * CHUNK, 100).await.unwrap();
+    assert_eq!(&got[..], slice(&data, 3 * CHUNK, 100));
+    up.shutdown().await;
+}
+
 /// A small tmpfs mounted for one test (we run as root here and in CI); unmounted on drop.
 struct SmallDisk {
     dir: tempfile::TempDir,
