@@ -912,7 +912,7 @@ async fn concurrent_random_reads_under_eviction_pressure_are_always_correct() {
         tokio::spawn(async move {
             let mut x = r * 7919 + 1;
             let ra = ReadAhead::default();
-            for _ in 0..150 {
+            for _ in 0..100 {
                 x = x
                     .wrapping_mul(6364136223846793005)
                     .wrapping_add(1442695040888963407);
