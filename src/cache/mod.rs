@@ -314,21 +314,27 @@ impl Cache {
                 entry.map(|e| e.gen)
             };
             let mut out = BytesMut::with_capacity((end - offset) as usize);
+            let mut file: Option<File> = None;
             let mut file_ok = true;
             for i in chunks.clone() {
                 let r = blob.chunk_range(i);
                 let (s, e) = (r.start.max(offset), r.end.min(end));
-                match fetched.get(&i) {
-                    Some(data) => {
-                        out.extend_from_slice(&data[(s - r.start) as usize..(e - r.start) as usize])
-                    }
-                    None => match pread(&self.data_path(&blob.hash), s, e - s) {
-                        Ok(b) => out.extend_from_slice(&b),
-                        Err(_) => {
-                            file_ok = false;
-                            break;
-                        }
-                    },
+                if let Some(data) = fetched.get(&i) {
+                    out.extend_from_slice(&data[(s - r.start) as usize..(e - r.start) as usize]);
+                    continue;
+                }
+                let read = match &file {
+                    Some(f) => Ok(f),
+                    None => File::open(self.data_path(&blob.hash)).map(|f| &*file.insert(f)),
+                }
+                .and_then(|f| {
+                    let at = out.len();
+                    out.resize(at + (e - s) as usize, 0);
+                    f.read_exact_at(&mut out[at..], s)
+                });
+                if read.is_err() {
+                    file_ok = false;
+                    break;
                 }
             }
             if file_ok
