@@ -10,7 +10,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::Mutex;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rusqlite::{params, Connection};
 
@@ -154,6 +154,36 @@ struct Index {
     db: Connection,
     nodes: HashMap<u64, Node>,
     children: HashMap<u64, BTreeMap<String, u64>>,
+    /// `ns_meta.version` the index reflects (triggers bump it on every row change).
+    version: i64,
+    checked: Instant,
+}
+
+type Tree = (HashMap<u64, Node>, HashMap<u64, BTreeMap<String, u64>>);
+
+fn load(db: &Connection) -> rusqlite::Result<Tree> {
+    let mut nodes = HashMap::new();
+    let mut children: HashMap<u64, BTreeMap<String, u64>> = HashMap::new();
+    let mut stmt = db.prepare(&format!("SELECT {COLUMNS} FROM ns_inodes"))?;
+    let rows = stmt.query_map([], row_to_node)?;
+    for n in rows {
+        let n = n?;
+        if n.kind == Kind::Dir {
+            children.entry(n.ino).or_default();
+        }
+        if n.ino != ROOT_INO {
+            children
+                .entry(n.parent)
+                .or_default()
+                .insert(n.name.clone(), n.ino);
+        }
+        nodes.insert(n.ino, n);
+    }
+    Ok((nodes, children))
+}
+
+fn version(db: &Connection) -> rusqlite::Result<i64> {
+    db.query_row("SELECT version FROM ns_meta WHERE id = 1", [], |r| r.get(0))
 }
 
 const SCHEMA: &str = "
@@ -172,7 +202,22 @@ CREATE TABLE IF NOT EXISTS ns_inodes(
     local_only INTEGER NOT NULL DEFAULT 0
 );
 CREATE UNIQUE INDEX IF NOT EXISTS ns_inodes_by_name ON ns_inodes(parent, name);
+CREATE TABLE IF NOT EXISTS ns_meta(
+    id      INTEGER PRIMARY KEY CHECK (id = 1),
+    version INTEGER NOT NULL
+);
+INSERT OR IGNORE INTO ns_meta(id, version) VALUES (1, 0);
+CREATE TRIGGER IF NOT EXISTS ns_bump_insert AFTER INSERT ON ns_inodes
+    BEGIN UPDATE ns_meta SET version = version + 1 WHERE id = 1; END;
+CREATE TRIGGER IF NOT EXISTS ns_bump_update AFTER UPDATE ON ns_inodes
+    BEGIN UPDATE ns_meta SET version = version + 1 WHERE id = 1; END;
+CREATE TRIGGER IF NOT EXISTS ns_bump_delete AFTER DELETE ON ns_inodes
+    BEGIN UPDATE ns_meta SET version = version + 1 WHERE id = 1; END;
 ";
+
+/// How stale the in-memory index may be with respect to changes another process (or
+/// connection) made to `ns_inodes`, e.g. a sync run outside the daemon.
+pub const REFRESH_INTERVAL: Duration = Duration::from_secs(1);
 
 const COLUMNS: &str =
     "ino, parent, name, kind, hash, size, mtime_ns, ctime_ns, mode, uid, gid, local_only";
@@ -228,30 +273,15 @@ impl Catalog {
              VALUES (1, 0, '', 'dir', ?1, ?1, 493, ?2, ?3)",
             params![now, root_uid, root_gid],
         )?;
-        let mut nodes = HashMap::new();
-        let mut children: HashMap<u64, BTreeMap<String, u64>> = HashMap::new();
-        {
-            let mut stmt = db.prepare(&format!("SELECT {COLUMNS} FROM ns_inodes"))?;
-            let rows = stmt.query_map([], row_to_node)?;
-            for n in rows {
-                let n = n?;
-                if n.kind == Kind::Dir {
-                    children.entry(n.ino).or_default();
-                }
-                if n.ino != ROOT_INO {
-                    children
-                        .entry(n.parent)
-                        .or_default()
-                        .insert(n.name.clone(), n.ino);
-                }
-                nodes.insert(n.ino, n);
-            }
-        }
+        let (nodes, children) = load(&db)?;
+        let version = version(&db)?;
         Ok(Catalog {
             inner: Mutex::new(Index {
                 db,
                 nodes,
                 children,
+                version,
+                checked: Instant::now(),
             }),
         })
     }
@@ -259,7 +289,23 @@ impl Catalog {
     fn index(&self) -> std::sync::MutexGuard<'_, Index> {
         // A panic while holding the lock leaves the index as consistent as the last
         // finished change (the database is the truth), so keep going.
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+        let mut ix = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if ix.checked.elapsed() >= REFRESH_INTERVAL {
+            if let Err(e) = ix.refresh() {
+                tracing::warn!(error = %e, "cannot check the namespace for outside changes");
+            }
+        }
+        ix
+    }
+
+    /// The index for a change: always checked against the database first, so a change
+    /// made elsewhere is loaded before ours is applied (and never mistaken for ours).
+    fn index_for_change(&self) -> std::sync::MutexGuard<'_, Index> {
+        let mut ix = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if let Err(e) = ix.refresh() {
+            tracing::warn!(error = %e, "cannot check the namespace for outside changes");
+        }
+        ix
     }
 
     pub fn get(&self, ino: u64) -> CatalogResult<Node> {
@@ -331,7 +377,7 @@ impl Catalog {
         local_only: bool,
     ) -> CatalogResult<Node> {
         check_name(name)?;
-        let mut ix = self.index();
+        let mut ix = self.index_for_change();
         if ix.dir(parent)?.contains_key(name) {
             return Err(CatalogError::Exists(name.to_string()));
         }
@@ -358,12 +404,13 @@ impl Catalog {
         };
         ix.insert(node.clone());
         ix.touch_dir(parent, now)?;
+        ix.own_change();
         Ok(node)
     }
 
     /// Removes a file; returns it (its content may be dropped by the caller).
     pub fn unlink(&self, parent: u64, name: &str) -> CatalogResult<Node> {
-        let mut ix = self.index();
+        let mut ix = self.index_for_change();
         let ino = *ix.dir(parent)?.get(name).ok_or(CatalogError::NotFound)?;
         if ix.nodes[&ino].is_dir() {
             return Err(CatalogError::IsDir);
@@ -372,11 +419,12 @@ impl Catalog {
             .execute("DELETE FROM ns_inodes WHERE ino = ?1", [ino as i64])?;
         let node = ix.remove(ino);
         ix.touch_dir(parent, now_ns())?;
+        ix.own_change();
         Ok(node)
     }
 
     pub fn rmdir(&self, parent: u64, name: &str) -> CatalogResult<Node> {
-        let mut ix = self.index();
+        let mut ix = self.index_for_change();
         let ino = *ix.dir(parent)?.get(name).ok_or(CatalogError::NotFound)?;
         if !ix.nodes[&ino].is_dir() {
             return Err(CatalogError::NotDir);
@@ -388,6 +436,7 @@ impl Catalog {
             .execute("DELETE FROM ns_inodes WHERE ino = ?1", [ino as i64])?;
         let node = ix.remove(ino);
         ix.touch_dir(parent, now_ns())?;
+        ix.own_change();
         Ok(node)
     }
 
@@ -405,7 +454,7 @@ impl Catalog {
         if mode.exchange {
             return Err(CatalogError::Unsupported);
         }
-        let mut ix = self.index();
+        let mut ix = self.index_for_change();
         let ino = *ix.dir(parent)?.get(name).ok_or(CatalogError::NotFound)?;
         let target = ix.dir(new_parent)?.get(new_name).copied();
         if target == Some(ino) {
@@ -473,12 +522,13 @@ impl Catalog {
                 dn.ctime_ns = now;
             }
         }
+        ix.own_change();
         Ok(replaced)
     }
 
     /// chmod, chown, utimens.
     pub fn set_attr(&self, ino: u64, ch: AttrChange) -> CatalogResult<Node> {
-        let mut ix = self.index();
+        let mut ix = self.index_for_change();
         let mut n = ix.nodes.get(&ino).cloned().ok_or(CatalogError::NotFound)?;
         if let Some(m) = ch.mode {
             n.mode = m & 0o7777;
@@ -498,6 +548,7 @@ impl Catalog {
             params![n.mode, n.uid, n.gid, n.mtime_ns, n.ctime_ns, ino as i64],
         )?;
         ix.nodes.insert(ino, n.clone());
+        ix.own_change();
         Ok(n)
     }
 
@@ -512,7 +563,7 @@ impl Catalog {
         mtime_ns: i64,
         local_only: bool,
     ) -> CatalogResult<Node> {
-        let mut ix = self.index();
+        let mut ix = self.index_for_change();
         let mut n = ix.nodes.get(&ino).cloned().ok_or(CatalogError::NotFound)?;
         if n.is_dir() {
             return Err(CatalogError::IsDir);
@@ -527,6 +578,7 @@ impl Catalog {
             params![n.hash, size as i64, n.mtime_ns, n.ctime_ns, local_only, ino as i64],
         )?;
         ix.nodes.insert(ino, n.clone());
+        ix.own_change();
         Ok(n)
     }
 }
@@ -640,6 +692,31 @@ impl Catalog {
 }
 
 impl Index {
+    /// Reloads the tree if another connection changed `ns_inodes` since we last looked.
+    fn refresh(&mut self) -> rusqlite::Result<()> {
+        self.checked = Instant::now();
+        let v = version(&self.db)?;
+        if v != self.version {
+            let (nodes, children) = load(&self.db)?;
+            self.nodes = nodes;
+            self.children = children;
+            self.version = v;
+            tracing::debug!(
+                version = v,
+                "namespace changed outside this process: reloaded"
+            );
+        }
+        Ok(())
+    }
+
+    /// After a change of our own: the version it produced is already reflected.
+    fn own_change(&mut self) {
+        match version(&self.db) {
+            Ok(v) => self.version = v,
+            Err(e) => tracing::warn!(error = %e, "cannot read the namespace version"),
+        }
+    }
+
     fn dir(&self, ino: u64) -> CatalogResult<&BTreeMap<String, u64>> {
         match self.nodes.get(&ino) {
             None => Err(CatalogError::NotFound),
@@ -816,6 +893,26 @@ mod tests {
             .remove_file("2026-02-10_song/stems/v.mp3")
             .unwrap()
             .is_none());
+    }
+
+    #[test]
+    fn changes_made_by_another_connection_show_up_after_the_refresh_interval() {
+        let d = tempfile::tempdir().unwrap();
+        let a = open(d.path());
+        let b = open(d.path());
+        a.create(ROOT_INO, "mine", Kind::File, 0o644, 0, 0, None, false)
+            .unwrap();
+        b.upsert_file("synced/x.mp3", "h", 3, 1, 0o644).unwrap();
+        std::thread::sleep(REFRESH_INTERVAL + Duration::from_millis(100));
+        assert_eq!(
+            a.resolve("synced/x.mp3").unwrap().hash.as_deref(),
+            Some("h")
+        );
+        assert!(b.lookup(ROOT_INO, "mine").is_ok());
+        // Our own changes never cause a reload that could lose them.
+        let f = a.lookup(ROOT_INO, "mine").unwrap();
+        a.set_content(f.ino, Some("h2"), 9, 2, false).unwrap();
+        assert_eq!(a.get(f.ino).unwrap().size, 9);
     }
 
     #[test]

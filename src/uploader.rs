@@ -1,8 +1,9 @@
 //! Background upload of blobs written on this machine.
 //!
 //! The queue is the cache's dirty blobs (durable in state.db, so a restart resumes
-//! it). For each: the blob goes up first (`content::blob_key`, skipped when the store
-//! already has it with the right size: dedup), then its chunk-hash sidecar
+//! it), uploaded several at a time. For each: the blob goes up first
+//! (`content::blob_key`, skipped when the store already has it with the right size:
+//! dedup), then its chunk-hash sidecar
 //! (`content::chunks_key`), so a reader that finds the sidecar always finds the blob.
 //! Only then is the blob marked uploaded in the cache, which makes it evictable. A
 //! failure is retried with exponential backoff (capped), never dropped. This module
@@ -13,10 +14,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures::StreamExt;
 
 use crate::cache::{Cache, CacheError};
 use crate::content::{blob_key, chunks_key};
 use crate::store::{ObjectStore, StoreError};
+
+/// Blobs uploaded at the same time (many small files are bound by round trips).
+const PARALLEL_UPLOADS: usize = 4;
 
 /// How the upload loop retries.
 #[derive(Debug, Clone, Copy)]
@@ -46,6 +51,13 @@ pub enum UploadError {
     Cache(#[from] CacheError),
     #[error("blob {hash}: its chunk hashes are unknown here, cannot write its sidecar")]
     NoInfo { hash: String },
+}
+
+impl UploadError {
+    /// The store is unreachable (as opposed to a problem with this one blob).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, UploadError::Store { source, .. } if source.is_transient())
+    }
 }
 
 pub struct Uploader {
@@ -110,7 +122,7 @@ impl Uploader {
         }
     }
 
-    /// The last upload failure, cleared by the next success.
+    /// The error of a blob whose last upload attempt failed; None when none is failing.
     pub fn last_error(&self) -> Option<String> {
         self.shared
             .last_error
@@ -134,35 +146,55 @@ async fn run(
     mut stopped: tokio::sync::watch::Receiver<bool>,
 ) {
     let mut delay = retry.first_delay;
+    // Blobs whose last attempt failed, with the error.
+    let mut failing: std::collections::HashMap<String, String> = Default::default();
     loop {
         let queued = cache.upload_wakeup().notified();
         let queue = cache.upload_queue();
         let mut failed = false;
-        for (hash, size) in queue {
-            if *stopped.borrow() {
-                return;
-            }
-            let result = tokio::select! {
-                r = upload_one(&cache, store.as_ref(), &hash, size) => r,
+        let mut uploads = futures::stream::iter(queue)
+            .map(|(hash, size)| {
+                let (cache, store) = (&cache, store.as_ref());
+                async move {
+                    let result = upload_one(cache, store, &hash, size).await;
+                    (hash, result)
+                }
+            })
+            .buffer_unordered(PARALLEL_UPLOADS);
+        loop {
+            let next = tokio::select! {
+                next = uploads.next() => next,
                 _ = stopped.changed() => return,
             };
-            let mut last = shared.last_error.lock().unwrap_or_else(|e| e.into_inner());
+            let Some((hash, result)) = next else { break };
+            let mut store_down = false;
             match result {
                 Ok(()) => {
-                    *last = None;
-                    delay = retry.first_delay;
+                    failing.remove(&hash);
                 }
                 Err(e) => {
                     tracing::warn!(hash, "upload failed, retrying in {delay:?}: {e}");
-                    *last = Some(e.to_string());
+                    failing.insert(hash.clone(), e.to_string());
                     failed = true;
+                    store_down = e.is_transient();
                 }
             }
-            drop(last);
+            // The error shown is that of a blob still failing, if any.
+            let shown = failing
+                .get(&hash)
+                .or_else(|| failing.values().next())
+                .cloned();
+            *shared.last_error.lock().unwrap_or_else(|e| e.into_inner()) = shown;
             shared.progress.notify_waiters();
-            if failed {
+            if store_down {
+                // Every other blob would fail the same way: wait, then retry (uploads
+                // still in the air are dropped; they are redone whole).
                 break;
             }
+        }
+        drop(uploads);
+        if !failed {
+            delay = retry.first_delay;
         }
         let wait = if failed {
             let d = delay;

@@ -125,6 +125,13 @@ fn random_offset_writes_and_truncates_match_a_reference_file() {
                     file.write_all(&data).unwrap();
                 }
             }
+            if step % 7 == 3 {
+                // close() of a duplicate (as a forked child's exec does) flushes: the
+                // bytes so far are committed and the next write stages again.
+                use std::os::fd::AsRawFd;
+                // SAFETY: dup of an fd we own; the duplicate is closed right away.
+                unsafe { libc::close(libc::dup(f.as_raw_fd())) };
+            }
             if step % 10 == 0 {
                 // Read-your-writes on the same handle, before any close.
                 let off = next() % 1_000_000;

@@ -42,11 +42,14 @@ struct InFlight {
 impl Cache {
     /// Bytes of the chunks of `want` that are not present locally, fetched (or joined)
     /// and verified. Chunks present locally are left out: the caller preads them.
-    /// Does not bound its own wait: callers wrap it in `fetch_timeout`.
+    /// With `all`, present chunks are fetched too (a reader that kept losing its chunks
+    /// to evictions gets everything from memory). Does not bound its own wait: callers
+    /// wrap it in `fetch_timeout`.
     pub(super) async fn fetch_missing(
         &self,
         info: &Arc<BlobInfo>,
         want: Range<u64>,
+        all: bool,
     ) -> Result<HashMap<u64, Bytes>, CacheError> {
         let mut waits: Vec<(u64, InFlight)> = Vec::new();
         {
@@ -57,7 +60,7 @@ impl Cache {
                 let st = lock(&self.state);
                 let entry = st.entries.get(&info.hash);
                 want.clone()
-                    .map(|i| entry.is_some_and(|e| e.present.get(i)))
+                    .map(|i| !all && entry.is_some_and(|e| e.present.get(i)))
                     .collect()
             };
             let mut run: Option<Range<u64>> = None;

@@ -48,7 +48,7 @@ impl Index {
                  present BLOB NOT NULL,
                  complete INTEGER NOT NULL,
                  dirty INTEGER NOT NULL,
-                 last_access INTEGER NOT NULL,
+                 last_access INTEGER NOT NULL, -- unix milliseconds
                  queued_at INTEGER NOT NULL DEFAULT 0
              );
              CREATE TABLE IF NOT EXISTS cache_info (
@@ -206,10 +206,11 @@ impl Index {
     }
 }
 
+/// A hash names one content, so a row once written never changes: keep the first.
 fn put_info(conn: &Connection, info: &BlobInfo) -> rusqlite::Result<()> {
     let chunks = serde_json::to_string(&info.chunks).expect("strings serialize");
     conn.execute(
-        "INSERT OR REPLACE INTO cache_info (hash, size, chunks) VALUES (?1, ?2, ?3)",
+        "INSERT OR IGNORE INTO cache_info (hash, size, chunks) VALUES (?1, ?2, ?3)",
         params![info.hash, info.size as i64, chunks],
     )
     .map(|_| ())

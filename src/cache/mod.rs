@@ -23,7 +23,9 @@
 //! 4. Present chunks are `pread` from the file; the fetched ones come from memory.
 //!    Afterwards the reader checks the entry's `gen` did not change: eviction bumps it
 //!    *before* it punches a hole or unlinks, so a reader that raced an eviction retries
-//!    instead of serving zeros.
+//!    instead of serving zeros. Its last try takes every chunk from flights, not the
+//!    file, so a reader makes progress even while others evict its chunks as fast as
+//!    they arrive (a cache much smaller than the reads in flight).
 //! 5. When the last chunk of a blob arrives, a background task hashes the whole file;
 //!    a match marks it complete (`complete_path` then hands it to the filesystem for
 //!    direct reads), a mismatch drops it.
@@ -220,8 +222,9 @@ impl Cache {
                     if row.dirty {
                         tracing::error!(
                             hash = %row.hash,
-                            "a blob written here and not uploaded lost its cache file: \
-                             its content is gone from this machine"
+                            "a blob queued for upload has no cache file: either a crash \
+                             interrupted its commit (the written file was left in staging) \
+                             or the file was deleted"
                         );
                     } else {
                         tracing::info!(hash = %row.hash, "cache file missing; forgetting it");
@@ -273,7 +276,8 @@ impl Cache {
         }
         let info = Arc::new(blob.clone());
         let chunks = offset / CHUNK_SIZE..(end - 1) / CHUNK_SIZE + 1;
-        for _attempt in 0..4 {
+        const ATTEMPTS: u32 = 4;
+        for attempt in 1..=ATTEMPTS {
             let (complete, gen) = {
                 let mut st = lock(&self.state);
                 st.touch(&blob.hash);
@@ -282,7 +286,7 @@ impl Cache {
                     None => (false, None),
                 }
             };
-            if complete {
+            if complete && attempt < ATTEMPTS {
                 if let Ok(bytes) = pread(&self.data_path(&blob.hash), offset, end - offset) {
                     if self.gen_of(&blob.hash) == gen {
                         return Ok(bytes);
@@ -291,7 +295,11 @@ impl Cache {
                 continue;
             }
             let fetched = self
-                .with_timeout(&blob.hash, self.fetch_missing(&info, chunks.clone()))
+                .with_timeout(
+                    &blob.hash,
+                    // The last attempt does not count on the cache keeping anything.
+                    self.fetch_missing(&info, chunks.clone(), attempt == ATTEMPTS),
+                )
                 .await??;
             // Everything not fetched must be present now; remember gen before reading.
             let gen = {
@@ -306,21 +314,27 @@ impl Cache {
                 entry.map(|e| e.gen)
             };
             let mut out = BytesMut::with_capacity((end - offset) as usize);
+            let mut file: Option<File> = None;
             let mut file_ok = true;
             for i in chunks.clone() {
                 let r = blob.chunk_range(i);
                 let (s, e) = (r.start.max(offset), r.end.min(end));
-                match fetched.get(&i) {
-                    Some(data) => {
-                        out.extend_from_slice(&data[(s - r.start) as usize..(e - r.start) as usize])
-                    }
-                    None => match pread(&self.data_path(&blob.hash), s, e - s) {
-                        Ok(b) => out.extend_from_slice(&b),
-                        Err(_) => {
-                            file_ok = false;
-                            break;
-                        }
-                    },
+                if let Some(data) = fetched.get(&i) {
+                    out.extend_from_slice(&data[(s - r.start) as usize..(e - r.start) as usize]);
+                    continue;
+                }
+                let read = match &file {
+                    Some(f) => Ok(f),
+                    None => File::open(self.data_path(&blob.hash)).map(|f| &*file.insert(f)),
+                }
+                .and_then(|f| {
+                    let at = out.len();
+                    out.resize(at + (e - s) as usize, 0);
+                    f.read_exact_at(&mut out[at..], s)
+                });
+                if read.is_err() {
+                    file_ok = false;
+                    break;
                 }
             }
             if file_ok
@@ -344,6 +358,19 @@ impl Cache {
         } else {
             None
         }
+    }
+
+    /// Opens the complete, verified local copy. Safer than opening `complete_path`
+    /// later: the check and the open happen under one lock, so an eviction followed by a
+    /// new partial fetch can never slip a sparse file in between. The open file stays
+    /// valid after an eviction.
+    pub fn open_complete(&self, hash: &str) -> Option<File> {
+        let mut st = lock(&self.state);
+        if !st.entries.get(hash).is_some_and(|e| e.complete) {
+            return None;
+        }
+        st.touch(hash);
+        File::open(self.data_path(hash)).ok()
     }
 
     /// Makes the whole blob local (fetching what is missing) and returns its path.
@@ -378,7 +405,7 @@ impl Cache {
             .map(|g| {
                 let info = info.clone();
                 async move {
-                    self.with_timeout(&info.hash, self.fetch_missing(&info, g))
+                    self.with_timeout(&info.hash, self.fetch_missing(&info, g, false))
                         .await?
                 }
             })
@@ -389,11 +416,20 @@ impl Cache {
         let all_here = lock(&self.state)
             .entries
             .get(&blob.hash)
-            .is_some_and(|e| e.all_present());
-        if !all_here {
-            return Err(CacheError::NoSpace {
-                path: self.blobs_dir.display().to_string(),
-            });
+            .map(|e| e.all_present());
+        match all_here {
+            Some(true) => {}
+            // Held entries are never evicted: only a failed whole-file check drops one.
+            None => {
+                return Err(CacheError::WholeMismatch {
+                    hash: blob.hash.clone(),
+                })
+            }
+            Some(false) => {
+                return Err(CacheError::NoSpace {
+                    path: self.blobs_dir.display().to_string(),
+                })
+            }
         }
         let me = self.me.upgrade().expect("a cache in use is alive");
         let hash = blob.hash.clone();
@@ -414,14 +450,6 @@ impl Cache {
     /// On error nothing is recorded and `staged` is left where it was.
     pub fn commit_new(&self, staged: &Path, info: &BlobInfo) -> Result<(), CacheError> {
         check_info(info)?;
-        let already = lock(&self.state)
-            .entries
-            .get(&info.hash)
-            .is_some_and(|e| e.complete || e.dirty);
-        if already {
-            std::fs::remove_file(staged).map_err(|e| CacheError::io(staged, e))?;
-            return Ok(());
-        }
         let meta = std::fs::metadata(staged).map_err(|e| CacheError::io(staged, e))?;
         if meta.len() != info.size {
             return Err(CacheError::BadInfo {
@@ -433,6 +461,14 @@ impl Cache {
                     info.size
                 ),
             });
+        }
+        let already = lock(&self.state)
+            .entries
+            .get(&info.hash)
+            .is_some_and(|e| e.complete || e.dirty);
+        if already {
+            std::fs::remove_file(staged).map_err(|e| CacheError::io(staged, e))?;
+            return Ok(());
         }
         // The bytes reach the disk before the index says they exist.
         File::open(staged)
@@ -446,22 +482,33 @@ impl Cache {
         std::fs::create_dir_all(&dir).map_err(|e| CacheError::io(&dir, e))?;
 
         let mut st = lock(&self.state);
-        let gen = st.new_gen();
-        std::fs::rename(staged, &target).map_err(|e| CacheError::io(&target, e))?;
-        if let Err(e) = File::open(&dir).and_then(|d| d.sync_all()) {
-            let _ = std::fs::rename(&target, staged);
-            return Err(CacheError::io(&dir, e));
-        }
-        let mut entry = Entry::new(info.size, gen);
+        let mut entry = Entry::new(info.size, st.new_gen());
         entry.present.fill();
         entry.synced.fill();
         entry.bytes = info.size;
         entry.complete = true;
         entry.dirty = true;
-        let row = row_of(&info.hash, &entry);
-        if let Err(e) = lock(&self.index).commit_new(&row, info) {
-            // Nothing recorded: give the file back to the writer.
-            let _ = std::fs::rename(&target, staged);
+        // Row first, then the rename: a crash in between leaves a row without a file
+        // (dropped at open) and the written file still in staging, where the filesystem
+        // rescues it. The other order would leave an unrecorded file in blobs/, which
+        // open deletes.
+        lock(&self.index).commit_new(&row_of(&info.hash, &entry), info)?;
+        let moved = std::fs::rename(staged, &target)
+            .and_then(|()| File::open(&dir).and_then(|d| d.sync_all()))
+            .map_err(|e| CacheError::io(&target, e));
+        if let Err(e) = moved {
+            // Undo: the file goes back to the writer, the index to what it was.
+            if !staged.exists() {
+                let _ = std::fs::rename(&target, staged);
+            }
+            let index = lock(&self.index);
+            let restored = match st.entries.get(&info.hash) {
+                Some(old) => index.upsert_blob(&row_of(&info.hash, old)),
+                None => index.delete_blob(&info.hash),
+            };
+            if let Err(r) = restored {
+                tracing::error!(hash = %info.hash, "cannot undo a failed commit in the index: {r}");
+            }
             return Err(e);
         }
         st.insert(&info.hash, entry);
@@ -626,7 +673,13 @@ impl Cache {
 
     /// Creates the entry and its sparse data file if the blob has none yet.
     fn ensure_entry(&self, st: &mut State, info: &BlobInfo) -> Result<(), CacheError> {
-        if st.entries.contains_key(&info.hash) {
+        if let Some(e) = st.entries.get(&info.hash) {
+            if e.size != info.size {
+                return Err(CacheError::BadInfo {
+                    hash: info.hash.clone(),
+                    why: format!("{} bytes asked, the cached copy has {}", info.size, e.size),
+                });
+            }
             return Ok(());
         }
         let path = self.data_path(&info.hash);
@@ -767,16 +820,22 @@ impl Cache {
             }
         }
         if let Some((hash, run)) = protect {
-            while st.evictable_bytes + need > self.limit {
-                let Some(e) = st.entries.get(hash) else { break };
-                if !e.evictable() {
-                    break;
+            // Only the blob being written is left: punch its other chunks, lowest
+            // index first (behind a sequential reader), several per index write.
+            let mut victims = Vec::new();
+            if let Some(e) = st.entries.get(hash).filter(|e| e.evictable()) {
+                let mut left = st.evictable_bytes;
+                for i in e.present.ones().filter(|i| !run.contains(i)) {
+                    if left + need + slack <= self.limit {
+                        break;
+                    }
+                    victims.push(i);
+                    left -= e.chunk_len(i);
                 }
-                let Some(i) = e.present.ones().find(|i| !run.contains(i)) else {
-                    break;
-                };
-                if let Err(e) = self.punch(st, hash, i) {
-                    tracing::error!(hash, chunk = i, "cannot evict chunk: {e}");
+            }
+            if !victims.is_empty() {
+                if let Err(e) = self.punch(st, hash, &victims) {
+                    tracing::error!(hash, "cannot evict chunks: {e}");
                     return false;
                 }
             }
@@ -798,24 +857,30 @@ impl Cache {
         Ok(())
     }
 
-    /// Drops one chunk of a partial blob: index first, then the hole.
-    fn punch(&self, st: &mut State, hash: &str, i: u64) -> Result<(), CacheError> {
+    /// Drops chunks of a partial blob: index first, then the holes.
+    fn punch(&self, st: &mut State, hash: &str, chunks: &[u64]) -> Result<(), CacheError> {
         let gen = st.new_gen();
         let entry = st.entries.get(hash).expect("caller checked");
         let mut row = row_of(hash, entry);
         let mut synced = entry.synced.clone();
-        synced.clear(i);
+        for &i in chunks {
+            synced.clear(i);
+        }
         row.present = synced.as_bytes().to_vec();
         row.complete = false;
         lock(&self.index).upsert_blob(&row)?;
-        let len = entry.chunk_len(i);
+        let lens: Vec<u64> = chunks.iter().map(|&i| entry.chunk_len(i)).collect();
         st.update(hash, |e| {
-            e.clear_present(i);
+            for &i in chunks {
+                e.clear_present(i);
+            }
             e.gen = gen;
         });
         let path = self.data_path(hash);
-        if let Err(e) = punch_hole(&path, i * CHUNK_SIZE, len) {
-            tracing::warn!(path = %path.display(), "cannot punch a hole (space not freed): {e}");
+        for (&i, len) in chunks.iter().zip(lens) {
+            if let Err(e) = punch_hole(&path, i * CHUNK_SIZE, len) {
+                tracing::warn!(path = %path.display(), "cannot punch a hole (space not freed): {e}");
+            }
         }
         Ok(())
     }

@@ -140,7 +140,10 @@ impl Cache {
                             return; // the reader seeked away
                         }
                         let got = cache
-                            .with_timeout(&info.hash, cache.fetch_missing(&info, run.clone()))
+                            .with_timeout(
+                                &info.hash,
+                                cache.fetch_missing(&info, run.clone(), false),
+                            )
                             .await;
                         if let Err(e) | Ok(Err(e)) = got.map(|r| r.map(|_| ())) {
                             tracing::debug!(hash = %info.hash, ?run, "prefetch failed: {e}");

@@ -31,7 +31,7 @@ pub struct Entry {
     /// Changes whenever bytes may disappear (a punched chunk, a new incarnation): a
     /// reader that read the file checks it did not change under it.
     pub gen: u64,
-    /// Unix seconds of the last read, persisted in batches.
+    /// Unix milliseconds of the last read (LRU order after a restart), persisted in batches.
     pub last_access: i64,
 }
 
@@ -185,6 +185,6 @@ impl State {
 pub fn now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
+        .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
 }

@@ -329,6 +329,10 @@ impl SongFs {
         let st = self.writer_entry(ino, false);
         let result = (|| {
             let mut g = lock(&st);
+            // Read the entry again under the lock: a commit by another handle (a close()
+            // in any process sharing the file) may have changed it meanwhile, and staging
+            // from the older content would lose that commit.
+            let node = self.catalog.get(ino)?;
             if size == 0 {
                 g.stage_empty(&self.cache.staging_dir(), ino)?;
                 g.dirty = true;
@@ -558,16 +562,24 @@ impl SongFs {
     /// Brings the inode's whole content into the cache so it can be staged (slow: a
     /// download). Runs on the runtime, never on a FUSE thread.
     pub async fn prepare_staging(&self, ino: u64) -> FsResult<()> {
-        let node = self.catalog.get(ino)?;
-        if node.local_only || node.size == 0 {
-            return Ok(());
-        }
-        let info = self.blob_info(&node).await?;
-        let path = self.cache.materialize(&info).await?;
-        let st = self.writer_entry(ino, false);
-        let mut g = lock(&st);
-        if !g.is_staged() {
-            g.stage_copy(&self.cache.staging_dir(), ino, &path)?;
+        // A commit may land while the download runs: stage only from the content the
+        // entry still names, else fetch again (a few times, then let the caller retry).
+        for _ in 0..3 {
+            let node = self.catalog.get(ino)?;
+            if node.local_only || node.size == 0 {
+                return Ok(());
+            }
+            let info = self.blob_info(&node).await?;
+            let path = self.cache.materialize(&info).await?;
+            let st = self.writer_entry(ino, false);
+            let mut g = lock(&st);
+            if g.is_staged() {
+                return Ok(());
+            }
+            if self.catalog.get(ino)?.hash == node.hash {
+                g.stage_copy(&self.cache.staging_dir(), ino, &path)?;
+                return Ok(());
+            }
         }
         Ok(())
     }

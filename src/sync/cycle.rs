@@ -34,7 +34,7 @@ use super::state::StateDb;
 use super::translate::refs_in;
 use super::{open_app_db, SyncError};
 use crate::config::{Config, Home};
-use crate::store::{ObjectStore, StoreError};
+use crate::store::ObjectStore;
 
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Options {
@@ -349,7 +349,8 @@ pub fn capture_only(cfg: &Config, app: &Connection, st: &mut StateDb) -> Result<
     Ok(n)
 }
 
-/// One sync cycle against the store. Blocking; store calls run on `rt`.
+/// One sync cycle against the store. Blocking; store calls run on `rt`, which must be a
+/// multi-thread runtime (a current-thread runtime's handle cannot drive network I/O).
 pub fn run(
     cfg: &Config,
     home: &Home,
@@ -700,7 +701,7 @@ fn apply_log(
     let changes: Vec<Change> = log
         .changes
         .iter()
-        .filter(|c| !(c.row.table == "config" && private.iter().any(|p| *p == c.row.gid)))
+        .filter(|c| !(c.row.table == "config" && private.contains(&c.row.gid)))
         .cloned()
         .collect();
     let rows: BTreeSet<RowId> = changes.iter().map(|c| c.row.clone()).collect();

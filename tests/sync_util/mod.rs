@@ -60,7 +60,8 @@ impl Device {
     }
 
     pub fn try_sync_with(&self, opts: Options) -> Result<Summary, SyncError> {
-        let rt = tokio::runtime::Builder::new_current_thread()
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
             .enable_all()
             .build()
             .unwrap();
@@ -155,7 +156,21 @@ pub fn content_of(c: &Connection) -> BTreeMap<String, Vec<String>> {
         "cd_tracks",
         "song_tags",
     ] {
-        let mut stmt = c.prepare(&format!("SELECT * FROM {table}")).unwrap();
+        // Secrets and machine-local config keys differ between devices by design.
+        let private: Vec<String> = songfs::config::SECRET_CONFIG_KEYS
+            .iter()
+            .chain(songfs::config::LOCAL_CONFIG_KEYS)
+            .map(|k| format!("'{k}'"))
+            .collect();
+        let sql = if table == "config" {
+            format!(
+                "SELECT * FROM config WHERE key NOT IN ({})",
+                private.join(",")
+            )
+        } else {
+            format!("SELECT * FROM {table}")
+        };
+        let mut stmt = c.prepare(&sql).unwrap();
         let names: Vec<String> = stmt.column_names().map(|s| s.to_string()).collect();
         let mut rows = stmt.query([]).unwrap();
         let mut lines = Vec::new();
