@@ -19,7 +19,7 @@ use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 /// Every column of the app's database (schema v5) that holds a file path.
@@ -439,7 +439,7 @@ impl PathMap<'_> {
 }
 
 /// One database value that changes.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct DbChange {
     pub table: String,
     pub column: String,
@@ -450,7 +450,7 @@ pub struct DbChange {
 }
 
 /// One database value that named an old file but is left as it is.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct DbSkip {
     pub table: String,
     pub column: String,

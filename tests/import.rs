@@ -151,6 +151,11 @@ impl Library {
 
     /// Where an old file is expected in the mount.
     fn expected(&self, mount: &Path, old: &Path) -> PathBuf {
+        self.expected_as(mount, old, TAG)
+    }
+
+    /// Where an old file is expected in the mount of the device tagged `tag`.
+    fn expected_as(&self, mount: &Path, old: &Path, tag: &str) -> PathBuf {
         if let Ok(rel) = old.strip_prefix(&self.music) {
             return mount.join(rel);
         }
@@ -171,7 +176,7 @@ impl Library {
         let mut out = mount
             .join(".songfactory")
             .join(sub)
-            .join(format!("{TAG}_{first}"));
+            .join(format!("{tag}_{first}"));
         if !parts.as_path().as_os_str().is_empty() {
             out.push(parts.as_path());
         }
@@ -244,9 +249,9 @@ impl Library {
 /// that named an adopted file names the new place, the missing one is reported and left,
 /// a value outside the old folders is left, download_dir is the mount; the old files are
 /// untouched; the backup stays out.
-fn assert_imported(lib: &Library, mount: &Path, old: &[Vec<u8>], sum: &Summary) {
+fn assert_imported(lib: &Library, mount: &Path, tag: &str, old: &[Vec<u8>], sum: &Summary) {
     for (f, bytes) in lib.files.iter().zip(old) {
-        let new = lib.expected(mount, f);
+        let new = lib.expected_as(mount, f, tag);
         assert_eq!(
             &std::fs::read(&new).unwrap_or_else(|e| panic!("{}: {e}", new.display())),
             bytes,
@@ -270,7 +275,7 @@ fn assert_imported(lib: &Library, mount: &Path, old: &[Vec<u8>], sum: &Summary) 
             .1
             .clone()
     };
-    let exp = |i: usize| Some(s(&lib.expected(mount, &lib.files[i])));
+    let exp = |i: usize| Some(s(&lib.expected_as(mount, &lib.files[i], tag)));
     assert_eq!(get("songs.file_path_1/1"), exp(0));
     assert_eq!(get("songs.file_path_2/1"), exp(1));
     assert_eq!(get("songs.file_path_vocals/1"), exp(2));
@@ -321,7 +326,7 @@ fn import_into_a_folder_copies_rewrites_and_a_second_run_changes_nothing() {
     // 3 + 1 song paths, cover, 2 cd_tracks, cd art.
     assert_eq!(sum.db_values_rewritten, 8);
     assert!(sum.download_dir_set);
-    assert_imported(&lib, mount, &old, &sum);
+    assert_imported(&lib, mount, TAG, &old, &sum);
 
     let before = lib.dump();
     let again = lib.run(mount, false);
@@ -376,7 +381,7 @@ fn interrupted_import_into_a_folder_resumes() {
     assert_eq!(sum.files_identical, 3);
     assert_eq!(sum.files_copied, lib.files.len() as u64 - 3);
     assert!(!tmp.exists(), "the interrupted temp file is still there");
-    assert_imported(&lib, mount, &old, &sum);
+    assert_imported(&lib, mount, TAG, &old, &sum);
 }
 
 /// A different file already at the destination is left alone and its database values
@@ -498,7 +503,9 @@ fn import_through_a_real_mount() {
         db_skipped: serde_json::from_value(j["db_skipped"].clone()).unwrap(),
         ..Summary::default()
     };
-    assert_imported(&lib, &mount, &old, &sum);
+    let cfg = songfs::config::Config::load(&songfs::config::Home::at(&m.home)).unwrap();
+    let tag = import::device_tag(&cfg.device_name, &cfg.device_id);
+    assert_imported(&lib, &mount, &tag, &old, &sum);
 
     // The bytes reach the store under their hash.
     assert!(
