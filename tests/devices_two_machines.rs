@@ -397,7 +397,11 @@ fn two_machines_same_paths_lazy_reads_renames_deletes_conflicts_pin_evict() {
             "{list}"
         );
         assert_eq!(m.status()["conflict_copies"], 1);
-        assert_eq!(m.status()["conflicts_not_looked_at"], 0, "`songfs conflicts` looked");
+        assert_eq!(
+            m.status()["conflicts_not_looked_at"],
+            0,
+            "`songfs conflicts` looked"
+        );
     }
     // No copy of a copy, however often they sync.
     a.sync();
