@@ -176,7 +176,14 @@ pub fn human(s: &Summary) -> String {
     for k in &s.db_skipped {
         line(format!(
             "  left unchanged: {}.{} (id {}) = {} ({})",
-            k.table, k.column, k.id, k.path, k.reason
+            k.table,
+            k.column,
+            k.id,
+            k.path,
+            match k.reason.as_str() {
+                "missing" => "missing: no such file in the old folder",
+                _ => "not imported: see above",
+            }
         ));
     }
     for f in &s.files_kept_local {
