@@ -454,3 +454,32 @@ fn a_file_being_written_is_not_replaced_underneath() {
     assert_eq!(hash_at(&a, "open.wav").as_deref(), Some(h1.as_str()));
     assert_eq!(hash_at(&a, &copy).as_deref(), Some(h2.as_str()));
 }
+
+/// How long namespace cycles take for a 5,000-file library on a folder store:
+/// `cargo test --release --test devices_namespace -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn bench_namespace_cycles_5000_files() {
+    let w = World::new();
+    let (a, b) = (w.device("desk"), w.device("laptop"));
+    for i in 0..5000u32 {
+        let data = i.to_le_bytes();
+        w.upload(&data);
+        write(&a, &format!("d{}/song_{i}.mp3", i % 100), &data);
+    }
+    let t = std::time::Instant::now();
+    let s = w.sync(&a);
+    let first_export = t.elapsed();
+    assert_eq!(s.sent_files, 5000);
+    let t = std::time::Instant::now();
+    let s = w.sync(&b);
+    let first_import = t.elapsed();
+    assert_eq!(s.received_files, 5000);
+    let t = std::time::Instant::now();
+    let s = w.sync(&a);
+    let idle = t.elapsed();
+    assert_eq!(s.sent_files, 0);
+    eprintln!(
+        "5000 files: first export {first_export:?}, first import on the other device {first_import:?}, idle cycle {idle:?}"
+    );
+}
