@@ -71,7 +71,7 @@ impl World {
         s
     }
 
-    /// Puts a blob in the store, as the uploader does.
+    /// Puts a blob and then its chunk-hash sidecar in the store, as the uploader does.
     fn upload(&self, data: &[u8]) {
         let info = content::hash_bytes(data);
         self.rt
@@ -79,6 +79,12 @@ impl World {
                 self.store
                     .put(&content::blob_key(&info.hash), Bytes::copy_from_slice(data)),
             )
+            .unwrap();
+        self.rt
+            .block_on(self.store.put(
+                &content::chunks_key(&info.hash),
+                Bytes::from(serde_json::to_vec(&info).unwrap()),
+            ))
             .unwrap();
     }
 }

@@ -304,14 +304,15 @@ impl<'a> NamespaceSync<'a> {
         Ok(())
     }
 
-    /// Is this blob in the store (so another machine can read it)?
+    /// Is this blob in the store (so another machine can read it)? The uploader writes
+    /// the chunk-hash sidecar after the blob, and a reader needs both: check the sidecar.
     fn uploaded(&self, v: &FileValue) -> Result<bool, NamespaceError> {
         if v.size == 0 {
             return Ok(true);
         }
         Ok(self
             .rt
-            .block_on(self.store.head(&content::blob_key(&v.hash)))?
+            .block_on(self.store.head(&content::chunks_key(&v.hash)))?
             .is_some())
     }
 
