@@ -577,3 +577,40 @@ fn the_daemon_syncs_by_itself_and_songfs_sync_never_runs_a_second_cycle() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(v.get("received").is_some(), "the database summary: {v}");
 }
+
+/// A machine that mounts elsewhere (another user name, another folder) gets the same
+/// files, and database paths re-rooted at its own mount.
+#[test]
+fn a_machine_mounting_elsewhere_gets_paths_rerooted() {
+    let s3 = S3Server::start();
+    let (_da, mnt_a) = shared_mountpoint();
+    let d = tempfile::Builder::new()
+        .prefix("songfs-elsewhere-")
+        .tempdir()
+        .unwrap();
+    let mnt_b = d.path().join("home/other/Music/Songs");
+    std::fs::create_dir_all(&mnt_b).unwrap();
+    let mut a = Machine::new(&s3, "reroot", "desk");
+    let mut b = Machine::new(&s3, "reroot", "laptop");
+    a.start(&mnt_a, &["--sync-interval", "3600"]);
+    b.start(&mnt_b, &["--sync-interval", "3600"]);
+    let rel = "2026-02-12_song/song_vocals.mp3";
+    let data = bytes(21, 200_000);
+    a.app_write(&mnt_a.join(rel), &data);
+    let conn = rusqlite::Connection::open(&a.db).unwrap();
+    conn.execute(
+        "UPDATE songs SET file_path_vocals = ?1 WHERE id = 2",
+        [mnt_a.join(rel).to_str().unwrap()],
+    )
+    .unwrap();
+    drop(conn);
+    a.sync();
+    b.sync();
+    let on_b = b
+        .db_text("SELECT file_path_vocals FROM songs WHERE id = 2")
+        .expect("the path arrived");
+    assert_eq!(on_b, mnt_b.join(rel).to_str().unwrap());
+    assert_eq!(sha256_hex(&b.read(Path::new(&on_b))), sha256_hex(&data));
+    a.stop();
+    b.stop();
+}
