@@ -489,3 +489,28 @@ fn bench_namespace_cycles_5000_files() {
         "5000 files: first export {first_export:?}, first import on the other device {first_import:?}, idle cycle {idle:?}"
     );
 }
+
+/// A file still being written is not exported (its bytes are not final): the app's
+/// temporary file never appears on another machine.
+#[test]
+fn files_being_written_are_not_exported() {
+    let w = World::new();
+    let (a, b) = (w.device("desk"), w.device("laptop"));
+    write(&a, "tmpABC123", b"");
+    let ino = a.catalog.resolve("tmpABC123").unwrap().ino;
+    let busy = move |i: u64| i == ino;
+    let mut ns = NamespaceSync::open(
+        &a.cfg,
+        &a.dir.path().join("state.db"),
+        &a.catalog,
+        w.store.clone(),
+        w.rt.handle().clone(),
+    )
+    .unwrap()
+    .with_busy(&busy);
+    let (s, _) = ns.cycle().unwrap();
+    assert_eq!((s.sent_files, s.being_written), (0, 1), "{s:?}");
+    drop(ns);
+    w.sync(&b);
+    assert!(paths(&b).is_empty());
+}

@@ -229,6 +229,9 @@ pub fn ns_line(s: &NsSummary) -> String {
     if s.waiting_for_upload > 0 {
         p.push(format!("{} file(s) wait for upload", s.waiting_for_upload));
     }
+    if s.being_written > 0 {
+        p.push(format!("{} file(s) still being written", s.being_written));
+    }
     if s.conflict_copies > 0 {
         p.push(format!(
             "{} conflict cop{} under .conflicts/",

@@ -86,6 +86,9 @@ pub struct NsSummary {
     pub sent_deletes: u64,
     /// Files not exported yet because their blob is still uploading.
     pub waiting_for_upload: u64,
+    /// Files not exported yet because they are open with unsaved writes.
+    #[serde(default)]
+    pub being_written: u64,
     /// Remote changes applied here.
     pub received_files: u64,
     pub received_deletes: u64,
@@ -341,6 +344,12 @@ impl<'a> NamespaceSync<'a> {
         let mut states: BTreeMap<String, RowState> = BTreeMap::new();
         for (path, node) in &files {
             if shadow.get(path).is_some_and(|s| s.same_as(node)) {
+                continue;
+            }
+            if self.busy.is_some_and(|b| b(node.ino)) {
+                // Still being written (the app's mkstemp file, a WAV being rendered):
+                // its bytes are not final; it goes out after the close.
+                summary.being_written += 1;
                 continue;
             }
             let v = self.value_of(node);
