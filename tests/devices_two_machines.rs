@@ -499,7 +499,14 @@ fn two_machines_same_paths_lazy_reads_renames_deletes_conflicts_pin_evict() {
     assert_eq!(b.read(&race.join("t.wav")).len(), 0);
     assert_eq!(sha256_hex(&b.read(&race.join("final.mp3"))), final_on_a);
 
+    // Written just before unmount (no cycle in between): the last cycle at unmount,
+    // after the uploads drained, sends it.
+    let last = mnt.join("last/written_at_exit.mp3");
+    let last_data = bytes(31, 500_000);
+    a.app_write(&last, &last_data);
     a.stop();
+    b.sync();
+    assert_eq!(sha256_hex(&b.read(&last)), sha256_hex(&last_data));
     b.stop();
 }
 
