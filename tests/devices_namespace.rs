@@ -135,9 +135,9 @@ fn files_move_between_devices_only_once_uploaded() {
         (n.hash.as_deref(), n.size, n.mode),
         (Some(h.as_str()), 8, 0o600)
     );
-    // B exports nothing back (what it received is not its own edit).
+    // B exports nothing back (what it received is not its own edit, folders included).
     let s = w.sync(&b);
-    assert_eq!((s.sent_files, s.sent_deletes), (0, 0));
+    assert_eq!((s.sent_files, s.sent_deletes, s.sent_dirs), (0, 0, 0));
 
     // Rename on B = delete + create; A follows, and the old folder goes away.
     b.catalog
@@ -151,9 +151,19 @@ fn files_move_between_devices_only_once_uploaded() {
     w.sync(&a);
     assert_eq!(paths(&a), vec!["2026-02-12_song2/renamed.mp3".to_string()]);
     assert!(
-        a.catalog.resolve("2026-02-12_song").is_err(),
-        "emptied folder pruned"
+        a.catalog.resolve("2026-02-12_song").unwrap().is_dir(),
+        "B kept the emptied folder, so does A"
     );
+    // B removes the folder, and makes an empty one: A follows both.
+    b.catalog
+        .rmdir(songfs::catalog::ROOT_INO, "2026-02-12_song")
+        .unwrap();
+    songfs::sync::namespace::ensure_dirs(&b.catalog, "empty/inner").unwrap();
+    assert_eq!(w.sync(&b).sent_dirs, 3);
+    // One removed, "empty/inner" made with its parent in one step.
+    assert_eq!(w.sync(&a).received_dirs, 2);
+    assert!(a.catalog.resolve("2026-02-12_song").is_err());
+    assert!(a.catalog.resolve("empty/inner").unwrap().is_dir());
 
     // Delete on A reaches B.
     a.catalog

@@ -338,13 +338,12 @@ fn two_machines_same_paths_lazy_reads_renames_deletes_conflicts_pin_evict() {
     assert_ne!(b.state(&song), "remote");
     assert_eq!(a.state(&song), "cached", "uploaded on A");
 
-    // Rename on B reaches A; the old folder goes away.
+    // A folder renamed on B is renamed on A (its files move, the old folder goes away).
     let moved = mnt.join("2026-02-13_song/song_v1.mp3");
     b.sh_ok(&format!(
-        "mkdir -p '{}' && mv '{}' '{}'",
-        moved.parent().unwrap().display(),
-        song.display(),
-        moved.display()
+        "mv '{}' '{}'",
+        song.parent().unwrap().display(),
+        moved.parent().unwrap().display()
     ));
     b.sync();
     a.sync();
@@ -358,6 +357,19 @@ fn two_machines_same_paths_lazy_reads_renames_deletes_conflicts_pin_evict() {
     a.sh_ok(&format!("rm '{}'", moved.display()));
     a.sync();
     b.sync();
+    // An empty folder made on A appears on B; removed on A, it goes on B.
+    let empty = mnt.join("new album/disc 1");
+    a.sh_ok(&format!("mkdir -p '{}'", empty.display()));
+    a.sync();
+    b.sync();
+    assert!(b
+        .sh(&format!("test -d '{}'", empty.display()))
+        .status
+        .success());
+    a.sh_ok(&format!("rm -r '{}'", mnt.join("new album").display()));
+    a.sync();
+    b.sync();
+    assert!(!b.exists(&mnt.join("new album")));
     assert!(!b.exists(&moved));
 
     // Both write one name without seeing each other: the later keeps the name, the other

@@ -226,6 +226,12 @@ pub fn ns_line(s: &NsSummary) -> String {
             s.sent_files + s.sent_deletes
         ));
     }
+    if s.received_dirs + s.sent_dirs > 0 {
+        p.push(format!(
+            "{} folder(s) made or removed here, {} sent",
+            s.received_dirs, s.sent_dirs
+        ));
+    }
     if s.waiting_for_upload > 0 {
         p.push(format!("{} file(s) wait for upload", s.waiting_for_upload));
     }

@@ -2,9 +2,12 @@
 //!
 //! The namespace travels through the same machinery as the database: each file is a row
 //! of the pseudo-table `ns` whose global id is its path relative to the mount root, with
-//! one field, `file` = `{hash, size, mtime_ns, mode, by}`, or `{"deleted": true}` once deleted; the merge
-//! (`merge.rs`) decides per path, last writer wins by hybrid clock. Rename = delete of the
-//! old path + a new path (content addressing makes that free: no byte moves). Directories are implicit.
+//! one field, `file` = `{hash, size, mtime_ns, mode, by}`, or `{"deleted": true}` once
+//! deleted; the merge (`merge.rs`) decides per path, last writer wins by hybrid clock.
+//! Rename = delete of the old path + a new path (content addressing makes that free: no
+//! byte moves). Folders are rows too, their path with a `/` after it and the value
+//! `{"dir": true}`: empty folders, folder renames and removals travel; a folder removed
+//! elsewhere that still holds something here stays (and is sent back as present).
 //! Logs live under `ns/logs/<device>/<seq>.json` in the change-log format (`changelog.rs`).
 //!
 //! Capture diffs the live catalog against a shadow (what this device last exported or
@@ -89,6 +92,11 @@ pub struct NsSummary {
     /// Files not exported yet because they are open with unsaved writes.
     #[serde(default)]
     pub being_written: u64,
+    /// Folders created or removed here and sent; received from the others.
+    #[serde(default)]
+    pub sent_dirs: u64,
+    #[serde(default)]
+    pub received_dirs: u64,
     /// Remote changes applied here.
     pub received_files: u64,
     pub received_deletes: u64,
@@ -110,6 +118,7 @@ pub struct Touched {
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS nsync_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS nsync_shadow (path TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS nsync_dirs (path TEXT PRIMARY KEY);
 CREATE TABLE IF NOT EXISTS nsync_rows (path TEXT PRIMARY KEY, state TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS nsync_outbox (seq INTEGER PRIMARY KEY, log BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS nsync_cursors (device TEXT PRIMARY KEY, seq INTEGER NOT NULL);
@@ -408,6 +417,7 @@ impl<'a> NamespaceSync<'a> {
             new_shadow.push((path.clone(), None));
             summary.sent_deletes += 1;
         }
+        let dir_changes = self.capture_dirs(&mut clock, &mut changes, &mut states, summary)?;
         if changes.is_empty() {
             return Ok(());
         }
@@ -436,8 +446,87 @@ impl<'a> NamespaceSync<'a> {
             "clock",
             &serde_json::to_string(clock.last()).expect("encodes"),
         )?;
+        for (d, present) in &dir_changes {
+            Self::put_dir_shadow(&tx, d, *present)?;
+        }
         tx.commit()?;
         Ok(())
+    }
+
+    fn dir_shadow(&self) -> Result<BTreeSet<String>, NamespaceError> {
+        let mut stmt = self.db.prepare("SELECT path FROM nsync_dirs")?;
+        let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn put_dir_shadow(conn: &Connection, path: &str, present: bool) -> Result<(), NamespaceError> {
+        if present {
+            conn.execute("INSERT OR IGNORE INTO nsync_dirs(path) VALUES (?1)", [path])?;
+        } else {
+            conn.execute("DELETE FROM nsync_dirs WHERE path = ?1", [path])?;
+        }
+        Ok(())
+    }
+
+    /// Every folder of the catalog (the root excluded), by path.
+    fn local_dirs(&self) -> BTreeSet<String> {
+        let mut out = BTreeSet::new();
+        let mut stack = vec![(ROOT_INO, String::new())];
+        while let Some((dir, prefix)) = stack.pop() {
+            for c in self.catalog.children(dir).unwrap_or_default() {
+                if c.is_dir() {
+                    let p = if prefix.is_empty() {
+                        c.name.clone()
+                    } else {
+                        format!("{prefix}/{}", c.name)
+                    };
+                    out.insert(p.clone());
+                    stack.push((c.ino, p));
+                }
+            }
+        }
+        out
+    }
+
+    /// Adds the folders created or removed since the last capture to `changes`; returns
+    /// the shadow updates to commit with them.
+    fn capture_dirs(
+        &self,
+        clock: &mut Clock,
+        changes: &mut Vec<Change>,
+        states: &mut BTreeMap<String, RowState>,
+        summary: &mut NsSummary,
+    ) -> Result<Vec<(String, bool)>, NamespaceError> {
+        let here = self.local_dirs();
+        let known = self.dir_shadow()?;
+        let mut out = Vec::new();
+        let added = here.difference(&known).map(|d| (d, true));
+        let removed = known.difference(&here).map(|d| (d, false));
+        for (d, present) in added.chain(removed) {
+            let gid = format!("{d}/");
+            let mut st = self.row_state(&gid)?;
+            let rid = RowId::new(NS_TABLE, &gid);
+            let value = if present {
+                serde_json::json!({"dir": true, "by": self.cfg.device_name})
+            } else {
+                serde_json::json!({"deleted": true})
+            };
+            let c = Change {
+                row: rid,
+                event: Event::Set {
+                    column: FILE_FIELD.into(),
+                    value,
+                    clock: clock.tick(now_ms()),
+                    replaces: st.frontier(FILE_FIELD),
+                },
+            };
+            st.apply(&c.event);
+            changes.push(c);
+            states.insert(gid, st);
+            out.push((d.clone(), present));
+            summary.sent_dirs += 1;
+        }
+        Ok(out)
     }
 
     fn is_local_only_path(&self, path: &str) -> bool {
@@ -573,7 +662,7 @@ impl<'a> NamespaceSync<'a> {
         // comes in between.
         Self::set_meta(&self.db, "applying", &log_key(&log.device_id, log.seq))?;
         let mut new_shadow: Vec<(String, Option<FileValue>)> = Vec::new();
-        for path in &paths {
+        for path in paths.iter().filter(|p| !p.ends_with('/')) {
             if self.is_local_only_path(path) || !safe_path(path) {
                 tracing::warn!(
                     path,
@@ -676,7 +765,6 @@ impl<'a> NamespaceSync<'a> {
                             name: n.name.clone(),
                             ino: Some(n.ino),
                         });
-                        self.prune_empty_dirs(n.parent, touched);
                     }
                     summary.received_deletes += 1;
                 }
@@ -684,9 +772,13 @@ impl<'a> NamespaceSync<'a> {
             }
             new_shadow.push((path.clone(), resolved));
         }
+        let dirs = self.apply_dirs(&m, &rules, &paths, summary, touched);
         let tx = self.db.unchecked_transaction()?;
         for path in &paths {
             Self::put_row_state(&tx, path, &m.rows[&RowId::new(NS_TABLE, path)])?;
+        }
+        for (d, present) in &dirs {
+            Self::put_dir_shadow(&tx, d, *present)?;
         }
         for (p, v) in &new_shadow {
             Self::put_shadow(&tx, p, v.as_ref())?;
@@ -743,24 +835,64 @@ impl<'a> NamespaceSync<'a> {
         Ok(candidate)
     }
 
-    /// Removes directories left empty by a remote delete (a remote folder rename moves
-    /// every file; the old folder should not linger here).
-    fn prune_empty_dirs(&self, mut dir: u64, touched: &mut Vec<Touched>) {
-        while dir != ROOT_INO {
-            let Ok(d) = self.catalog.get(dir) else { return };
-            if !self.catalog.children(dir).is_ok_and(|c| c.is_empty()) {
-                return;
+    /// Brings the folders named in a log to their merged state, deepest first (after the
+    /// files, so a removed folder is empty by then). A removed folder that still holds
+    /// something here stays, and the next capture sends it back as present. Returns the
+    /// folder shadow updates.
+    fn apply_dirs(
+        &self,
+        m: &MergeState,
+        rules: &Rules,
+        paths: &BTreeSet<String>,
+        summary: &mut NsSummary,
+        touched: &mut Vec<Touched>,
+    ) -> Vec<(String, bool)> {
+        let mut dirs: Vec<&String> = paths.iter().filter(|p| p.ends_with('/')).collect();
+        dirs.sort_by_key(|p| std::cmp::Reverse(p.matches('/').count()));
+        let mut out = Vec::new();
+        for gid in dirs {
+            let d = gid.trim_end_matches('/');
+            if !safe_path(d) {
+                continue;
             }
-            if self.catalog.rmdir(d.parent, &d.name).is_err() {
-                return;
+            let present = m
+                .resolve(rules, &RowId::new(NS_TABLE, gid))
+                .and_then(|row| row.get(FILE_FIELD).cloned())
+                .is_some_and(|v| v.get("dir") == Some(&serde_json::Value::Bool(true)));
+            let local = self.catalog.resolve(d).ok().filter(|n| n.is_dir());
+            match (present, local) {
+                (true, None) => match ensure_dirs(self.catalog, d) {
+                    Ok(ino) => {
+                        if let Ok(n) = self.catalog.get(ino) {
+                            touched.push(Touched {
+                                parent: n.parent,
+                                name: n.name,
+                                ino: Some(n.ino),
+                            });
+                        }
+                        summary.received_dirs += 1;
+                    }
+                    Err(e) => {
+                        tracing::warn!(path = d, error = %e, "a remote folder does not fit here");
+                        continue;
+                    }
+                },
+                (false, Some(n)) => {
+                    let empty = self.catalog.children(n.ino).is_ok_and(|c| c.is_empty());
+                    if empty && self.catalog.rmdir(n.parent, &n.name).is_ok() {
+                        touched.push(Touched {
+                            parent: n.parent,
+                            name: n.name,
+                            ino: Some(n.ino),
+                        });
+                        summary.received_dirs += 1;
+                    }
+                }
+                _ => {}
             }
-            touched.push(Touched {
-                parent: d.parent,
-                name: d.name,
-                ino: Some(d.ino),
-            });
-            dir = d.parent;
+            out.push((d.to_string(), present));
         }
+        out
     }
 }
 
