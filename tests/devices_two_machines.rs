@@ -336,7 +336,11 @@ fn two_machines_same_paths_lazy_reads_renames_deletes_conflicts_pin_evict() {
     let got = b.read(&song);
     assert_eq!(sha256_hex(&got), sha256_hex(&audio));
     assert_ne!(b.state(&song), "remote");
-    assert_eq!(a.state(&song), "cached", "uploaded on A");
+    assert!(
+        wait_until(Duration::from_secs(10), || a.state(&song) == "cached"),
+        "uploaded on A, so cached (not uploading): {}",
+        a.state(&song)
+    );
 
     // A folder renamed on B is renamed on A (its files move, the old folder goes away).
     let moved = mnt.join("2026-02-13_song/song_v1.mp3");
