@@ -5,6 +5,15 @@
 //! process is killed by its PID when the value is dropped, also when a test panics.
 //! `stop()` and `restart()` simulate the store going offline and coming back (same
 //! port, same data). This file never mocks S3 and never talks to anything but loopback.
+//!
+//! ```ignore
+//! let mut server = S3Server::start();                  // bucket BUCKET, free port
+//! let store = server.open_store("team").await;         // in-process Arc<dyn ObjectStore>
+//! let mut cmd = common::songfs(home.path());           // or the binary:
+//! server.apply_env(&mut cmd)                           //   AWS_* keys for the child
+//!     .args(["init", "--store", &server.url("team"), "--s3-endpoint", &server.endpoint()]);
+//! server.stop();    /* store offline */    server.restart();    /* back, same data */
+//! ```
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
