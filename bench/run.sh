@@ -261,39 +261,39 @@ elif [ "$SONGFS_OK" = 1 ]; then
   songfs_fail "remounting device a failed"
 fi
 
+# cold_mount_a: mounts device a with an empty cache. Its blob files are deleted while
+# it is unmounted (everything is uploaded by then); at mount songfs drops the index rows
+# whose file is gone, so every byte read next comes from the store.
+cold_mount_a() {
+  mountpoint -q "$WORK/mnt-a" && songfs_unmount "$HOME_A" "$WORK/mnt-a"
+  find "$HOME_A/cache/blobs" -type f -delete 2>/dev/null || true
+  [ "$(find "$HOME_A/cache/blobs" -type f | wc -l)" = 0 ] || { log "the cache of device a is not empty"; return 1; }
+  songfs_mount "$HOME_A" "$WORK/mnt-a" && test -e "$WORK/mnt-a/f256"
+}
+
 if [ "$SONGFS_OK" = 1 ]; then
-  log "songfs: cold reads (a fresh device per run: empty cache)"
+  log "songfs: cold reads (cache emptied before each run)"
   first=() cold=()
   for ((i = 0; i < RUNS; i++)); do
-    home=$(new_device "cold$i") || { songfs_fail "init of a second device failed"; break; }
-    mnt=$WORK/mnt-cold$i
-    songfs_mount "$home" "$mnt" || { songfs_fail "mount of a second device failed"; break; }
-    if ! wait_for "$WAIT_SECS" test -e "$mnt/f256"; then
-      songfs_fail "a second device did not see the files within ${WAIT_SECS}s"
-      songfs_unmount "$home" "$mnt"
-      break
-    fi
+    cold_mount_a || { songfs_fail "mounting device a with an empty cache failed"; break; }
     drop_caches
-    first+=("$(out_of "$RANGEGET" read "$mnt/f10" --len 65536)")
+    first+=("$(out_of "$RANGEGET" read "$WORK/mnt-a/f10" --len 65536)")
     drop_caches
-    cold+=("$(ms_of dd if="$mnt/f256" of=/dev/null bs=1M)")
-    songfs_unmount "$home" "$mnt"
-    rm -rf "$home"
+    cold+=("$(ms_of dd if="$WORK/mnt-a/f256" of=/dev/null bs=1M)")
   done
   [ "${#first[@]}" = "$RUNS" ] && record songfs_first64k_ms "${first[@]}"
   [ "${#cold[@]}" = "$RUNS" ] && record songfs_cold_read_ms "${cold[@]}"
 fi
 
 if [ "$SONGFS_OK" = 1 ]; then
-  log "songfs: daemon memory, idle and reading 1 GiB"
-  if home=$(new_device rss) && songfs_mount "$home" "$WORK/mnt-rss" &&
-    wait_for "$WAIT_SECS" test -e "$WORK/mnt-rss/f1g"; then
-    pid=$(daemon_pid "$home")
+  log "songfs: daemon memory, idle and reading 1 GiB cold"
+  if cold_mount_a; then
+    pid=$(daemon_pid "$HOME_A")
     sleep 2
     RESULT[rss_idle]=$(rss_mib "$pid")
     drop_caches
     t0=$(now_ns)
-    dd if="$WORK/mnt-rss/f1g" of=/dev/null bs=1M 2>/dev/null &
+    dd if="$WORK/mnt-a/f1g" of=/dev/null bs=1M 2>/dev/null &
     reader=$!
     peak=0
     while kill -0 "$reader" 2>/dev/null; do
@@ -301,14 +301,17 @@ if [ "$SONGFS_OK" = 1 ]; then
       [ -n "$r" ] && peak=$(awk -v a="$peak" -v b="$r" 'BEGIN { print (b > a) ? b : a }')
       sleep 0.1
     done
-    wait "$reader" || NOTE[rss]="reading the 1 GiB file failed"
-    t1=$(now_ns)
-    RESULT[rss_peak]=$peak
-    RESULT[read1g_mibs]=$(mib_per_s 1024 "$(awk -v d=$((t1 - t0)) 'BEGIN { print d / 1e6 }')")
-    songfs_unmount "$home" "$WORK/mnt-rss"
+    if wait "$reader"; then
+      t1=$(now_ns)
+      RESULT[rss_peak]=$peak
+      RESULT[read1g_mibs]=$(mib_per_s 1024 "$(awk -v d=$((t1 - t0)) 'BEGIN { print d / 1e6 }')")
+    else
+      NOTE[rss]="reading the 1 GiB file failed"
+    fi
   else
-    NOTE[rss]="memory not measured: the fresh device did not mount or see the files"
+    NOTE[rss]="memory not measured: device a did not mount with an empty cache"
   fi
+  mountpoint -q "$WORK/mnt-a" && songfs_unmount "$HOME_A" "$WORK/mnt-a"
 fi
 
 # ---------------------------------------------------------------- peers

@@ -236,6 +236,17 @@ pub fn run(home: &Home, cfg: &Config, opts: DaemonOptions) -> anyhow::Result<()>
     }
     .with_context(|| format!("cannot mount {}", opts.mountpoint.display()))?;
 
+    // Status first, then the pid file that `songfs mount` waits for: whoever sees this
+    // daemon running never reads the previous mount's status.
+    write_status(
+        home,
+        &opts.mountpoint,
+        &store.describe(),
+        reachable,
+        &cache,
+        &uploader,
+        &std::sync::Mutex::new(sync_loop::SyncStatus::default()),
+    );
     std::fs::write(pid_path(home), format!("{}\n", std::process::id()))
         .with_context(|| format!("cannot write {}", pid_path(home).display()))?;
     tracing::info!(mountpoint = %opts.mountpoint.display(), store = %store.describe(), "mounted");

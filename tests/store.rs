@@ -642,3 +642,182 @@ fn init_without_credentials_says_to_set_them() {
     assert!(stderr.contains("no AWS credentials"), "{stderr}");
     assert!(stderr.contains("AWS_ACCESS_KEY_ID"), "{stderr}");
 }
+
+/// A TCP relay to `upstream` that cuts any connection once its client has sent more
+/// than `limit` bytes: large uploads (multipart parts) fail, small requests pass.
+async fn relay_cutting_large_requests(
+    upstream: u16,
+    limit: usize,
+) -> (u16, tokio::task::JoinHandle<()>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let task = tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let Ok(mut server) = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await
+                else {
+                    return;
+                };
+                let (mut client_r, mut client_w) = client.split();
+                let (mut server_r, mut server_w) = server.split();
+                let up = async {
+                    let mut sent = 0;
+                    let mut buf = vec![0u8; 64 * 1024];
+                    loop {
+                        let n = client_r.read(&mut buf).await.unwrap_or(0);
+                        sent += n;
+                        if n == 0 || sent > limit {
+                            return; // dropping both sockets resets the connection
+                        }
+                        if server_w.write_all(&buf[..n]).await.is_err() {
+                            return;
+                        }
+                    }
+                };
+                let down = tokio::io::copy(&mut server_r, &mut client_w);
+                tokio::select! {
+                    _ = up => {}
+                    _ = down => {}
+                }
+            });
+        }
+    });
+    (port, task)
+}
+
+/// When parts cannot be uploaded, the multipart upload is aborted: the server keeps
+/// no upload state (s3s-fs keeps `.upload_id-*` files in its root until an abort or a
+/// completion removes them).
+#[tokio::test]
+async fn s3_failed_multipart_upload_is_aborted() {
+    let server = S3Server::start();
+    let (port, relay) = relay_cutting_large_requests(server.port(), 1024 * 1024).await;
+    let mut cfg = server.store_config("p");
+    cfg.s3_endpoint = Some(format!("http://127.0.0.1:{port}"));
+    let opts = S3Options {
+        max_attempts: 2,
+        ..test_options()
+    };
+    let store = S3Store::open(&cfg, opts).await.unwrap();
+    // Small requests go through the relay.
+    store.put("small", Bytes::from_static(b"ok")).await.unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("big");
+    std::fs::write(&path, pattern(2 * TEST_PART as usize + 1, 5)).unwrap();
+    let started = Instant::now();
+    let err = store.put_file("big", &path).await.unwrap_err();
+    assert!(err.is_transient(), "{err:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "took {:?}",
+        started.elapsed()
+    );
+    relay.abort();
+
+    assert_eq!(store.head("big").await.ok().flatten(), None);
+    let leftovers: Vec<String> = std::fs::read_dir(server.data_dir())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".upload_id-"))
+        .collect();
+    assert!(leftovers.is_empty(), "upload not aborted: {leftovers:?}");
+}
+
+/// A TCP relay to `upstream` that plays a server without conditional writes: a request
+/// carrying `If-None-Match` gets `501 NotImplemented` (and the connection closed);
+/// everything else reaches the real server. Counts the refusals.
+async fn relay_without_conditional_put(
+    upstream: u16,
+) -> (
+    u16,
+    Arc<std::sync::atomic::AtomicUsize>,
+    tokio::task::JoinHandle<()>,
+) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let refused = Arc::new(AtomicUsize::new(0));
+    let counter = refused.clone();
+    let task = tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            let counter = counter.clone();
+            tokio::spawn(async move {
+                let Ok(mut server) = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await
+                else {
+                    return;
+                };
+                let (mut client_r, mut client_w) = client.split();
+                let (mut server_r, mut server_w) = server.split();
+                let up = async {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    loop {
+                        let n = client_r.read(&mut buf).await.unwrap_or(0);
+                        if n == 0 {
+                            return None;
+                        }
+                        let text = String::from_utf8_lossy(&buf[..n]).to_ascii_lowercase();
+                        if text.contains("\r\nif-none-match:") {
+                            return Some(());
+                        }
+                        if server_w.write_all(&buf[..n]).await.is_err() {
+                            return None;
+                        }
+                    }
+                };
+                let down = tokio::io::copy(&mut server_r, &mut client_w);
+                let refuse = tokio::select! {
+                    r = up => r.is_some(),
+                    _ = down => false,
+                };
+                if refuse {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    let body = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error>\
+                        <Code>NotImplemented</Code><Message>no conditional writes</Message></Error>";
+                    let reply = format!(
+                        "HTTP/1.1 501 Not Implemented\r\ncontent-type: application/xml\r\n\
+                         content-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = client_w.write_all(reply.as_bytes()).await;
+                    let _ = client_w.shutdown().await;
+                }
+            });
+        }
+    });
+    (port, refused, task)
+}
+
+/// A server that does not implement `If-None-Match` still gets put-if-absent semantics
+/// (HEAD then PUT), and the store stops asking after the first refusal.
+#[tokio::test]
+async fn s3_put_if_absent_falls_back_when_conditional_put_is_not_implemented() {
+    use std::sync::atomic::Ordering;
+    let server = S3Server::start();
+    let (port, refused, relay) = relay_without_conditional_put(server.port()).await;
+    let mut cfg = server.store_config("p");
+    cfg.s3_endpoint = Some(format!("http://127.0.0.1:{port}"));
+    let store = S3Store::open(&cfg, test_options()).await.unwrap();
+
+    assert!(store
+        .put_if_absent("once", Bytes::from_static(b"first"))
+        .await
+        .unwrap());
+    assert!(!store
+        .put_if_absent("once", Bytes::from_static(b"second"))
+        .await
+        .unwrap());
+    assert!(store
+        .put_if_absent("other", Bytes::from_static(b"x"))
+        .await
+        .unwrap());
+    assert_eq!(&store.get("once").await.unwrap()[..], b"first");
+    assert_eq!(
+        refused.load(Ordering::SeqCst),
+        1,
+        "conditional PUT tried again"
+    );
+    relay.abort();
+}

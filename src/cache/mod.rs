@@ -54,6 +54,13 @@
 //! without a row are deleted, rows without a file are dropped, staging is emptied, and
 //! dirty rows are the upload queue the uploader resumes.
 //!
+//! # Files
+//!
+//! `fetch.rs` flights (ranged GETs, verification, singleflight); `keep.rs` writing
+//! verified chunks and the whole-file check; `prefetch.rs` read-ahead; `evict.rs`
+//! making room; `persist.rs` the flush and the recovery at open; `index.rs` the SQLite
+//! tables; `state.rs` the in-memory entries, LRU and byte counts; `bitmap.rs`.
+//!
 //! # Lock order
 //!
 //! `flights` → `state` → `index`. A lock is never taken while holding one to its
@@ -61,13 +68,16 @@
 //! (short: page-cache writes); store requests and fsyncs never hold a lock.
 
 mod bitmap;
+mod evict;
 mod fetch;
 mod index;
+mod keep;
+mod persist;
 mod prefetch;
 mod state;
 
 use std::collections::HashSet;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::ErrorKind;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -76,10 +86,10 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 
-use crate::content::{blob_key, chunk_count, chunks_key, is_valid_hash, BlobInfo, CHUNK_SIZE};
+use crate::content::{chunk_count, chunks_key, is_valid_hash, BlobInfo, CHUNK_SIZE};
 use crate::store::{ObjectStore, StoreError};
-use bitmap::Bitmap;
-use index::{BlobRow, Index};
+use index::Index;
+use persist::{empty_dir, recover_entry, remove_orphans, row_of, start_flusher};
 pub use prefetch::ReadAhead;
 use state::{Entry, State};
 
@@ -670,269 +680,6 @@ impl Cache {
     fn gen_of(&self, hash: &str) -> Option<u64> {
         lock(&self.state).entries.get(hash).map(|e| e.gen)
     }
-
-    /// Creates the entry and its sparse data file if the blob has none yet.
-    fn ensure_entry(&self, st: &mut State, info: &BlobInfo) -> Result<(), CacheError> {
-        if let Some(e) = st.entries.get(&info.hash) {
-            if e.size != info.size {
-                return Err(CacheError::BadInfo {
-                    hash: info.hash.clone(),
-                    why: format!("{} bytes asked, the cached copy has {}", info.size, e.size),
-                });
-            }
-            return Ok(());
-        }
-        let path = self.data_path(&info.hash);
-        let dir = path.parent().expect("data paths have a parent");
-        std::fs::create_dir_all(dir).map_err(|e| CacheError::io(dir, e))?;
-        let f = File::create(&path).map_err(|e| CacheError::io(&path, e))?;
-        f.set_len(info.size).map_err(|e| CacheError::io(&path, e))?;
-        // Chunk hashes of blobs we hold are kept so a restart can serve them.
-        lock(&self.index).put_info(info)?;
-        let gen = st.new_gen();
-        st.insert(&info.hash, Entry::new(info.size, gen));
-        Ok(())
-    }
-
-    /// Writes verified chunks `first..` of a blob into its data file (called by the
-    /// flight that fetched them). Makes room first; stops keeping (the rest streams
-    /// through) when no room can be made.
-    fn keep_chunks(&self, info: &BlobInfo, first: u64, chunks: &[Bytes]) -> Result<(), CacheError> {
-        let mut st = lock(&self.state);
-        self.ensure_entry(&mut st, info)?;
-        let path = self.data_path(&info.hash);
-        let file = OpenOptions::new()
-            .write(true)
-            .open(&path)
-            .map_err(|e| CacheError::io(&path, e))?;
-        let run = first..first + chunks.len() as u64;
-        for (i, data) in run.clone().zip(chunks) {
-            let entry = st.entries.get(&info.hash).expect("ensured above");
-            if entry.present.get(i) {
-                continue;
-            }
-            if entry.evictable()
-                && !self.make_room(&mut st, data.len() as u64, Some((&info.hash, run.clone())))
-            {
-                tracing::debug!(hash = %info.hash, chunk = i, "cache full of kept blobs: streaming through");
-                break;
-            }
-            file.write_all_at(data, i * CHUNK_SIZE)
-                .map_err(|e| CacheError::io(&path, e))?;
-            st.update(&info.hash, |e| e.set_present(i));
-        }
-        let start_verify = st.update(&info.hash, |e| {
-            let go = e.all_present() && !e.complete && !e.verifying;
-            e.verifying |= go;
-            go
-        });
-        drop(st);
-        if start_verify == Some(true) {
-            let me = self.me.upgrade().expect("a cache in use is alive");
-            let hash = info.hash.clone();
-            let verify = move || {
-                if let Err(e) = me.verify_whole(&hash) {
-                    tracing::error!(hash, "whole-file check: {e}");
-                }
-            };
-            match tokio::runtime::Handle::try_current() {
-                Ok(rt) => drop(rt.spawn_blocking(verify)),
-                Err(_) => verify(),
-            }
-        }
-        Ok(())
-    }
-
-    /// Hashes a blob whose chunks are all present: a match marks it complete (and
-    /// records that durably), a mismatch drops it.
-    fn verify_whole(&self, hash: &str) -> Result<(), CacheError> {
-        let gen = {
-            let st = lock(&self.state);
-            match st.entries.get(hash) {
-                Some(e) if e.complete => return Ok(()),
-                Some(e) if e.all_present() => e.gen,
-                _ => return Ok(()),
-            }
-        };
-        let path = self.data_path(hash);
-        let whole = crate::content::hash_file(&path).map_err(|e| CacheError::io(&path, e));
-        let synced = File::open(&path)
-            .and_then(|f| f.sync_data())
-            .map_err(|e| CacheError::io(&path, e));
-        let mut st = lock(&self.state);
-        if st.entries.get(hash).map(|e| e.gen) != Some(gen) {
-            // Changed meanwhile (a chunk evicted): a later fill checks again.
-            st.update(hash, |e| e.verifying = false);
-            return Ok(());
-        }
-        let whole = whole?;
-        synced?;
-        if whole.hash != hash {
-            tracing::error!(
-                key = blob_key(hash),
-                got = whole.hash,
-                "whole file does not match its hash although every chunk did: dropped"
-            );
-            self.drop_entry(&mut st, hash)?;
-            return Err(CacheError::WholeMismatch { hash: hash.into() });
-        }
-        let mut row = row_of(hash, st.entries.get(hash).expect("checked above"));
-        row.complete = true;
-        row.present = {
-            let mut b = Bitmap::new(chunk_count(whole.size));
-            b.fill();
-            b.as_bytes().to_vec()
-        };
-        let written = lock(&self.index).upsert_blob(&row);
-        st.update(hash, |e| {
-            e.verifying = false;
-            if written.is_ok() {
-                e.complete = true;
-                e.synced = e.present.clone();
-            }
-        });
-        written
-    }
-
-    /// Evicts until `need` more evictable bytes fit under the limit. `protect` is the
-    /// blob (and its chunks) being written: never dropped whole, only its other
-    /// chunks punched as a last resort. False if room could not be made.
-    fn make_room(
-        &self,
-        st: &mut State,
-        need: u64,
-        protect: Option<(&str, std::ops::Range<u64>)>,
-    ) -> bool {
-        // Evicting a little more than needed saves an index write per chunk when a
-        // large file streams through.
-        let slack = (self.limit / 16).min(4 << 20);
-        if st.evictable_bytes + need <= self.limit {
-            return true;
-        }
-        let keep = protect.as_ref().map(|(h, _)| *h);
-        while st.evictable_bytes + need + slack > self.limit {
-            let Some(victim) = st.coldest_except(keep) else {
-                break;
-            };
-            if let Err(e) = self.drop_entry(st, &victim) {
-                tracing::error!(hash = victim, "cannot evict: {e}");
-                return false;
-            }
-        }
-        if let Some((hash, run)) = protect {
-            // Only the blob being written is left: punch its other chunks, lowest
-            // index first (behind a sequential reader), several per index write.
-            let mut victims = Vec::new();
-            if let Some(e) = st.entries.get(hash).filter(|e| e.evictable()) {
-                let mut left = st.evictable_bytes;
-                for i in e.present.ones().filter(|i| !run.contains(i)) {
-                    if left + need + slack <= self.limit {
-                        break;
-                    }
-                    victims.push(i);
-                    left -= e.chunk_len(i);
-                }
-            }
-            if !victims.is_empty() {
-                if let Err(e) = self.punch(st, hash, &victims) {
-                    tracing::error!(hash, "cannot evict chunks: {e}");
-                    return false;
-                }
-            }
-        }
-        st.evictable_bytes + need <= self.limit
-    }
-
-    /// Forgets a blob's local copy: index row first, then the file.
-    fn drop_entry(&self, st: &mut State, hash: &str) -> Result<(), CacheError> {
-        lock(&self.index).delete_blob(hash)?;
-        st.remove(hash);
-        let path = self.data_path(hash);
-        if let Err(e) = std::fs::remove_file(&path) {
-            if e.kind() != ErrorKind::NotFound {
-                tracing::warn!(path = %path.display(), "cannot remove evicted cache file: {e}");
-            }
-        }
-        tracing::debug!(hash, "evicted");
-        Ok(())
-    }
-
-    /// Drops chunks of a partial blob: index first, then the holes.
-    fn punch(&self, st: &mut State, hash: &str, chunks: &[u64]) -> Result<(), CacheError> {
-        let gen = st.new_gen();
-        let entry = st.entries.get(hash).expect("caller checked");
-        let mut row = row_of(hash, entry);
-        let mut synced = entry.synced.clone();
-        for &i in chunks {
-            synced.clear(i);
-        }
-        row.present = synced.as_bytes().to_vec();
-        row.complete = false;
-        lock(&self.index).upsert_blob(&row)?;
-        let lens: Vec<u64> = chunks.iter().map(|&i| entry.chunk_len(i)).collect();
-        st.update(hash, |e| {
-            for &i in chunks {
-                e.clear_present(i);
-            }
-            e.gen = gen;
-        });
-        let path = self.data_path(hash);
-        for (&i, len) in chunks.iter().zip(lens) {
-            if let Err(e) = punch_hole(&path, i * CHUNK_SIZE, len) {
-                tracing::warn!(path = %path.display(), "cannot punch a hole (space not freed): {e}");
-            }
-        }
-        Ok(())
-    }
-
-    /// Makes the index catch up with memory: chunk bitmaps (after syncing the data
-    /// files they describe) and batched LRU touches. Runs every second and on drop.
-    pub fn flush(&self) {
-        let (batch, touches) = {
-            let mut st = lock(&self.state);
-            let batch: Vec<(String, u64, Bitmap)> = st
-                .entries
-                .iter()
-                .filter(|(_, e)| e.present != e.synced)
-                .map(|(h, e)| (h.clone(), e.gen, e.present.clone()))
-                .collect();
-            let touched: Vec<String> = st.touched.drain().collect();
-            let touches: Vec<(String, i64)> = touched
-                .into_iter()
-                .filter_map(|h| st.entries.get(&h).map(|e| (h.clone(), e.last_access)))
-                .collect();
-            (batch, touches)
-        };
-        let mut synced = Vec::new();
-        for (hash, gen, bits) in batch {
-            let path = self.data_path(&hash);
-            match File::open(&path).and_then(|f| f.sync_data()) {
-                Ok(()) => synced.push((hash, gen, bits)),
-                Err(e) => tracing::warn!(path = %path.display(), "cannot sync cache file: {e}"),
-            }
-        }
-        let mut st = lock(&self.state);
-        let mut index = lock(&self.index);
-        for (hash, gen, bits) in synced {
-            let Some(entry) = st.entries.get_mut(&hash) else {
-                continue;
-            };
-            if entry.gen != gen {
-                continue; // bytes dropped meanwhile: the next flush writes a fresh picture
-            }
-            let mut row = row_of(&hash, entry);
-            row.present = bits.as_bytes().to_vec();
-            match index.upsert_blob(&row) {
-                Ok(()) => entry.synced = bits,
-                Err(e) => tracing::warn!(hash, "cannot record cached chunks: {e}"),
-            }
-        }
-        if !touches.is_empty() {
-            if let Err(e) = index.touch_many(&touches) {
-                tracing::warn!("cannot record cache access times: {e}");
-            }
-        }
-    }
 }
 
 impl Drop for Cache {
@@ -972,116 +719,9 @@ fn check_info(info: &BlobInfo) -> Result<(), CacheError> {
     Ok(())
 }
 
-fn row_of(hash: &str, e: &Entry) -> BlobRow {
-    BlobRow {
-        hash: hash.into(),
-        size: e.size,
-        present: e.synced.as_bytes().to_vec(),
-        complete: e.complete,
-        dirty: e.dirty,
-        last_access: e.last_access,
-    }
-}
-
-/// Rebuilds an entry from its row, if its data file is still there and whole-sized.
-fn recover_entry(blobs_dir: &Path, row: &BlobRow) -> Option<Entry> {
-    if !is_valid_hash(&row.hash) {
-        return None;
-    }
-    let path = blobs_dir.join(&row.hash[..2]).join(&row.hash);
-    if std::fs::metadata(&path).ok()?.len() != row.size {
-        return None;
-    }
-    let n = chunk_count(row.size);
-    let mut entry = Entry::new(row.size, 0);
-    let mut present = Bitmap::from_bytes(row.present.clone(), n)?;
-    if row.complete {
-        present.fill();
-    }
-    for i in present.ones() {
-        entry.set_present(i);
-    }
-    entry.synced = present;
-    entry.complete = row.complete;
-    entry.dirty = row.dirty;
-    entry.last_access = row.last_access;
-    Some(entry)
-}
-
-/// Deletes data files the index does not know (a crash between creating a file and
-/// recording it, or between forgetting a file and deleting it).
-fn remove_orphans(blobs_dir: &Path, st: &State) -> Result<(), CacheError> {
-    let fans = std::fs::read_dir(blobs_dir).map_err(|e| CacheError::io(blobs_dir, e))?;
-    for fan in fans.flatten() {
-        let Ok(files) = std::fs::read_dir(fan.path()) else {
-            continue;
-        };
-        for f in files.flatten() {
-            let name = f.file_name().to_string_lossy().into_owned();
-            if !st.entries.contains_key(&name) {
-                tracing::debug!(path = %f.path().display(), "removing unrecorded cache file");
-                let _ = std::fs::remove_file(f.path());
-            }
-        }
-    }
-    Ok(())
-}
-
-fn empty_dir(dir: &Path) -> Result<(), CacheError> {
-    for e in std::fs::read_dir(dir)
-        .map_err(|e| CacheError::io(dir, e))?
-        .flatten()
-    {
-        let p = e.path();
-        tracing::info!(path = %p.display(), "removing a staging leftover of an unfinished write");
-        let r = if p.is_dir() {
-            std::fs::remove_dir_all(&p)
-        } else {
-            std::fs::remove_file(&p)
-        };
-        r.map_err(|e| CacheError::io(&p, e))?;
-    }
-    Ok(())
-}
-
 fn pread(path: &Path, offset: u64, len: u64) -> std::io::Result<Bytes> {
     let f = File::open(path)?;
     let mut buf = vec![0u8; len as usize];
     f.read_exact_at(&mut buf, offset)?;
     Ok(Bytes::from(buf))
-}
-
-fn punch_hole(path: &Path, offset: u64, len: u64) -> std::io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let f = OpenOptions::new().write(true).open(path)?;
-    // SAFETY: fallocate on an fd we own, with plain integer arguments.
-    let rc = unsafe {
-        libc::fallocate(
-            f.as_raw_fd(),
-            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
-            offset as libc::off_t,
-            len as libc::off_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
-}
-
-/// Writes the index every second while the cache lives (holds only a weak reference).
-fn start_flusher(cache: Weak<Cache>) {
-    let spawned = std::thread::Builder::new()
-        .name("songfs-cache-flush".into())
-        .spawn(move || loop {
-            std::thread::sleep(Duration::from_millis(1000));
-            match cache.upgrade() {
-                Some(c) => c.flush(),
-                None => return,
-            }
-        });
-    if let Err(e) = spawned {
-        tracing::warn!("cannot start the cache flusher (index written on drop only): {e}");
-    }
 }

@@ -2,9 +2,19 @@
 //! the test that owns the `S3Server` value.
 //!
 //! Each server gets a free port, its own temporary data folder and one bucket. The
-//! process is killed by its PID when the value is dropped, also when a test panics.
+//! process is killed by its PID when the value is dropped, also when a test panics,
+//! and by the kernel when the test process dies without unwinding (Ctrl-C, a timeout).
 //! `stop()` and `restart()` simulate the store going offline and coming back (same
 //! port, same data). This file never mocks S3 and never talks to anything but loopback.
+//!
+//! ```ignore
+//! let mut server = S3Server::start();                  // bucket BUCKET, free port
+//! let store = server.open_store("team").await;         // in-process Arc<dyn ObjectStore>
+//! let mut cmd = common::songfs(home.path());           // or the binary:
+//! server.apply_env(&mut cmd)                           //   AWS_* keys for the child
+//!     .args(["init", "--store", &server.url("team"), "--s3-endpoint", &server.endpoint()]);
+//! server.stop();    /* store offline */    server.restart();    /* back, same data */
+//! ```
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -201,7 +211,19 @@ impl S3Server {
             .open(self.log_path())
             .map_err(|e| format!("log file: {e}"))?;
         let log2 = log.try_clone().map_err(|e| format!("log file: {e}"))?;
-        let child = Command::new(&bin)
+        let mut cmd = Command::new(&bin);
+        // A test binary killed outright (Ctrl-C, a CI timeout) runs no Drop: let the
+        // kernel kill the server with it. Linux ties this to the *thread* that spawns
+        // the server, so start and restart servers on the test's own thread.
+        // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+        unsafe {
+            use std::os::unix::process::CommandExt;
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let child = cmd
             .arg("--host")
             .arg("127.0.0.1")
             .arg("--port")
