@@ -283,7 +283,22 @@ impl SyncLoop {
                         s.cycles + 1
                     };
                     tracing::info!(reason, cycle = n, "sync cycle");
-                    let r = run_cycle(&ctx, inval.as_deref(), n);
+                    // A bug in one cycle must not end the loop (nor the mount): report it.
+                    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        run_cycle(&ctx, inval.as_deref(), n)
+                    }))
+                    .unwrap_or_else(|_| {
+                        let msg = "the sync cycle failed unexpectedly (a bug; see the log)";
+                        tracing::error!(cycle = n, "{msg}");
+                        CycleReport {
+                            started_at: chrono::Utc::now().to_rfc3339(),
+                            finished_at: chrono::Utc::now().to_rfc3339(),
+                            summary: msg.into(),
+                            error: Some(msg.into()),
+                            cycle_number: n,
+                            ..CycleReport::default()
+                        }
+                    });
                     let mut s = st.lock().unwrap_or_else(|p| p.into_inner());
                     s.running = false;
                     s.cycles = n;
