@@ -524,3 +524,37 @@ fn files_being_written_are_not_exported() {
     w.sync(&b);
     assert!(paths(&b).is_empty());
 }
+
+/// A device's logs are folded into a snapshot once they pile up; a device that was
+/// half-way and a brand-new one both end with the same files.
+#[test]
+fn logs_are_compacted_and_late_devices_catch_up() {
+    let w = World::new();
+    let (a, b) = (w.device("desk"), w.device("laptop"));
+    for i in 0..40u32 {
+        let data = format!("file {i}");
+        w.upload(data.as_bytes());
+        write(&a, &format!("f/{i}.mp3"), data.as_bytes());
+        if i % 3 == 0 && i > 0 {
+            a.catalog.remove_file(&format!("f/{}.mp3", i - 1)).unwrap();
+        }
+        w.sync(&a);
+        if i == 10 {
+            w.sync(&b);
+        }
+    }
+    let logs =
+        w.rt.block_on(w.store.list(&format!("ns/logs/{}/", a.cfg.device_id)))
+            .unwrap();
+    let snaps =
+        w.rt.block_on(w.store.list(&format!("ns/snapshots/{}/", a.cfg.device_id)))
+            .unwrap();
+    assert!(logs.len() < 32, "{} logs left", logs.len());
+    assert_eq!(snaps.len(), 1);
+    let c = w.device("new");
+    w.sync(&b);
+    w.sync(&c);
+    assert_eq!(paths(&b), paths(&a));
+    assert_eq!(paths(&c), paths(&a));
+    assert_eq!(paths(&a).len(), 27);
+}

@@ -128,8 +128,18 @@ pub fn log_key(device: &str, seq: u64) -> String {
     format!("ns/logs/{device}/{seq:012}.json")
 }
 
+pub fn snapshot_key(device: &str, seq: u64) -> String {
+    format!("ns/snapshots/{device}/{seq:012}.json")
+}
+
+/// How many of its own logs a device keeps before folding them into a snapshot.
+pub const COMPACT_AFTER_LOGS: usize = 32;
+
+/// `(device, seq)` of an `ns/logs/…` or `ns/snapshots/…` key.
 fn parse_key(key: &str) -> Option<(String, u64)> {
-    let rest = key.strip_prefix("ns/logs/")?;
+    let rest = key
+        .strip_prefix("ns/logs/")
+        .or_else(|| key.strip_prefix("ns/snapshots/"))?;
     let (device, file) = rest.split_once('/')?;
     let seq = file.strip_suffix(".json")?.parse().ok()?;
     if device.is_empty() || !device.chars().all(|c| c.is_ascii_alphanumeric()) {
@@ -235,6 +245,9 @@ impl<'a> NamespaceSync<'a> {
         }
         self.capture(&mut summary)?;
         self.upload(&mut summary)?;
+        if let Err(e) = self.compact_own() {
+            tracing::warn!(error = %e, "compacting this device's namespace logs failed; retried next cycle");
+        }
         touched.extend(self.pull(&mut summary)?);
         Ok((summary, touched))
     }
@@ -540,12 +553,15 @@ impl<'a> NamespaceSync<'a> {
         }
         // A fresh state for a device id that already wrote: continue after its logs.
         let mut max = 0;
-        for k in self
-            .rt
-            .block_on(self.store.list(&format!("ns/logs/{}/", self.cfg.device_id)))?
-        {
-            if let Some((_, s)) = parse_key(&k) {
-                max = max.max(s);
+        for prefix in ["ns/logs", "ns/snapshots"] {
+            let listed = self.rt.block_on(
+                self.store
+                    .list(&format!("{prefix}/{}/", self.cfg.device_id)),
+            )?;
+            for k in listed {
+                if let Some((_, s)) = parse_key(&k) {
+                    max = max.max(s);
+                }
             }
         }
         Ok(max + 1)
@@ -571,6 +587,63 @@ impl<'a> NamespaceSync<'a> {
         Ok(())
     }
 
+    /// Folds this device's logs into one snapshot once they pile up (a new machine then
+    /// reads one object, not every cycle's log since the start), then deletes them.
+    fn compact_own(&self) -> Result<(), NamespaceError> {
+        let me = &self.cfg.device_id;
+        let seqs_of = |prefix: String| -> Result<Vec<u64>, NamespaceError> {
+            let mut v: Vec<u64> = self
+                .rt
+                .block_on(self.store.list(&prefix))?
+                .iter()
+                .filter_map(|k| parse_key(k).map(|(_, s)| s))
+                .collect();
+            v.sort();
+            Ok(v)
+        };
+        let seqs = seqs_of(format!("ns/logs/{me}/"))?;
+        if seqs.len() < COMPACT_AFTER_LOGS {
+            return Ok(());
+        }
+        let snaps = seqs_of(format!("ns/snapshots/{me}/"))?;
+        let mut changes = Vec::new();
+        let mut read = |key: String| -> Result<(), NamespaceError> {
+            let bytes = self.rt.block_on(self.store.get(&key))?;
+            changes.extend(decode(&key, &bytes)?.changes);
+            Ok(())
+        };
+        if let Some(&prev) = snaps.last() {
+            read(snapshot_key(me, prev))?;
+        }
+        for &s in &seqs {
+            read(log_key(me, s))?;
+        }
+        let upto = *seqs.last().expect("not empty");
+        let snap = LogFile {
+            device_id: me.clone(),
+            sync_version: SYNC_VERSION,
+            timestamp: chrono::Utc::now().to_rfc3339(),
+            seq: upto,
+            changes: changelog::compact(changes),
+        };
+        self.rt.block_on(self.store.put_if_absent(
+            &snapshot_key(me, upto),
+            Bytes::from(changelog::encode(&snap)),
+        ))?;
+        for &s in &seqs {
+            self.rt.block_on(self.store.delete(&log_key(me, s)))?;
+        }
+        for s in snaps.into_iter().filter(|s| *s < upto) {
+            self.rt.block_on(self.store.delete(&snapshot_key(me, s)))?;
+        }
+        tracing::info!(
+            upto,
+            logs = seqs.len(),
+            "namespace logs compacted into a snapshot"
+        );
+        Ok(())
+    }
+
     fn cursor(&self, device: &str) -> Result<u64, NamespaceError> {
         Ok(self
             .db
@@ -586,10 +659,20 @@ impl<'a> NamespaceSync<'a> {
     /// Reads the other devices' logs after their cursors and applies them in order.
     fn pull(&mut self, summary: &mut NsSummary) -> Result<Vec<Touched>, NamespaceError> {
         let mut logs: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+        let mut snaps: BTreeMap<String, u64> = BTreeMap::new();
         for k in self.rt.block_on(self.store.list("ns/logs/"))? {
             if let Some((d, s)) = parse_key(&k) {
                 if d != self.cfg.device_id {
                     logs.entry(d).or_default().push(s);
+                }
+            }
+        }
+        for k in self.rt.block_on(self.store.list("ns/snapshots/"))? {
+            if let Some((d, s)) = parse_key(&k) {
+                if d != self.cfg.device_id {
+                    let e = snaps.entry(d.clone()).or_default();
+                    *e = (*e).max(s);
+                    logs.entry(d).or_default();
                 }
             }
         }
@@ -598,8 +681,20 @@ impl<'a> NamespaceSync<'a> {
         for (device, mut seqs) in logs {
             let cursor = self.cursor(&device)?;
             seqs.sort();
-            for seq in seqs.into_iter().filter(|s| *s > cursor) {
-                let key = log_key(&device, seq);
+            // A snapshot newer than the cursor holds everything up to its seq (the logs it
+            // folded are gone): apply it first, then the logs after it.
+            let mut objects: Vec<(u64, String)> = Vec::new();
+            let mut from = cursor;
+            if let Some(&snap) = snaps.get(&device).filter(|s| **s > cursor) {
+                objects.push((snap, snapshot_key(&device, snap)));
+                from = snap;
+            }
+            objects.extend(
+                seqs.into_iter()
+                    .filter(|s| *s > from)
+                    .map(|s| (s, log_key(&device, s))),
+            );
+            for (seq, key) in objects {
                 let bytes = match self.rt.block_on(self.store.get(&key)) {
                     Ok(b) => b,
                     Err(e) => {
