@@ -193,8 +193,17 @@ pub struct DeleteConflict {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 struct Version {
     clock: Hlc,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Absent once superseded; a present `null` is SQL NULL (serde alone would read it as absent).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present_value"
+    )]
     value: Option<Value>,
+}
+
+fn present_value<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(d).map(Some)
 }
 
 /// Everything known about one field.
@@ -1023,6 +1032,24 @@ mod tests {
         let row_text = serde_json::to_string(&state.rows[&child]).unwrap();
         let row_back: RowState = serde_json::from_str(&row_text).unwrap();
         assert_eq!(row_back, state.rows[&child]);
+    }
+
+    #[test]
+    fn a_field_cleared_to_null_stays_null_after_a_json_round_trip() {
+        let row = RowId::new("songs", "s");
+        let rules = Rules::default();
+        let mut state = MergeState::default();
+        state.apply(&change(&row, Event::Live { clock: hlc(1, "a") }));
+        state.apply(&change(&row, set("genre_id", json!(3), &hlc(2, "a"), &[])));
+        let three = hlc(2, "a");
+        state.apply(&change(
+            &row,
+            set("genre_id", Value::Null, &hlc(3, "a"), &[&three]),
+        ));
+        let back: MergeState =
+            serde_json::from_str(&serde_json::to_string(&state).unwrap()).unwrap();
+        assert_eq!(back, state);
+        assert_eq!(back.resolve(&rules, &row).unwrap()["genre_id"], Value::Null);
     }
 
     #[test]
