@@ -318,3 +318,27 @@ fn paths_inside_the_mount_travel_relative_and_land_under_the_local_mount() {
     let s = b.sync();
     assert!(s.sent.is_empty(), "{s:?}");
 }
+
+#[test]
+fn a_deleted_song_brought_back_by_a_newer_edit_returns_with_its_tags() {
+    let (_s, a, b) = pair();
+    a.exec("INSERT INTO song_tags (song_id, tag_id) VALUES (11, 1), (11, 5)");
+    settle(&a, &b);
+    a.exec("PRAGMA foreign_keys = ON; DELETE FROM songs WHERE id = 11");
+    a.sync();
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    // B had not seen the delete: its later edit wins, the song comes back whole.
+    b.exec("UPDATE songs SET notes = 'still wanted' WHERE id = 11");
+    settle(&b, &a);
+    for d in [&a, &b] {
+        assert_eq!(
+            d.text("SELECT notes FROM songs WHERE id = 11").unwrap(),
+            "still wanted"
+        );
+        assert_eq!(
+            d.count("SELECT COUNT(*) FROM song_tags WHERE song_id = 11"),
+            2
+        );
+    }
+    assert_same(&a, &b);
+}

@@ -25,8 +25,11 @@ use super::SyncError;
 /// A live row: column → local value.
 pub type LocalRow = BTreeMap<String, Value>;
 
-/// Rows of one table by key text.
-pub type TableRows = BTreeMap<String, (LocalRow, String)>;
+/// Rows of one table by key text: values and their hash.
+pub type TableRows = BTreeMap<String, (LocalRow, Vec<u8>)>;
+
+/// One table's shadow: key → (gid, row hash).
+pub type Shadow = BTreeMap<String, (String, Vec<u8>)>;
 
 /// Per-table counts of rows inserted, updated and deleted.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -61,7 +64,7 @@ pub struct CaptureContext<'a> {
     pub now_ms: u64,
 }
 
-/// Reads every row of a table: key text → (values, canonical JSON text).
+/// Reads every row of a table: key text → (values, hash).
 pub fn read_table(conn: &Connection, t: &Table) -> Result<TableRows, SyncError> {
     let mut stmt = conn.prepare(&format!("SELECT * FROM \"{}\"", t.name))?;
     let names: Vec<String> = stmt.column_names().map(|s| s.to_string()).collect();
@@ -87,10 +90,26 @@ pub fn read_table(conn: &Connection, t: &Table) -> Result<TableRows, SyncError> 
             .map(|&i| super::translate::from_sql(r.get_ref(i).expect("column exists")))
             .collect();
         let key = identity::key_text(&key_vals);
-        let text = canonical(&row);
-        out.insert(key, (row, text));
+        let hash = row_hash(row.iter().map(|(k, v)| (k.as_str(), v)));
+        out.insert(key, (row, hash));
     }
     Ok(out)
+}
+
+/// A digest of a row's values, independent of column order: equal rows, equal hashes.
+/// (Computed from `Value`s so the shadow written by an apply hashes the same way.)
+pub fn row_hash<'a>(cols: impl Iterator<Item = (&'a str, &'a Value)>) -> Vec<u8> {
+    use sha2::{Digest, Sha256};
+    let mut sorted: Vec<(&str, &Value)> = cols.collect();
+    sorted.sort_by_key(|(k, _)| *k);
+    let mut h = Sha256::new();
+    for (k, v) in sorted {
+        h.update(k.as_bytes());
+        h.update([0]);
+        h.update(serde_json::to_vec(v).expect("JSON values always encode"));
+        h.update([0]);
+    }
+    h.finalize()[..16].to_vec()
 }
 
 /// The canonical JSON text of a row (sorted keys), used for quick equality with the shadow.
@@ -114,7 +133,7 @@ pub fn capture(
     app: &Connection,
     st: &StateDb,
     schema: &Schema,
-    shadows: &BTreeMap<String, BTreeMap<String, ShadowRow>>,
+    shadows: &BTreeMap<String, Shadow>,
     ids: &mut IdMap,
     clock: &mut Clock,
     ctx: &CaptureContext<'_>,
@@ -130,13 +149,21 @@ pub fn capture(
         let live = read_table(app, t)?;
         let shadow = shadows.get(name).unwrap_or(&empty);
         let mut counts = Counts::default();
-        for (key, (row, text)) in &live {
+        for (key, (row, hash)) in &live {
             if is_private(name, row, ctx.private_config_keys) {
                 continue;
             }
             match shadow.get(key) {
-                Some(old) if old.data == *text => {}
-                Some(old) => {
+                Some((_, old_hash)) if old_hash == hash => {}
+                Some((gid, _)) => {
+                    let old = ShadowRow {
+                        gid: gid.clone(),
+                        ..st.shadow_row(name, key)?.unwrap_or(ShadowRow {
+                            key: key.clone(),
+                            gid: gid.clone(),
+                            data: "{}".into(),
+                        })
+                    };
                     let old_row: LocalRow = serde_json::from_str(&old.data).unwrap_or_default();
                     let edited = edited_columns(t, &old_row, row);
                     if !edited.is_empty() {
@@ -166,7 +193,7 @@ pub fn capture(
                         ShadowRow {
                             key: key.clone(),
                             gid: old.gid.clone(),
-                            data: text.clone(),
+                            data: canonical(row),
                         },
                     ));
                 }
@@ -210,16 +237,21 @@ pub fn capture(
                         ShadowRow {
                             key: key.clone(),
                             gid,
-                            data: text.clone(),
+                            data: canonical(row),
                         },
                     ));
                 }
             }
         }
-        for (key, old) in shadow {
+        for (key, (gid, _)) in shadow {
             if live.contains_key(key) {
                 continue;
             }
+            let old = st.shadow_row(name, key)?.unwrap_or(ShadowRow {
+                key: key.clone(),
+                gid: gid.clone(),
+                data: "{}".into(),
+            });
             let old_row: LocalRow = serde_json::from_str(&old.data).unwrap_or_default();
             let cascade_of = cascade_parent(st, schema, t, &old_row, shadows, &deleted)?;
             out.changes.push(Change {
@@ -309,7 +341,7 @@ fn cascade_parent(
     schema: &Schema,
     t: &Table,
     old: &LocalRow,
-    shadows: &BTreeMap<String, BTreeMap<String, ShadowRow>>,
+    shadows: &BTreeMap<String, Shadow>,
     deleted: &BTreeMap<String, BTreeSet<String>>,
 ) -> Result<Option<RowId>, SyncError> {
     for (col, action) in &t.on_delete {
@@ -324,8 +356,8 @@ fn cascade_parent(
         };
         let pkey = identity::id_key(id);
         if deleted.get(target).is_some_and(|d| d.contains(&pkey)) {
-            if let Some(p) = shadows.get(target).and_then(|s| s.get(&pkey)) {
-                return Ok(Some(RowId::new(target, &p.gid)));
+            if let Some((gid, _)) = shadows.get(target).and_then(|s| s.get(&pkey)) {
+                return Ok(Some(RowId::new(target, gid)));
             }
         }
         let parent_live = shadows.get(target).is_some_and(|s| s.contains_key(&pkey));

@@ -257,7 +257,7 @@ fn capture_and_queue(
 ) -> Result<usize, SyncError> {
     let mut shadows = BTreeMap::new();
     for &t in schema::SYNCED_TABLES {
-        shadows.insert(t.to_string(), st.shadow(t)?);
+        shadows.insert(t.to_string(), st.shadow_hashes(t)?);
     }
     let mut ids = st.id_map()?;
     let mut clock = load_clock(cfg, st)?;

@@ -50,7 +50,7 @@ const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS sync_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS sync_shadow (
     tbl TEXT NOT NULL, key TEXT NOT NULL, gid TEXT NOT NULL, data TEXT NOT NULL,
-    PRIMARY KEY (tbl, key));
+    hash BLOB NOT NULL, PRIMARY KEY (tbl, key));
 CREATE UNIQUE INDEX IF NOT EXISTS sync_shadow_gid ON sync_shadow(tbl, gid);
 CREATE TABLE IF NOT EXISTS sync_tombs (
     tbl TEXT NOT NULL, key TEXT NOT NULL, gid TEXT NOT NULL, PRIMARY KEY (tbl, key));
@@ -106,34 +106,34 @@ impl StateDb {
         Ok(self.meta("first_capture_at")?.is_some())
     }
 
-    pub fn shadow(&self, table: &str) -> Result<BTreeMap<String, ShadowRow>, SyncError> {
+    /// Key → (gid, row hash) of every shadow row of a table; the data is read only for
+    /// the rows whose hash differs (a 10,000-song scan stays fast).
+    pub fn shadow_hashes(
+        &self,
+        table: &str,
+    ) -> Result<BTreeMap<String, (String, Vec<u8>)>, SyncError> {
         let mut stmt = self
             .conn
-            .prepare_cached("SELECT key, gid, data FROM sync_shadow WHERE tbl = ?1")?;
+            .prepare_cached("SELECT key, gid, hash FROM sync_shadow WHERE tbl = ?1")?;
         let rows = stmt.query_map([table], |r| {
-            Ok(ShadowRow {
-                key: r.get(0)?,
-                gid: r.get(1)?,
-                data: r.get(2)?,
-            })
+            Ok((r.get::<_, String>(0)?, (r.get(1)?, r.get(2)?)))
         })?;
-        let mut out = BTreeMap::new();
-        for row in rows {
-            let row = row?;
-            out.insert(row.key.clone(), row);
-        }
-        Ok(out)
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     pub fn put_shadow(conn: &Connection, table: &str, row: &ShadowRow) -> Result<(), SyncError> {
         // A gid moves to a new key (a row re-inserted at a fresh rowid): drop its old entry.
         conn.prepare_cached("DELETE FROM sync_shadow WHERE tbl = ?1 AND gid = ?2 AND key <> ?3")?
             .execute(params![table, row.gid, row.key])?;
+        let values: BTreeMap<String, super::merge::Value> =
+            serde_json::from_str(&row.data).unwrap_or_default();
+        let hash = super::capture::row_hash(values.iter().map(|(k, v)| (k.as_str(), v)));
         conn.prepare_cached(
-            "INSERT INTO sync_shadow(tbl, key, gid, data) VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT(tbl, key) DO UPDATE SET gid = excluded.gid, data = excluded.data",
+            "INSERT INTO sync_shadow(tbl, key, gid, data, hash) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT(tbl, key) DO UPDATE SET gid = excluded.gid, data = excluded.data,
+                 hash = excluded.hash",
         )?
-        .execute(params![table, row.key, row.gid, row.data])?;
+        .execute(params![table, row.key, row.gid, row.data, hash])?;
         conn.prepare_cached("DELETE FROM sync_tombs WHERE tbl = ?1 AND key = ?2")?
             .execute(params![table, row.key])?;
         Ok(())
