@@ -22,19 +22,9 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-/// Every column of the app's database (schema v5) that holds a file path.
-pub const PATH_COLUMNS: &[(&str, &str)] = &[
-    ("songs", "file_path_1"),
-    ("songs", "file_path_2"),
-    ("songs", "file_path_vocals"),
-    ("songs", "file_path_instrumental"),
-    ("cd_tracks", "source_path"),
-    ("cd_tracks", "wav_path"),
-    ("distributions", "cover_art_path"),
-    ("cd_projects", "disc_art_path"),
-    ("cd_projects", "cover_art_path"),
-    ("cd_projects", "back_art_path"),
-];
+/// Every column of the app's database (schema v5) that holds a file path (one list for
+/// import and sync).
+pub use crate::sync::schema::PATH_COLUMNS;
 
 /// Where the app's own files go inside the mount.
 pub const APP_DIR_IN_MOUNT: &str = ".songfactory";
