@@ -76,10 +76,39 @@ pub fn is_valid_hash(s: &str) -> bool {
 #[derive(Clone, Default)]
 pub struct StreamHasher {
     whole: Sha256,
+    chunks: ChunkHasher,
+    size: u64,
+}
+
+/// The per-chunk half of a `StreamHasher`.
+#[derive(Clone, Default)]
+struct ChunkHasher {
     chunk: Sha256,
     in_chunk: u64,
-    size: u64,
-    chunks: Vec<String>,
+    done: Vec<String>,
+}
+
+impl ChunkHasher {
+    fn update(&mut self, mut data: &[u8]) {
+        while !data.is_empty() {
+            let take = ((CHUNK_SIZE - self.in_chunk) as usize).min(data.len());
+            self.chunk.update(&data[..take]);
+            self.in_chunk += take as u64;
+            data = &data[take..];
+            if self.in_chunk == CHUNK_SIZE {
+                let done = std::mem::take(&mut self.chunk);
+                self.done.push(hex::encode(done.finalize()));
+                self.in_chunk = 0;
+            }
+        }
+    }
+
+    fn finish(mut self) -> Vec<String> {
+        if self.in_chunk > 0 {
+            self.done.push(hex::encode(self.chunk.finalize()));
+        }
+        self.done
+    }
 }
 
 impl StreamHasher {
@@ -96,31 +125,105 @@ impl StreamHasher {
         self.size == 0
     }
 
-    pub fn update(&mut self, mut data: &[u8]) {
+    pub fn update(&mut self, data: &[u8]) {
         self.whole.update(data);
+        self.chunks.update(data);
         self.size += data.len() as u64;
-        while !data.is_empty() {
-            let take = ((CHUNK_SIZE - self.in_chunk) as usize).min(data.len());
-            self.chunk.update(&data[..take]);
-            self.in_chunk += take as u64;
-            data = &data[take..];
-            if self.in_chunk == CHUNK_SIZE {
-                let done = std::mem::take(&mut self.chunk);
-                self.chunks.push(hex::encode(done.finalize()));
-                self.in_chunk = 0;
+    }
+
+    pub fn finish(self) -> BlobInfo {
+        BlobInfo {
+            hash: hex::encode(self.whole.finalize()),
+            size: self.size,
+            chunks: self.chunks.finish(),
+        }
+    }
+}
+
+/// A `StreamHasher` that works beside the writer instead of in its way: past the first
+/// `INLINE_BYTES`, the whole-file hash and the chunk hashes are computed by two threads
+/// (in parallel, so a large file costs one SHA-256 pass of wall time, not two), and
+/// `update` only copies the bytes to them. Measured on `cp` of 64 MiB into the mount:
+/// SHA-256 was 72% of the daemon's CPU, all of it on the FUSE write path.
+/// At most `QUEUED` buffers wait per thread (back-pressure on a writer faster than the
+/// hash). Small files stay inline: two threads cost more than hashing them.
+#[derive(Default)]
+pub struct BackgroundHasher {
+    size: u64,
+    inline: StreamHasher,
+    workers: Option<(Worker<Sha256>, Worker<ChunkHasher>)>,
+}
+
+const INLINE_BYTES: u64 = 1 << 20;
+const QUEUED: usize = 8;
+
+struct Worker<T> {
+    tx: std::sync::mpsc::SyncSender<std::sync::Arc<[u8]>>,
+    done: std::thread::JoinHandle<T>,
+}
+
+impl<T: Send + 'static> Worker<T> {
+    fn spawn(mut state: T, feed: fn(&mut T, &[u8])) -> std::io::Result<Worker<T>> {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<std::sync::Arc<[u8]>>(QUEUED);
+        let done = std::thread::Builder::new()
+            .name("songfs-hash".into())
+            .spawn(move || {
+                for data in rx {
+                    feed(&mut state, &data);
+                }
+                state
+            })?;
+        Ok(Worker { tx, done })
+    }
+}
+
+impl BackgroundHasher {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Bytes fed so far.
+    pub fn len(&self) -> u64 {
+        self.size
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.size == 0
+    }
+
+    pub fn update(&mut self, data: &[u8]) {
+        self.size += data.len() as u64;
+        if self.workers.is_none() && self.size > INLINE_BYTES {
+            // Hand the state so far to the threads; if they cannot start, stay inline.
+            let whole = Worker::spawn(self.inline.whole.clone(), |h: &mut Sha256, d| h.update(d));
+            let chunks = Worker::spawn(self.inline.chunks.clone(), ChunkHasher::update);
+            if let (Ok(w), Ok(c)) = (whole, chunks) {
+                self.workers = Some((w, c));
+            }
+        }
+        match &self.workers {
+            None => self.inline.update(data),
+            Some((whole, chunks)) => {
+                let data: std::sync::Arc<[u8]> = data.into();
+                // A send fails only if a thread died; `finish` then reports None.
+                let _ = whole.tx.send(data.clone());
+                let _ = chunks.tx.send(data);
             }
         }
     }
 
-    pub fn finish(mut self) -> BlobInfo {
-        if self.in_chunk > 0 {
-            self.chunks.push(hex::encode(self.chunk.finalize()));
-        }
-        BlobInfo {
-            hash: hex::encode(self.whole.finalize()),
+    /// The content's hashes; None if a hashing thread died (hash the file instead).
+    pub fn finish(self) -> Option<BlobInfo> {
+        let Some((whole, chunks)) = self.workers else {
+            return Some(self.inline.finish());
+        };
+        drop((whole.tx, chunks.tx));
+        let (whole, chunks) = (whole.done.join().ok()?, chunks.done.join().ok()?);
+        Some(BlobInfo {
+            hash: hex::encode(whole.finalize()),
             size: self.size,
-            chunks: self.chunks,
-        }
+            chunks: chunks.finish(),
+        })
     }
 }
 
@@ -173,6 +276,24 @@ mod tests {
         assert!(whole.verify_chunk(2, &data[(2 * CHUNK_SIZE) as usize..]));
         assert!(!whole.verify_chunk(1, &data[(2 * CHUNK_SIZE) as usize..]));
         assert!(!whole.verify_chunk(3, b""));
+    }
+
+    #[test]
+    fn background_hashing_matches_inline_hashing() {
+        let data: Vec<u8> = (0..(CHUNK_SIZE * 9 + 5))
+            .map(|i| (i * 13 % 251) as u8)
+            .collect();
+        let mut h = BackgroundHasher::new();
+        for piece in data.chunks(300_000) {
+            h.update(piece);
+        }
+        assert_eq!(h.len(), data.len() as u64);
+        let got = h.finish().expect("hash threads alive");
+        assert_eq!(got, hash_bytes(&data));
+        assert_eq!(got.chunks.len(), 10);
+        let mut small = BackgroundHasher::new();
+        small.update(b"abc");
+        assert_eq!(small.finish(), Some(hash_bytes(b"abc")));
     }
 
     #[test]

@@ -7,6 +7,14 @@
 //! the same flight. The task is spawned (not polled by a reader) so a reader that
 //! gives up (timeout, interrupted syscall) never cancels the download for the others.
 //! A flight never lasts longer than `fetch_timeout`; a failed flight caches nothing.
+//!
+//! A flight answers its readers as soon as its chunks are verified, before they are
+//! written into the cache: keeping them (a data file to create, index rows, perhaps an
+//! eviction) touches the disk, and a reader waiting for the first bytes of a cold file
+//! should not wait for that. The flight stays registered until its chunks are kept, so a
+//! reader arriving meanwhile joins it (and gets the bytes from memory) instead of
+//! fetching them again; callers that need the chunks *present* (materialize) also wait
+//! for `kept`.
 
 use std::collections::HashMap;
 use std::ops::Range;
@@ -37,19 +45,23 @@ struct InFlight {
     id: u64,
     first: u64,
     flight: Flight,
+    /// Resolves once the flight's chunks were written into the cache (or given up).
+    kept: Shared<BoxFuture<'static, ()>>,
 }
 
 impl Cache {
     /// Bytes of the chunks of `want` that are not present locally, fetched (or joined)
     /// and verified. Chunks present locally are left out: the caller preads them.
     /// With `all`, present chunks are fetched too (a reader that kept losing its chunks
-    /// to evictions gets everything from memory). Does not bound its own wait: callers
+    /// to evictions gets everything from memory). With `kept`, also waits until the
+    /// fetched chunks were written into the cache. Does not bound its own wait: callers
     /// wrap it in `fetch_timeout`.
     pub(super) async fn fetch_missing(
         &self,
         info: &Arc<BlobInfo>,
         want: Range<u64>,
         all: bool,
+        kept: bool,
     ) -> Result<HashMap<u64, Bytes>, CacheError> {
         let mut waits: Vec<(u64, InFlight)> = Vec::new();
         {
@@ -91,6 +103,9 @@ impl Cache {
         let mut out = HashMap::new();
         for (i, f) in waits {
             let chunks = f.flight.clone().await?;
+            if kept {
+                f.kept.clone().await;
+            }
             out.insert(i, chunks[(i - f.first) as usize].clone());
         }
         Ok(out)
@@ -106,7 +121,13 @@ impl Cache {
         flights.next_id += 1;
         let id = flights.next_id;
         let cache = self.me.upgrade().expect("a cache in use is alive");
-        let task = tokio::spawn(fly(cache, info.clone(), run.clone(), id));
+        let (kept_tx, kept_rx) = tokio::sync::oneshot::channel::<()>();
+        let kept = async move {
+            let _ = kept_rx.await;
+        }
+        .boxed()
+        .shared();
+        let task = tokio::spawn(fly(cache, info.clone(), run.clone(), id, kept_tx));
         let flight = async move {
             task.await.unwrap_or_else(|e| {
                 Err(CacheError::Internal {
@@ -120,6 +141,7 @@ impl Cache {
             id,
             first: run.start,
             flight,
+            kept,
         };
         run.map(|i| {
             flights.by_chunk.insert((info.hash.clone(), i), f.clone());
@@ -185,26 +207,38 @@ impl Cache {
     }
 }
 
-/// The body of one flight: fetch, verify, keep, leave the registry.
-async fn fly(cache: Arc<Cache>, info: Arc<BlobInfo>, run: Range<u64>, id: u64) -> FlightOutput {
+/// The body of one flight: fetch, verify, answer the readers; then keep the chunks and
+/// leave the registry (signalled through `kept`).
+async fn fly(
+    cache: Arc<Cache>,
+    info: Arc<BlobInfo>,
+    run: Range<u64>,
+    id: u64,
+    kept: tokio::sync::oneshot::Sender<()>,
+) -> FlightOutput {
     let out = cache.get_verified(&info, run.clone()).await;
-    if let Ok(chunks) = &out {
-        let (c, i, chunks) = (cache.clone(), info.clone(), chunks.clone());
-        let first = run.start;
-        let kept = tokio::task::spawn_blocking(move || c.keep_chunks(&i, first, &chunks)).await;
-        match kept {
-            Ok(Ok(())) => {}
-            // The bytes are verified: serve them even if they could not be kept.
-            Ok(Err(e)) => tracing::warn!(hash = %info.hash, "fetched chunks not cached: {e}"),
-            Err(e) => tracing::warn!(hash = %info.hash, "fetched chunks not cached: {e}"),
+    let chunks = out.as_ref().ok().cloned();
+    tokio::spawn(async move {
+        if let Some(chunks) = chunks {
+            let (c, i) = (cache.clone(), info.clone());
+            let first = run.start;
+            let done = tokio::task::spawn_blocking(move || c.keep_chunks(&i, first, &chunks));
+            match done.await {
+                Ok(Ok(())) => {}
+                // The bytes are verified: they were served even if they cannot be kept.
+                Ok(Err(e)) => tracing::warn!(hash = %info.hash, "fetched chunks not cached: {e}"),
+                Err(e) => tracing::warn!(hash = %info.hash, "fetched chunks not cached: {e}"),
+            }
         }
-    }
-    let mut flights = lock(&cache.flights);
-    for i in run {
-        let key = (info.hash.clone(), i);
-        if flights.by_chunk.get(&key).is_some_and(|f| f.id == id) {
-            flights.by_chunk.remove(&key);
+        let mut flights = lock(&cache.flights);
+        for i in run {
+            let key = (info.hash.clone(), i);
+            if flights.by_chunk.get(&key).is_some_and(|f| f.id == id) {
+                flights.by_chunk.remove(&key);
+            }
         }
-    }
+        drop(flights);
+        let _ = kept.send(());
+    });
     out
 }

@@ -278,7 +278,19 @@ impl Cache {
 
     /// Bytes `[offset, offset+len)` of the blob, clamped to its size; every byte
     /// verified. See the module comment for the path a read takes.
+    /// Fetched chunks are in the cache when this returns (`read_ahead`, the filesystem's
+    /// path, answers before they are written).
     pub async fn read(&self, blob: &BlobInfo, offset: u64, len: u32) -> Result<Bytes, CacheError> {
+        self.read_kept(blob, offset, len, true).await
+    }
+
+    async fn read_kept(
+        &self,
+        blob: &BlobInfo,
+        offset: u64,
+        len: u32,
+        kept: bool,
+    ) -> Result<Bytes, CacheError> {
         check_info(blob)?;
         let end = offset.saturating_add(len as u64).min(blob.size);
         if offset >= end {
@@ -308,7 +320,7 @@ impl Cache {
                 .with_timeout(
                     &blob.hash,
                     // The last attempt does not count on the cache keeping anything.
-                    self.fetch_missing(&info, chunks.clone(), attempt == ATTEMPTS),
+                    self.fetch_missing(&info, chunks.clone(), attempt == ATTEMPTS, kept),
                 )
                 .await??;
             // Everything not fetched must be present now; remember gen before reading.
@@ -415,7 +427,7 @@ impl Cache {
             .map(|g| {
                 let info = info.clone();
                 async move {
-                    self.with_timeout(&info.hash, self.fetch_missing(&info, g, false))
+                    self.with_timeout(&info.hash, self.fetch_missing(&info, g, false, true))
                         .await?
                 }
             })

@@ -4,7 +4,7 @@
 //!
 //! Writes land at any offset with `pwrite`; reads of a staged inode are served from it
 //! (read-your-writes). While the writes arrive in order from offset 0 the content is
-//! hashed as it is written (`StreamHasher`); the first seek or truncate drops the running
+//! hashed as it is written (`BackgroundHasher`); the first seek or truncate drops the running
 //! hash and the file is hashed once at commit instead. This module only handles local
 //! files: it never fetches, and never decides where committed bytes go.
 
@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::catalog::now_ns;
-use crate::content::{hash_file, BlobInfo, StreamHasher};
+use crate::content::{hash_file, BackgroundHasher, BlobInfo};
 
 static NEXT_STAGING: AtomicU64 = AtomicU64::new(1);
 
@@ -27,7 +27,7 @@ pub struct Staged {
     /// The staging file; None while the inode's bytes are the committed ones.
     file: Option<(File, PathBuf)>,
     size: u64,
-    hasher: Option<StreamHasher>,
+    hasher: Option<BackgroundHasher>,
     /// Bytes changed since the last commit.
     pub dirty: bool,
     /// Modification time to record at commit (last write, or an explicit utimens).
@@ -71,7 +71,7 @@ impl Staged {
         self.discard();
         self.file = Some((f, path));
         self.size = 0;
-        self.hasher = Some(StreamHasher::new());
+        self.hasher = Some(BackgroundHasher::new());
         Ok(())
     }
 
@@ -85,7 +85,7 @@ impl Staged {
         self.file = Some((f, path));
         self.size = size;
         self.hasher = if size == 0 {
-            Some(StreamHasher::new())
+            Some(BackgroundHasher::new())
         } else {
             None
         };
@@ -115,7 +115,7 @@ impl Staged {
         self.file()?.set_len(size)?;
         if size != self.size {
             self.hasher = if size == 0 {
-                Some(StreamHasher::new())
+                Some(BackgroundHasher::new())
             } else {
                 None
             };
@@ -140,9 +140,10 @@ impl Staged {
             return Ok(None);
         };
         drop(f);
-        let info = match self.hasher.take() {
-            Some(h) if h.len() == self.size => h.finish(),
-            _ => hash_file(&path)?,
+        let hashed = self.hasher.take().filter(|h| h.len() == self.size);
+        let info = match hashed.and_then(|h| h.finish()) {
+            Some(info) => info,
+            None => hash_file(&path)?,
         };
         self.dirty = false;
         Ok(Some(Sealed {
