@@ -4,20 +4,7 @@
 
 mod sync_util;
 
-use sync_util::{assert_same, folder_store, Device};
-
-fn pair() -> (tempfile::TempDir, Device, Device) {
-    let store = tempfile::tempdir().unwrap();
-    let a = Device::new(folder_store(store.path()), "laptop", true);
-    let b = Device::new(folder_store(store.path()), "desk", true);
-    (store, a, b)
-}
-
-fn settle(a: &Device, b: &Device) {
-    a.sync();
-    b.sync();
-    a.sync();
-}
+use sync_util::{assert_same, pair, settle};
 
 /// Both devices create a song (SQLite gives both id 30), each with a tag, a distribution
 /// and a CD track. After the sync both songs exist on both, and every child row points

@@ -3,21 +3,7 @@
 
 mod sync_util;
 
-use sync_util::{assert_same, folder_store, Device};
-
-fn pair() -> (tempfile::TempDir, Device, Device) {
-    let store = tempfile::tempdir().unwrap();
-    let a = Device::new(folder_store(store.path()), "laptop", true);
-    let b = Device::new(folder_store(store.path()), "desk", true);
-    (store, a, b)
-}
-
-/// Syncs until both have each other's changes (A, B, A).
-fn settle(a: &Device, b: &Device) {
-    a.sync();
-    b.sync();
-    a.sync();
-}
+use sync_util::{assert_same, folder_store, pair, settle, Device};
 
 #[test]
 fn two_seeded_installs_end_with_one_copy_of_each_seeded_row() {

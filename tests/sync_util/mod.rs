@@ -240,3 +240,19 @@ pub fn assert_same(a: &Device, b: &Device) {
         );
     }
 }
+
+/// Two seeded devices, "laptop" and "desk", sharing one folder store (kept alive by the
+/// returned TempDir).
+pub fn pair() -> (tempfile::TempDir, Device, Device) {
+    let store = tempfile::tempdir().unwrap();
+    let a = Device::new(folder_store(store.path()), "laptop", true);
+    let b = Device::new(folder_store(store.path()), "desk", true);
+    (store, a, b)
+}
+
+/// Syncs until both have each other's changes (A, B, A).
+pub fn settle(a: &Device, b: &Device) {
+    a.sync();
+    b.sync();
+    a.sync();
+}
