@@ -10,20 +10,6 @@ use std::time::{Duration, Instant};
 use common::mount::{bytes, sha256_hex, Mount};
 use common::s3server::S3Server;
 
-fn empty_cache(m: &mut Mount) {
-    m.unmount();
-    let cache = m.home.join("cache");
-    for e in std::fs::read_dir(&cache).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            std::fs::remove_dir_all(&p).unwrap();
-        } else {
-            std::fs::remove_file(&p).unwrap();
-        }
-    }
-    m.mount();
-}
-
 #[test]
 fn offline_reads_are_bounded_writes_queue_and_upload_when_the_store_returns() {
     let mut s3 = S3Server::start();
@@ -32,7 +18,7 @@ fn offline_reads_are_bounded_writes_queue_and_upload_when_the_store_returns() {
     let remote = bytes(42, 900_000);
     std::fs::write(m.path("cached.mp3"), &cached).unwrap();
     std::fs::write(m.path("remote.mp3"), &remote).unwrap();
-    empty_cache(&mut m); // both now live only in S3
+    m.empty_cache(); // both now live only in S3
     assert_eq!(std::fs::read(m.path("cached.mp3")).unwrap(), cached); // fetched, cached
 
     s3.stop();

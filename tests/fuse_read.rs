@@ -10,22 +10,6 @@ use std::time::Duration;
 
 use common::mount::{bytes, sha256_hex, wait_until, Mount};
 
-/// Unmounts (which drains uploads), deletes every cached blob, mounts again: every read
-/// after this must come from the store.
-fn empty_cache(m: &mut Mount) {
-    m.unmount();
-    let cache = m.home.join("cache");
-    for e in std::fs::read_dir(&cache).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            std::fs::remove_dir_all(&p).unwrap();
-        } else {
-            std::fs::remove_file(&p).unwrap();
-        }
-    }
-    m.mount();
-}
-
 fn cache_bytes(m: &Mount) -> u64 {
     m.fresh_status()["daemon"]["cache_bytes"]
         .as_u64()
@@ -39,7 +23,7 @@ fn cold_file_reads_come_from_the_store_and_a_seek_to_the_end_fetches_only_the_en
     let big = bytes(12, 8 * 1024 * 1024 + 123);
     std::fs::write(m.path("small.mp3"), &small).unwrap();
     std::fs::write(m.path("big.wav"), &big).unwrap();
-    empty_cache(&mut m);
+    m.empty_cache();
     assert!(m.store_blob(&sha256_hex(&big)).exists());
 
     // Seek to the end of the cold big file: only the last chunk(s) are fetched.
@@ -73,7 +57,7 @@ fn a_corrupt_blob_in_the_store_is_an_eio_and_is_never_cached() {
     let mut m = Mount::new();
     let data = bytes(21, 1_000_000);
     std::fs::write(m.path("song.mp3"), &data).unwrap();
-    empty_cache(&mut m);
+    m.empty_cache();
     let blob = m.store_blob(&sha256_hex(&data));
     let mut raw = std::fs::read(&blob).unwrap();
     raw[600_000] ^= 0xff; // inside the third 256 KiB chunk
@@ -103,7 +87,7 @@ fn the_cache_limit_holds_while_files_larger_than_it_are_read() {
     for (i, d) in files.iter().enumerate() {
         std::fs::write(m.path(&format!("f{i}.wav")), d).unwrap();
     }
-    empty_cache(&mut m);
+    m.empty_cache();
     for _ in 0..2 {
         for (i, d) in files.iter().enumerate() {
             assert_eq!(&std::fs::read(m.path(&format!("f{i}.wav"))).unwrap(), d);

@@ -128,6 +128,22 @@ impl Mount {
     }
 
     /// `songfs unmount` (waits for the daemon to drain uploads and exit).
+    /// Unmounts (which drains uploads), deletes every cached blob, mounts again: every
+    /// read after this must come from the store.
+    pub fn empty_cache(&mut self) {
+        self.unmount();
+        let cache = self.home.join("cache");
+        for e in std::fs::read_dir(&cache).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                std::fs::remove_dir_all(&p).unwrap();
+            } else {
+                std::fs::remove_file(&p).unwrap();
+            }
+        }
+        self.mount();
+    }
+
     pub fn unmount(&mut self) {
         run_ok(self.songfs().arg("unmount").arg(&self.dir));
         if let Some(pid) = self.pid.take() {
