@@ -181,31 +181,16 @@ pub fn run_cycle(ctx: &CycleContext, inval: Option<&dyn Invalidate>, number: u64
     }
 }
 
-/// The database part of a cycle. `state.db` is shared with the mount's cache and
-/// catalog, which write to it all the time; a deferred transaction that meets one of
-/// their commits fails at once with SQLITE_BUSY (no busy wait in WAL mode). Every step
-/// of the database cycle is its own transaction and safe to redo, so retry a few times.
+/// The database part of a cycle. Its state.db transactions take the write lock at BEGIN
+/// (`sync::state::write_tx`), so the cache's and catalog's commits make it wait, not fail.
 fn run_db_cycle(ctx: &CycleContext) -> Result<Summary, crate::sync::SyncError> {
-    let mut tries = 0;
-    loop {
-        let r = cycle::run(
-            &ctx.cfg,
-            &ctx.home,
-            ctx.store.clone(),
-            &ctx.rt,
-            cycle::Options::default(),
-        );
-        match r {
-            Err(crate::sync::SyncError::Sql(rusqlite::Error::SqliteFailure(e, _)))
-                if e.code == rusqlite::ErrorCode::DatabaseBusy && tries < 5 =>
-            {
-                tries += 1;
-                tracing::info!(tries, "state.db busy during the database sync: retrying");
-                std::thread::sleep(Duration::from_millis(50 * tries));
-            }
-            other => return other,
-        }
-    }
+    cycle::run(
+        &ctx.cfg,
+        &ctx.home,
+        ctx.store.clone(),
+        &ctx.rt,
+        cycle::Options::default(),
+    )
 }
 
 fn db_json(s: &Summary) -> serde_json::Value {

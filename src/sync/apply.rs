@@ -232,7 +232,7 @@ pub fn execute(
     if super::failpoint("apply-after-app-commit") {
         return Err(SyncError::Other("failpoint apply-after-app-commit".into()));
     }
-    let stx = st.conn.transaction()?;
+    let stx = super::state::write_tx(&st.conn)?;
     for (table, row) in &puts {
         StateDb::put_shadow(&stx, table, row)?;
     }

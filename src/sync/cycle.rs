@@ -277,7 +277,7 @@ fn capture_and_queue(
     let n = captured.changes.len();
     let mut cache = MergeState::default();
     // Unchecked: reads through `st` in between see (and belong to) this transaction.
-    let tx = st.conn.unchecked_transaction()?;
+    let tx = super::state::write_tx(&st.conn)?;
     merge_into_state(st, &captured.changes, &mut cache)?;
     for chunk in captured.changes.chunks(MAX_CHANGES_PER_LOG) {
         tx.execute(
@@ -467,7 +467,7 @@ fn upload(
                     changes,
                 };
                 let body = changelog::encode(&log);
-                let tx = st.conn.transaction()?;
+                let tx = super::state::write_tx(&st.conn)?;
                 tx.execute(
                     "UPDATE sync_outbox SET seq = ?1, log = ?2 WHERE id = ?3",
                     rusqlite::params![seq as i64, body, entry.id],
@@ -677,7 +677,7 @@ fn set_aside(
 ) -> Result<(), SyncError> {
     tracing::warn!(error = %e, "change log set aside");
     summary.errors.push(e.to_string());
-    let tx = st.conn.transaction()?;
+    let tx = super::state::write_tx(&st.conn)?;
     tx.execute(
         "INSERT OR REPLACE INTO sync_rejected(device, seq, reason) VALUES (?1, ?2, ?3)",
         rusqlite::params![device, seq as i64, e.to_string()],
@@ -861,7 +861,7 @@ fn apply_rows(
         ctx.cfg.mount_point.as_deref(),
         &private,
     )?;
-    let tx = st.conn.unchecked_transaction()?;
+    let tx = super::state::write_tx(&st.conn)?;
     save_rows(st, &m, &rows)?;
     if let Some((device, seq)) = cursor {
         StateDb::set_cursor(&tx, device, seq)?;

@@ -442,7 +442,7 @@ impl<'a> NamespaceSync<'a> {
             seq,
             changes,
         };
-        let tx = self.db.unchecked_transaction()?;
+        let tx = super::state::write_tx(&self.db)?;
         tx.execute(
             "INSERT INTO nsync_outbox(seq, log) VALUES (?1, ?2)",
             params![seq as i64, changelog::encode(&log)],
@@ -868,7 +868,7 @@ impl<'a> NamespaceSync<'a> {
             new_shadow.push((path.clone(), resolved));
         }
         let dirs = self.apply_dirs(&m, &rules, &paths, summary, touched);
-        let tx = self.db.unchecked_transaction()?;
+        let tx = super::state::write_tx(&self.db)?;
         for path in &paths {
             Self::put_row_state(&tx, path, &m.rows[&RowId::new(NS_TABLE, path)])?;
         }

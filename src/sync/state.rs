@@ -69,6 +69,15 @@ CREATE TABLE IF NOT EXISTS sync_intent (
     tbl TEXT NOT NULL, gid TEXT NOT NULL, key TEXT, data TEXT, PRIMARY KEY (tbl, gid));
 ";
 
+/// A write transaction on state.db that takes the write lock at BEGIN. state.db is shared
+/// with the mount's cache and catalog, which commit all the time; a deferred transaction
+/// that reads and then writes fails at once with SQLITE_BUSY when one of their commits
+/// came in between (WAL mode cannot wait there), while BEGIN IMMEDIATE waits out the busy
+/// timeout like any other writer.
+pub fn write_tx(conn: &Connection) -> rusqlite::Result<rusqlite::Transaction<'_>> {
+    rusqlite::Transaction::new_unchecked(conn, rusqlite::TransactionBehavior::Immediate)
+}
+
 impl StateDb {
     pub fn open(path: &Path) -> Result<StateDb, SyncError> {
         if let Some(dir) = path.parent() {
