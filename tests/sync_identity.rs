@@ -329,3 +329,96 @@ fn a_deleted_song_brought_back_by_a_newer_edit_returns_with_its_tags() {
     }
     assert_same(&a, &b);
 }
+
+/// Two installs used apart for weeks before songfs joins them: each edited some of the
+/// seeded songs (the app bumps `updated_at`) and created its own. Edits on one side win
+/// over the other side's untouched seed values, whichever device syncs first; a song
+/// both edited keeps the later edit and logs the other; both new songs stay.
+#[test]
+fn two_databases_used_apart_before_their_first_sync_keep_each_sides_edits() {
+    let store = tempfile::tempdir().unwrap();
+    let mut devices = Vec::new();
+    for (name, installed) in [
+        ("laptop", "2026-01-01 10:00:00"),
+        ("desk", "2026-03-01 09:00:00"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("songfactory.db");
+        sync_util::make_db(&db, true);
+        let c = rusqlite::Connection::open(&db).unwrap();
+        c.execute(
+            "UPDATE songs SET created_at = ?1, updated_at = ?1",
+            [installed],
+        )
+        .unwrap();
+        devices.push((name, dir, db, c));
+    }
+    // The laptop, in February (its edits are older than the desk's install).
+    devices[0].3.execute_batch(
+        "UPDATE songs SET lyrics = 'laptop lyrics', updated_at = '2026-02-01 12:00:00' WHERE id = 3;
+         UPDATE songs SET notes = 'laptop notes', updated_at = '2026-02-02 12:00:00' WHERE id = 7;
+         INSERT INTO songs (title, prompt, lyrics) VALUES ('Only on the laptop', 'p', 'l');",
+    )
+    .unwrap();
+    // The desk, in March.
+    devices[1].3.execute_batch(
+        "UPDATE songs SET notes = 'desk notes', updated_at = '2026-03-05 12:00:00' WHERE id = 5;
+         UPDATE songs SET lyrics = 'desk lyrics', updated_at = '2026-03-06 12:00:00' WHERE id = 7;
+         INSERT INTO songs (title, prompt, lyrics) VALUES ('Only on the desk', 'p', 'l');",
+    )
+    .unwrap();
+    let [a, b]: [sync_util::Device; 2] = devices
+        .into_iter()
+        .map(|(name, dir, db, c)| {
+            drop(c);
+            sync_util::Device::with_db(sync_util::folder_store(store.path()), name, dir, db)
+        })
+        .collect::<Vec<_>>()
+        .try_into()
+        .ok()
+        .unwrap();
+    // The desk (the later install, whose seed rows are newer) syncs first.
+    settle(&b, &a);
+    assert_same(&a, &b);
+    for d in [&a, &b] {
+        let song = |id: i64, col: &str| d.text(&format!("SELECT {col} FROM songs WHERE id = {id}"));
+        assert_eq!(
+            song(3, "lyrics").as_deref(),
+            Some("laptop lyrics"),
+            "{}",
+            d.cfg.device_name
+        );
+        assert_eq!(
+            song(5, "notes").as_deref(),
+            Some("desk notes"),
+            "{}",
+            d.cfg.device_name
+        );
+        assert_eq!(
+            song(7, "lyrics").as_deref(),
+            Some("desk lyrics"),
+            "{}",
+            d.cfg.device_name
+        );
+        assert_eq!(d.count("SELECT COUNT(*) FROM songs"), 31);
+        assert_eq!(
+            d.count("SELECT COUNT(*) FROM songs WHERE title LIKE 'Only on the %'"),
+            2
+        );
+    }
+    // Song 7 was edited on both sides: the later (desk) row won, the laptop's notes were
+    // logged with both versions, not silently dropped.
+    let logged: Vec<serde_json::Value> = a.conflicts().into_iter().chain(b.conflicts()).collect();
+    assert!(
+        logged
+            .iter()
+            .any(|c| c.to_string().contains("laptop notes")),
+        "the losing pre-sync edit is in the conflicts log: {logged:?}"
+    );
+    assert!(
+        !logged.iter().any(
+            |c| c.to_string().contains("laptop lyrics") || c.to_string().contains("desk notes")
+        ),
+        "an edit beating an untouched seed value is not a conflict: {logged:?}"
+    );
+}

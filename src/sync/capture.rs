@@ -14,9 +14,10 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use rusqlite::Connection;
 
-use super::clock::{Clock, Hlc};
+use super::clock::Clock;
 use super::identity::{self, IdMap};
 use super::merge::{Change, Event, RowId, RowState, Value};
+use super::presync;
 use super::schema::{constant_default, LocalKey, Schema, Table, SYNCED_TABLES};
 use super::state::{ShadowRow, StateDb};
 use super::translate::Translator;
@@ -58,8 +59,9 @@ pub struct CaptureContext<'a> {
     pub private_config_keys: &'a [String],
     pub mount: Option<&'a std::path::Path>,
     /// True for this device's very first capture: rows found then existed before any sync
-    /// and get seeded identities and the zero clock (they lose to every real edit or
-    /// delete made elsewhere, so a new device never resurrects or reverts anything).
+    /// and get seeded identities and the clock of their last edit (`presync.rs`): the zero
+    /// clock for rows never edited, which lose to every real edit or delete made elsewhere,
+    /// so a new device never resurrects or reverts anything.
     pub first: bool,
     pub now_ms: u64,
 }
@@ -207,7 +209,10 @@ pub fn capture(
                         st.row_state(&rid)?.unwrap_or_default()
                     };
                     let c = if ctx.first {
-                        Hlc::zero(clock.device())
+                        let c = presync::row_clock(row, clock.device(), ctx.now_ms);
+                        // Later local ticks must order after it, as after any edit.
+                        clock.observe(&c);
+                        c
                     } else {
                         clock.tick(ctx.now_ms)
                     };

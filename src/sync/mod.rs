@@ -21,6 +21,7 @@ pub mod identity;
 pub mod invariants;
 pub mod merge;
 pub mod namespace;
+pub mod presync;
 pub mod schema;
 pub mod state;
 pub mod translate;
