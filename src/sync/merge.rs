@@ -24,7 +24,10 @@
 //! at every moment, not only once every log arrived.
 //!
 //! The *frontier* of a field is its non-superseded versions: a value plus every concurrent value not yet
-//! replaced. The resolved value, among the frontier:
+//! replaced. Versions with the zero clock (what each device held before its first sync: its copy of a
+//! seeded row) are the common base, superseded by any real edit of the field from anywhere; otherwise a
+//! seeded song's status lowered on one device would lose, on the ladder, to the other devices' untouched
+//! copies. The resolved value, among the frontier:
 //! - on a laddered column (`songs.status`, `distributions.status`) whose frontier values are ALL on the
 //!   ladder: the highest rung wins, then the highest clock (two devices that changed the status
 //!   without seeing each other's change: the higher status wins, regardless of time);
@@ -217,6 +220,11 @@ struct FieldState {
     superseded: BTreeMap<String, Hlc>,
 }
 
+/// A value a device held before its first sync, with no known history.
+fn is_base(clock: &Hlc) -> bool {
+    clock.wall_ms == 0 && clock.counter == 0
+}
+
 impl FieldState {
     fn is_superseded(&self, clock: &Hlc) -> bool {
         self.superseded
@@ -283,13 +291,18 @@ impl FieldState {
         }
     }
 
-    /// The non-superseded versions, in clock order.
+    /// The non-superseded versions, in clock order. Values held before any sync (the zero
+    /// clock: each device's copy of a seeded row) are the common base, not rival edits: once
+    /// any real edit of the field is known, they leave the frontier.
     fn frontier(&self) -> impl Iterator<Item = (&Hlc, &Value)> {
         let mut versions: Vec<(&Hlc, &Value)> = self
             .newest
             .values()
             .filter_map(|v| v.value.as_ref().map(|value| (&v.clock, value)))
             .collect();
+        if versions.iter().any(|(clock, _)| !is_base(clock)) {
+            versions.retain(|(clock, _)| !is_base(clock));
+        }
         versions.sort_by(|a, b| a.0.cmp(b.0));
         versions.into_iter()
     }
@@ -658,6 +671,20 @@ mod tests {
         assert_eq!(conflicts.len(), 1);
         assert_eq!(conflicts[0].lost, json!("queued"));
         assert_eq!(conflicts[0].kept, json!("completed"));
+    }
+
+    #[test]
+    fn a_seeded_songs_status_lowered_on_one_device_beats_the_other_devices_seed_copies() {
+        // Every device holds the seeded song as `completed` from before its first sync.
+        let (a0, b0, c0) = (Hlc::zero("a"), Hlc::zero("b"), Hlc::zero("c"));
+        let mut row = RowState::default();
+        for base in [&a0, &b0, &c0] {
+            row.apply(&set("status", json!("completed"), base, &[]));
+        }
+        // Device a re-queues it, knowing only its own copy.
+        row.apply(&set("status", json!("queued"), &hlc(9, "a"), &[&a0]));
+        assert_eq!(song_status(&row), json!("queued"));
+        assert!(row.conflicts(&Rules::default(), "songs").is_empty());
     }
 
     #[test]
