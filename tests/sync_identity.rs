@@ -422,3 +422,26 @@ fn two_databases_used_apart_before_their_first_sync_keep_each_sides_edits() {
         "an edit beating an untouched seed value is not a conflict: {logged:?}"
     );
 }
+
+/// The app replacing a row by name (`INSERT OR REPLACE` gives it a new rowid) edits the
+/// same preset everywhere; it must not turn into a delete and a second row whose UNIQUE
+/// name clashes on the other device (the preset used to vanish there).
+#[test]
+fn a_row_replaced_under_a_new_rowid_stays_one_row_everywhere() {
+    let (_s, a, b) = pair();
+    a.exec("INSERT OR REPLACE INTO lore_presets (name, lore_ids) VALUES ('Night set', '[1, 13]')");
+    settle(&a, &b);
+    a.exec("INSERT OR REPLACE INTO lore_presets (name, lore_ids) VALUES ('Night set', '[1, 7]')");
+    assert_eq!(
+        a.count("SELECT id FROM lore_presets WHERE name = 'Night set'"),
+        2
+    );
+    settle(&a, &b);
+    assert_eq!(
+        b.text("SELECT lore_ids FROM lore_presets WHERE name = 'Night set'")
+            .map(|t| t.replace(' ', "")),
+        Some("[1,7]".to_string())
+    );
+    assert!(a.conflicts().is_empty() && b.conflicts().is_empty());
+    assert_same(&a, &b);
+}

@@ -151,6 +151,10 @@ pub fn capture(
         let live = read_table(app, t)?;
         let shadow = shadows.get(name).unwrap_or(&empty);
         let mut counts = Counts::default();
+        // Rows gone from the table since the last capture, and those of them that came back
+        // under a new rowid (not deletes).
+        let gone: BTreeSet<&String> = shadow.keys().filter(|k| !live.contains_key(*k)).collect();
+        let mut taken_over: BTreeSet<String> = BTreeSet::new();
         for (key, (row, hash)) in &live {
             if is_private(name, row, ctx.private_config_keys) {
                 continue;
@@ -158,36 +162,8 @@ pub fn capture(
             match shadow.get(key) {
                 Some((_, old_hash)) if old_hash == hash => {}
                 Some((gid, _)) => {
-                    let old = ShadowRow {
-                        gid: gid.clone(),
-                        ..st.shadow_row(name, key)?.unwrap_or(ShadowRow {
-                            key: key.clone(),
-                            gid: gid.clone(),
-                            data: "{}".into(),
-                        })
-                    };
-                    let old_row: LocalRow = serde_json::from_str(&old.data).unwrap_or_default();
-                    let edited = edited_columns(t, &old_row, row);
-                    if !edited.is_empty() {
-                        let rid = RowId::new(name, &old.gid);
-                        let state = st.row_state(&rid)?.unwrap_or_default();
-                        let c = clock.tick(ctx.now_ms);
-                        let tr = Translator {
-                            schema,
-                            ids,
-                            mount: ctx.mount,
-                        };
-                        for col in edited {
-                            out.changes.push(Change {
-                                row: rid.clone(),
-                                event: Event::Set {
-                                    value: tr.to_wire(name, &col, &row[&col]),
-                                    replaces: state.frontier(&col),
-                                    column: col,
-                                    clock: c.clone(),
-                                },
-                            });
-                        }
+                    let old = shadow_row_or_empty(st, name, key, gid)?;
+                    if edit_of(t, &old, row, st, schema, ids, clock, ctx, &mut out.changes)? {
                         counts.updated += 1;
                     }
                     out.shadow_puts.push((
@@ -200,6 +176,27 @@ pub fn capture(
                     ));
                 }
                 None => {
+                    if let Some(old_key) = replaced_key(t, row, ids, &gone) {
+                        // The app replaced the row (INSERT OR REPLACE, or a delete and an insert
+                        // of the same name): the same thing under a new rowid, so an edit of it,
+                        // not a delete and a second row whose name would clash on other devices.
+                        let gid = ids.gid_of(name, &old_key).expect("replaced key has a gid");
+                        let old = shadow_row_or_empty(st, name, &old_key, gid)?;
+                        edit_of(t, &old, row, st, schema, ids, clock, ctx, &mut out.changes)?;
+                        counts.updated += 1;
+                        ids.insert(name, &old.gid, key);
+                        out.shadow_puts.push((
+                            name.to_string(),
+                            ShadowRow {
+                                key: key.clone(),
+                                gid: old.gid.clone(),
+                                data: canonical(row),
+                            },
+                        ));
+                        out.shadow_removes.push((name.to_string(), old_key.clone()));
+                        taken_over.insert(old_key);
+                        continue;
+                    }
                     let gid = new_gid(t, key, row, ids, ctx.first);
                     ids.insert(name, &gid, key);
                     let rid = RowId::new(name, &gid);
@@ -249,7 +246,7 @@ pub fn capture(
             }
         }
         for (key, (gid, _)) in shadow {
-            if live.contains_key(key) {
+            if live.contains_key(key) || taken_over.contains(key) {
                 continue;
             }
             let old = st.shadow_row(name, key)?.unwrap_or(ShadowRow {
@@ -285,6 +282,91 @@ pub fn capture(
     Ok(out)
 }
 
+/// The shadow's copy of a row (an empty one if state.db lost it: every column then counts
+/// as edited, which resends it rather than losing an edit).
+fn shadow_row_or_empty(
+    st: &StateDb,
+    table: &str,
+    key: &str,
+    gid: &str,
+) -> Result<ShadowRow, SyncError> {
+    let found = st.shadow_row(table, key)?;
+    Ok(ShadowRow {
+        gid: gid.to_string(),
+        ..found.unwrap_or(ShadowRow {
+            key: key.to_string(),
+            gid: gid.to_string(),
+            data: "{}".into(),
+        })
+    })
+}
+
+/// Emits a Set for every column of `row` that differs from the shadow's `old`; true if any.
+#[allow(clippy::too_many_arguments)]
+fn edit_of(
+    t: &Table,
+    old: &ShadowRow,
+    row: &LocalRow,
+    st: &StateDb,
+    schema: &Schema,
+    ids: &IdMap,
+    clock: &mut Clock,
+    ctx: &CaptureContext<'_>,
+    changes: &mut Vec<Change>,
+) -> Result<bool, SyncError> {
+    let old_row: LocalRow = serde_json::from_str(&old.data).unwrap_or_default();
+    let edited = edited_columns(t, &old_row, row);
+    if edited.is_empty() {
+        return Ok(false);
+    }
+    let rid = RowId::new(&t.name, &old.gid);
+    let state = st.row_state(&rid)?.unwrap_or_default();
+    let c = clock.tick(ctx.now_ms);
+    let tr = Translator {
+        schema,
+        ids,
+        mount: ctx.mount,
+    };
+    for col in edited {
+        changes.push(Change {
+            row: rid.clone(),
+            event: Event::Set {
+                value: tr.to_wire(&t.name, &col, &row[&col]),
+                replaces: state.frontier(&col),
+                column: col,
+                clock: c.clone(),
+            },
+        });
+    }
+    Ok(true)
+}
+
+/// The key of a row gone in this capture that a new row replaces: same natural identity
+/// (UNIQUE name, task_id), new rowid.
+fn replaced_key(
+    t: &Table,
+    row: &LocalRow,
+    ids: &IdMap,
+    gone: &BTreeSet<&String>,
+) -> Option<String> {
+    let g = identity::natural_gid(&t.name, row, &ref_gids(t, row, ids))?;
+    let old = ids.key_of(&t.name, &g)?;
+    gone.contains(&old.to_string()).then(|| old.to_string())
+}
+
+/// The gids of the rows a row's reference columns point at.
+fn ref_gids(t: &Table, row: &LocalRow, ids: &IdMap) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for (col, target) in &t.refs {
+        if let Some(id) = row.get(col).and_then(|v| v.as_i64()) {
+            if let Some(g) = ids.gid_of(target, &identity::id_key(id)) {
+                out.insert(col.clone(), g.to_string());
+            }
+        }
+    }
+    out
+}
+
 /// The columns whose live value differs from the shadow's (never the integer key).
 fn edited_columns(t: &Table, old: &LocalRow, new: &LocalRow) -> Vec<String> {
     let skip = match &t.key {
@@ -317,15 +399,7 @@ fn edited_columns(t: &Table, old: &LocalRow, new: &LocalRow) -> Vec<String> {
 }
 
 fn new_gid(t: &Table, key: &str, row: &LocalRow, ids: &IdMap, first: bool) -> String {
-    let mut ref_gids = BTreeMap::new();
-    for (col, target) in &t.refs {
-        if let Some(id) = row.get(col).and_then(|v| v.as_i64()) {
-            if let Some(g) = ids.gid_of(target, &identity::id_key(id)) {
-                ref_gids.insert(col.clone(), g.to_string());
-            }
-        }
-    }
-    if let Some(g) = identity::natural_gid(&t.name, row, &ref_gids) {
+    if let Some(g) = identity::natural_gid(&t.name, row, &ref_gids(t, row, ids)) {
         // A renamed row keeps its old name's gid; a new row of that name then needs its own.
         if ids.key_of(&t.name, &g).is_none() {
             return g;
