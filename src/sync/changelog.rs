@@ -91,9 +91,15 @@ pub fn decode(key: &str, bytes: &[u8]) -> Result<LogFile, SyncError> {
             ),
         ));
     }
-    let v: serde_json::Value = serde_json::from_slice(bytes)
+    // The version first (skimming the rest), so a log of another version gets that message
+    // rather than whatever its unknown fields would make the full decode say.
+    #[derive(serde::Deserialize)]
+    struct Version {
+        sync_version: Option<serde_json::Value>,
+    }
+    let v: Version = serde_json::from_slice(bytes)
         .map_err(|e| bad(key, format!("not valid JSON ({e}); it was skipped")))?;
-    match v.get("sync_version").and_then(|v| v.as_u64()) {
+    match v.sync_version.as_ref().and_then(|v| v.as_u64()) {
         Some(n) if n == SYNC_VERSION as u64 => {}
         Some(n) => {
             return Err(bad(
@@ -106,7 +112,7 @@ pub fn decode(key: &str, bytes: &[u8]) -> Result<LogFile, SyncError> {
         }
         None => return Err(bad(key, "has no sync_version: not a songfs change log")),
     }
-    let log: LogFile = serde_json::from_value(v)
+    let log: LogFile = serde_json::from_slice(bytes)
         .map_err(|e| bad(key, format!("is not a songfs change log ({e})")))?;
     if let Some((device, seq)) = parse_key(key) {
         if device != log.device_id || seq != log.seq {
