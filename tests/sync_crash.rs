@@ -52,3 +52,42 @@ fn a_crash_after_applying_is_finished_on_the_next_start_without_echoing() {
     a.sync();
     assert_same(&a, &b);
 }
+
+/// The app deletes a song while a cycle is merging a remote edit of it (here: the cycle
+/// stopped between planning and writing, and the delete happens before the next start
+/// finishes the write). The delete is the newer edit: it must stand and reach the others,
+/// not be undone by the older remote edit.
+#[test]
+fn a_delete_made_while_a_remote_edit_is_being_applied_is_kept_and_sent() {
+    let store = tempfile::tempdir().unwrap();
+    let a = Device::new(folder_store(store.path()), "laptop", true);
+    let b = Device::new(folder_store(store.path()), "desk", true);
+    a.sync();
+    b.sync();
+    a.exec("UPDATE songs SET notes = 'edited on the laptop' WHERE id = 5");
+    a.sync();
+    std::env::set_var("SONGFS_FAILPOINT", "apply-before-app-commit");
+    let err = b.try_sync_with(Options::default()).unwrap_err();
+    std::env::remove_var("SONGFS_FAILPOINT");
+    assert!(err.to_string().contains("failpoint"), "{err}");
+    b.exec("PRAGMA foreign_keys = ON; DELETE FROM songs WHERE id = 5");
+    let s = b.sync();
+    assert_eq!(
+        b.count("SELECT COUNT(*) FROM songs WHERE id = 5"),
+        0,
+        "undone on B"
+    );
+    assert_eq!(
+        s.sent.get("songs").map(|c| c.deleted),
+        Some(1),
+        "{:?}",
+        s.sent
+    );
+    a.sync();
+    assert_eq!(
+        a.count("SELECT COUNT(*) FROM songs WHERE id = 5"),
+        0,
+        "not sent to A"
+    );
+    assert_same(&a, &b);
+}

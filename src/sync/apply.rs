@@ -180,6 +180,9 @@ pub fn execute(
     if intents.is_empty() {
         return Ok(Outcome::default());
     }
+    if super::failpoint("apply-before-app-commit") {
+        return Err(SyncError::Other("failpoint apply-before-app-commit".into()));
+    }
     intents.sort_by_key(|i| {
         let rank = table_rank(&i.table);
         // Upserts parents first, then deletes children first.
@@ -283,7 +286,7 @@ fn count<'a>(out: &'a mut Outcome, table: &str) -> &'a mut Counts {
 }
 
 /// Inserts or updates one row. Returns the new shadow row, or None if nothing could be
-/// written (a UNIQUE clash).
+/// written (a UNIQUE clash) or the app deleted the row since the last capture.
 fn upsert(
     tx: &Connection,
     t: &Table,
@@ -295,6 +298,13 @@ fn upsert(
 ) -> Result<Option<ShadowRow>, SyncError> {
     let live = read_row(tx, t, key)?;
     let Some(live) = live else {
+        if shadow.is_some_and(|s| s.gid == gid) {
+            // songfs saw this row and the app deleted it since (while this cycle ran): the
+            // user's delete is newer than anything merged, so it stands, and the shadow
+            // keeps the row so the next capture sends the delete.
+            tracing::info!(table = %t.name, key, "deleted here since the last capture; the local delete is kept");
+            return Ok(None);
+        }
         return insert(tx, t, key, gid, target, out);
     };
     let shadow_row: Option<LocalRow> =
