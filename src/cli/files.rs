@@ -144,15 +144,26 @@ pub fn run_evict(a: PathsArgs) -> anyhow::Result<()> {
     run_op(a, Op::Evict)
 }
 
-/// `songfs status PATH...`: each file's state.
+/// `songfs status PATH...`: each file's state, from the running mount, else from what
+/// the last mount or sync left on disk (said so in the output).
 pub fn print_states(
     home: &Home,
     cfg: &Config,
     paths: &[PathBuf],
     json: bool,
 ) -> anyhow::Result<()> {
+    if crate::daemon::running_pid(home).is_none() {
+        return print_states_on_disk(home, cfg, paths, json);
+    }
     let mount = mount_point(home, cfg)?;
-    let files = list(home, &mount, paths)?;
+    let files = match list(home, &mount, paths) {
+        Ok(f) => f,
+        // The daemon exited between the two looks.
+        Err(_) if crate::daemon::running_pid(home).is_none() => {
+            return print_states_on_disk(home, cfg, paths, json)
+        }
+        Err(e) => return Err(e),
+    };
     let mut out = std::io::stdout().lock();
     if json {
         serde_json::to_writer_pretty(&mut out, &files)?;
@@ -160,17 +171,72 @@ pub fn print_states(
         return Ok(());
     }
     for f in &files {
-        let note = if f.state == "local-only" {
-            "  (stays on this machine: never uploaded or synced)"
-        } else {
-            ""
+        writeln!(
+            out,
+            "{:<10} {:>10}  {}{}",
+            f.state,
+            f.size,
+            mount.join(&f.path).display(),
+            super::ondisk::note_live(&f.state)
+        )?;
+    }
+    Ok(())
+}
+
+/// `status PATH` with no daemon: the catalog and cache index in `state.db`, read-only.
+/// What only a running mount knows (files open for writing, other devices' changes since
+/// the last sync) is not there, and the output says so.
+fn print_states_on_disk(
+    home: &Home,
+    cfg: &Config,
+    paths: &[PathBuf],
+    json: bool,
+) -> anyhow::Result<()> {
+    let disk = super::ondisk::OnDisk::load(home)?;
+    if !disk.has_namespace() {
+        bail!(
+            "this device has no namespace yet (never mounted or synced): run `songfs sync` or `songfs mount DIR`"
+        );
+    }
+    // A device that only ever ran `songfs sync` has no mount point: paths are then taken
+    // relative to the library root.
+    let mount = cfg.mount_point.clone();
+    let mut files = Vec::new();
+    for p in paths {
+        let rel = match &mount {
+            Some(m) => control::relative_to_mount(p, m).map_err(anyhow::Error::msg)?,
+            None if p.is_relative() => p.to_string_lossy().into_owned(),
+            None => bail!(
+                "{} cannot be placed in the library: this device has never mounted it; give the path relative to the library root (e.g. 2026-02-12_song/song_v1.mp3)",
+                p.display()
+            ),
+        };
+        files.extend(disk.files_under(&rel)?);
+    }
+    let mut out = std::io::stdout().lock();
+    if json {
+        serde_json::to_writer_pretty(&mut out, &files)?;
+        writeln!(out)?;
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "No mount is running: states as the last mount or sync left them in {} \
+         (changes from other devices since then are not shown).",
+        home.state_db_path().display()
+    )?;
+    for f in &files {
+        let shown = match &mount {
+            Some(m) => m.join(&f.path),
+            None => PathBuf::from(&f.path),
         };
         writeln!(
             out,
-            "{:<10} {:>10}  {}{note}",
+            "{:<10} {:>10}  {}{}",
             f.state,
             f.size,
-            mount.join(&f.path).display()
+            shown.display(),
+            super::ondisk::note(f.state)
         )?;
     }
     Ok(())

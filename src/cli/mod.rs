@@ -5,6 +5,7 @@ pub mod files;
 pub mod import;
 pub mod init;
 pub mod mount;
+pub mod ondisk;
 pub mod sync;
 
 use std::process::ExitCode;
