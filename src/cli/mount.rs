@@ -397,7 +397,7 @@ pub fn run_status(a: StatusArgs) -> anyhow::Result<()> {
             "local_only_files": local.local_only,
             "conflict_copies": local.conflict_copies,
             "conflicts_logged": conflict_records,
-            "conflicts_not_looked_at": conflict_records.saturating_sub(super::files::conflicts_seen(&home)),
+            "conflicts_not_looked_at": conflict_records.saturating_sub(super::conflicts::conflicts_seen(&home)),
             "conflicts_log": cfg.conflicts_log_path(),
             "last_sync": sync.as_ref().and_then(|s| s.last.clone()),
             "sync_cycles": sync.as_ref().map(|s| s.cycles),
@@ -486,11 +486,11 @@ pub fn run_status(a: StatusArgs) -> anyhow::Result<()> {
             cfg.local_only_patterns.join(", ")
         )?;
     }
-    let unseen = conflict_records.saturating_sub(super::files::conflicts_seen(&home));
+    let unseen = conflict_records.saturating_sub(super::conflicts::conflicts_seen(&home));
     if local.conflict_copies > 0 || unseen > 0 {
         writeln!(
             out,
-            "conflicts: {unseen} not looked at yet (`songfs conflicts`), {} cop{} waiting under .conflicts/ (`songfs restore COPY` puts one back)",
+            "conflicts: {unseen} not looked at yet (`songfs conflicts`), {} cop{} waiting under .conflicts/ (`songfs conflicts --restore COPY` puts one back)",
             local.conflict_copies,
             if local.conflict_copies == 1 { "y" } else { "ies" },
         )?;

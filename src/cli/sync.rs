@@ -13,7 +13,6 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::config::{Config, Home};
-use crate::sync::conflicts;
 use crate::sync::cycle::{self, Options};
 
 #[derive(Args)]
@@ -25,12 +24,6 @@ pub struct SyncArgs {
     /// other devices as new edits (without this, songfs refuses to sync a restored database).
     #[arg(long)]
     pub accept_restore: bool,
-}
-
-#[derive(Args)]
-pub struct ConflictsArgs {
-    #[arg(long)]
-    pub json: bool,
 }
 
 pub fn run_sync(a: SyncArgs) -> anyhow::Result<()> {
@@ -102,52 +95,6 @@ pub fn run_sync(a: SyncArgs) -> anyhow::Result<()> {
             "{} change log(s) could not be applied (the others were): {}",
             summary.errors.len(),
             summary.errors.join("; ")
-        );
-    }
-    Ok(())
-}
-
-pub fn run_conflicts(a: ConflictsArgs) -> anyhow::Result<()> {
-    let home = Home::from_env();
-    let cfg = Config::load(&home)?;
-    let path = cfg.conflicts_log_path();
-    let (records, skipped) = conflicts::read_newest_first(&path)
-        .with_context(|| format!("cannot read {}", path.display()))?;
-    if skipped > 0 {
-        tracing::warn!(skipped, path = %path.display(), "lines that are not conflict records were skipped");
-    }
-    // `songfs status` counts the conflicts logged since they were last looked at here.
-    super::files::mark_conflicts_seen(&home, records.len());
-    if a.json {
-        println!("{}", serde_json::to_string(&records)?);
-        return Ok(());
-    }
-    if records.is_empty() {
-        println!("No conflicts.");
-        return Ok(());
-    }
-    for r in records {
-        let col = r
-            .column
-            .as_deref()
-            .map(|c| format!(".{c}"))
-            .unwrap_or_default();
-        println!(
-            "{}  {:<9} {}/{}{}  kept {}{}  lost {}{}\n    {}",
-            r.at,
-            r.kind,
-            r.table,
-            r.row,
-            col,
-            r.kept,
-            r.kept_by
-                .map(|d| format!(" (from {d})"))
-                .unwrap_or_default(),
-            r.lost,
-            r.lost_by
-                .map(|d| format!(" (from {d})"))
-                .unwrap_or_default(),
-            r.why
         );
     }
     Ok(())
