@@ -32,8 +32,11 @@ pub enum Command {
     Status(mount::StatusArgs),
     /// One sync cycle of the app database (and the namespace).
     Sync(sync::SyncArgs),
-    /// Conflicts the sync resolved, newest first, and the conflict copies waiting under
-    /// <mount>/.conflicts/; --restore COPY puts one back.
+    /// Conflicts the sync resolved and the copies kept under .conflicts/ (--restore COPY).
+    ///
+    /// Newest first; a file conflict names its conflict copy by its full path, and every
+    /// copy still waiting under <mount>/.conflicts/ is listed. `--restore COPY` puts one
+    /// back in its place; the version there now is kept as a conflict copy.
     Conflicts(conflicts::ConflictsArgs),
     /// Copy an existing audio folder into the mount and point the database at it.
     Import(import::ImportArgs),
@@ -43,8 +46,10 @@ pub enum Command {
     Unpin(files::PathsArgs),
     /// Free the local copy of uploaded files (they download again when read).
     Evict(files::PathsArgs),
-    /// Put a conflict copy (under <mount>/.conflicts/) back in its place; the version
-    /// there now is kept as a conflict copy (the same as `songfs conflicts --restore COPY`).
+    /// The same as `songfs conflicts --restore COPY`.
+    ///
+    /// Puts a conflict copy (under <mount>/.conflicts/) back in its place; the version
+    /// there now is kept as a conflict copy.
     Restore(conflicts::RestoreArgs),
 }
 

@@ -51,7 +51,8 @@ pub struct StatusArgs {
     #[arg(long)]
     pub json: bool,
     /// Files or folders inside the mount: show each file's state instead
-    /// (remote, partial, cached, pinned, uploading, local-only).
+    /// (remote, partial, cached, pinned, uploading, local-only); with no mount running,
+    /// as the last mount or sync left it.
     pub paths: Vec<PathBuf>,
 }
 
