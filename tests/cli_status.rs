@@ -141,32 +141,44 @@ fn status_of_paths_answers_from_disk_when_no_daemon_runs() {
 }
 
 #[test]
-fn status_of_paths_on_a_device_that_never_mounted() {
+fn status_of_paths_on_a_device_that_only_synced() {
+    // A mounts and writes; the new device never mounts, it only runs `songfs sync`.
+    let a = Mount::new();
+    std::fs::create_dir(a.path("album")).unwrap();
+    std::fs::write(a.path("album/x.mp3"), bytes(5, 50_000)).unwrap();
+    assert!(a.wait_uploads(Duration::from_secs(30)));
+    run_ok(a.songfs().arg("sync"));
+
     let home = common::temp_home();
-    let store = tempfile::tempdir().unwrap();
     let songfs = || common::songfs(home.path());
     run_ok(songfs().args([
         "init",
         "--store",
-        &format!("file://{}", store.path().display()),
+        &format!("file://{}", a.store.display()),
         "--device-name",
         "fresh",
     ]));
     // Nothing synced yet: no namespace to answer from.
-    let o = songfs().args(["status", "a.mp3"]).output().unwrap();
+    let o = songfs().args(["status", "album/x.mp3"]).output().unwrap();
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
         err.contains("no namespace yet") && err.contains("songfs sync"),
         "{err}"
     );
-    // After a sync the (empty) namespace exists; paths are taken relative to the
-    // library root, since there is no mount point to place them in.
+    // After a sync the catalog holds A's file; with no mount point to place paths in,
+    // they are taken relative to the library root.
     run_ok(songfs().arg("sync"));
-    let o = songfs().args(["status", "a.mp3"]).output().unwrap();
+    let out = run_ok(songfs().args(["status", "--json", "./album"]));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        v,
+        serde_json::json!([{"path": "album/x.mp3", "size": 50_000, "state": "remote", "live": false}])
+    );
+    let o = songfs().args(["status", "album/a.mp3"]).output().unwrap();
     assert!(!o.status.success());
     assert!(
-        String::from_utf8_lossy(&o.stderr).contains("a.mp3: not in this device's copy"),
+        String::from_utf8_lossy(&o.stderr).contains(" album/a.mp3: not in this device's copy"),
         "{}",
         String::from_utf8_lossy(&o.stderr)
     );

@@ -5,7 +5,7 @@
 //! on disk (`ondisk.rs`). Must never act on the cache behind a running daemon's back.
 
 use std::io::{IsTerminal, Write};
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
@@ -199,7 +199,14 @@ fn print_states_on_disk(
     for p in paths {
         let rel = match &mount {
             Some(m) => control::relative_to_mount(p, m).map_err(anyhow::Error::msg)?,
-            None if p.is_relative() => p.to_string_lossy().into_owned(),
+            None if p.is_relative() && !p.components().any(|c| c == Component::ParentDir) => p
+                .components()
+                .filter_map(|c| match c {
+                    Component::Normal(s) => Some(s.to_string_lossy()),
+                    _ => None,
+                })
+                .collect::<Vec<_>>()
+                .join("/"),
             None => bail!(
                 "{} cannot be placed in the library: this device has never mounted it; give the path relative to the library root (e.g. 2026-02-12_song/song_v1.mp3)",
                 p.display()
