@@ -1,10 +1,12 @@
 //! The command line: one file per group of subcommands; this file parses, sets up
 //! logging and turns errors into one clear line on stderr and a non-zero exit code.
 
+pub mod conflicts;
 pub mod files;
 pub mod import;
 pub mod init;
 pub mod mount;
+pub mod ondisk;
 pub mod sync;
 
 use std::process::ExitCode;
@@ -30,8 +32,12 @@ pub enum Command {
     Status(mount::StatusArgs),
     /// One sync cycle of the app database (and the namespace).
     Sync(sync::SyncArgs),
-    /// Conflicts the sync resolved, newest first.
-    Conflicts(sync::ConflictsArgs),
+    /// Conflicts the sync resolved and the copies kept under .conflicts/ (--restore COPY).
+    ///
+    /// Newest first; a file conflict names its conflict copy by its full path, and every
+    /// copy still waiting under <mount>/.conflicts/ is listed. `--restore COPY` puts one
+    /// back in its place; the version there now is kept as a conflict copy.
+    Conflicts(conflicts::ConflictsArgs),
     /// Copy an existing audio folder into the mount and point the database at it.
     Import(import::ImportArgs),
     /// Keep files (or whole folders) on this machine: download them now, never evict.
@@ -40,9 +46,11 @@ pub enum Command {
     Unpin(files::PathsArgs),
     /// Free the local copy of uploaded files (they download again when read).
     Evict(files::PathsArgs),
-    /// Put a conflict copy (under <mount>/.conflicts/) back in its place; the version
+    /// The same as `songfs conflicts --restore COPY`.
+    ///
+    /// Puts a conflict copy (under <mount>/.conflicts/) back in its place; the version
     /// there now is kept as a conflict copy.
-    Restore(files::RestoreArgs),
+    Restore(conflicts::RestoreArgs),
 }
 
 /// Exit codes: 0 success, 1 failure, 2 bad usage (clap's).
@@ -55,12 +63,12 @@ pub fn main() -> ExitCode {
         Command::Unmount(a) => mount::run_unmount(a),
         Command::Status(a) => mount::run_status(a),
         Command::Sync(a) => sync::run_sync(a),
-        Command::Conflicts(a) => sync::run_conflicts(a),
+        Command::Conflicts(a) => conflicts::run(a),
         Command::Import(a) => import::run(a),
         Command::Pin(a) => files::run_pin(a),
         Command::Unpin(a) => files::run_unpin(a),
         Command::Evict(a) => files::run_evict(a),
-        Command::Restore(a) => files::run_restore(a),
+        Command::Restore(a) => conflicts::run_restore(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

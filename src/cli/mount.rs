@@ -51,7 +51,8 @@ pub struct StatusArgs {
     #[arg(long)]
     pub json: bool,
     /// Files or folders inside the mount: show each file's state instead
-    /// (remote, partial, cached, pinned, uploading, local-only).
+    /// (remote, partial, cached, pinned, uploading, local-only); with no mount running,
+    /// as the last mount or sync left it.
     pub paths: Vec<PathBuf>,
 }
 
@@ -397,7 +398,7 @@ pub fn run_status(a: StatusArgs) -> anyhow::Result<()> {
             "local_only_files": local.local_only,
             "conflict_copies": local.conflict_copies,
             "conflicts_logged": conflict_records,
-            "conflicts_not_looked_at": conflict_records.saturating_sub(super::files::conflicts_seen(&home)),
+            "conflicts_not_looked_at": conflict_records.saturating_sub(super::conflicts::conflicts_seen(&home)),
             "conflicts_log": cfg.conflicts_log_path(),
             "last_sync": sync.as_ref().and_then(|s| s.last.clone()),
             "sync_cycles": sync.as_ref().map(|s| s.cycles),
@@ -486,11 +487,11 @@ pub fn run_status(a: StatusArgs) -> anyhow::Result<()> {
             cfg.local_only_patterns.join(", ")
         )?;
     }
-    let unseen = conflict_records.saturating_sub(super::files::conflicts_seen(&home));
+    let unseen = conflict_records.saturating_sub(super::conflicts::conflicts_seen(&home));
     if local.conflict_copies > 0 || unseen > 0 {
         writeln!(
             out,
-            "conflicts: {unseen} not looked at yet (`songfs conflicts`), {} cop{} waiting under .conflicts/ (`songfs restore COPY` puts one back)",
+            "conflicts: {unseen} not looked at yet (`songfs conflicts`), {} cop{} waiting under .conflicts/ (`songfs conflicts --restore COPY` puts one back)",
             local.conflict_copies,
             if local.conflict_copies == 1 { "y" } else { "ies" },
         )?;

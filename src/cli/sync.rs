@@ -1,11 +1,18 @@
-//! `songfs sync [--json] [--accept-restore]`: one sync cycle of the app database;
-//! `songfs conflicts [--json]`: what the sync resolved on its own, newest first.
+//! `songfs sync [--json] [--accept-restore]`: one sync cycle of the namespace and the app
+//! database, run by the mount's daemon when one runs, else here.
+//!
+//! On a terminal, long work shows progress on stderr: a bar while the other devices'
+//! change logs are applied (a new device catching up), a spinner while the file list
+//! syncs or the daemon runs the cycle. Never on stdout, never with --json.
+
+use std::io::IsTerminal;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::config::{Config, Home};
-use crate::sync::conflicts;
 use crate::sync::cycle::{self, Options};
 
 #[derive(Args)]
@@ -19,18 +26,19 @@ pub struct SyncArgs {
     pub accept_restore: bool,
 }
 
-#[derive(Args)]
-pub struct ConflictsArgs {
-    #[arg(long)]
-    pub json: bool,
-}
-
 pub fn run_sync(a: SyncArgs) -> anyhow::Result<()> {
     let home = Home::from_env();
     let cfg = Config::load(&home)?;
     // A running mount owns the live namespace: it runs the cycle (never two at once).
+    let show = !a.json && std::io::stderr().is_terminal();
     if !a.accept_restore {
-        if let Some(report) = super::files::sync_via_daemon(&home)? {
+        let wait = (show && crate::daemon::running_pid(&home).is_some())
+            .then(|| spinner("the mount is running the sync cycle"));
+        let report = super::files::sync_via_daemon(&home);
+        if let Some(w) = wait {
+            w.finish_and_clear();
+        }
+        if let Some(report) = report? {
             return super::files::print_report(&report, a.json);
         }
     }
@@ -45,7 +53,12 @@ pub fn run_sync(a: SyncArgs) -> anyhow::Result<()> {
         .block_on(crate::store::open(&cfg.store))
         .with_context(|| format!("cannot open the store {}", cfg.store.url))?;
     if crate::daemon::running_pid(&home).is_none() {
-        let ns = crate::daemon::sync_loop::namespace_standalone(&home, &cfg, store.clone(), &rt)?;
+        let wait = show.then(|| spinner("syncing the file list"));
+        let ns = crate::daemon::sync_loop::namespace_standalone(&home, &cfg, store.clone(), &rt);
+        if let Some(w) = wait {
+            w.finish_and_clear();
+        }
+        let ns = ns?;
         if cfg.db_path.is_none() {
             if a.json {
                 println!("{}", serde_json::to_string(&ns)?);
@@ -59,7 +72,19 @@ pub fn run_sync(a: SyncArgs) -> anyhow::Result<()> {
         accept_restore: a.accept_restore,
     };
     let handle = rt.handle().clone();
-    let summary = cycle::run(&cfg, &home, store, &handle, opts).context("sync failed")?;
+    let bar = show.then(logs_bar);
+    let drawn = bar.clone();
+    let progress = move |done: usize, total: usize| {
+        if let Some(b) = &drawn {
+            b.set_length(total as u64);
+            b.set_position(done as u64);
+        }
+    };
+    let summary = cycle::run_with_progress(&cfg, &home, store, &handle, opts, Some(&progress));
+    if let Some(b) = &bar {
+        b.finish_and_clear();
+    }
+    let summary = summary.context("sync failed")?;
     if a.json {
         println!("{}", serde_json::to_string(&summary)?);
     } else {
@@ -75,48 +100,27 @@ pub fn run_sync(a: SyncArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn run_conflicts(a: ConflictsArgs) -> anyhow::Result<()> {
-    let home = Home::from_env();
-    let cfg = Config::load(&home)?;
-    let path = cfg.conflicts_log_path();
-    let (records, skipped) = conflicts::read_newest_first(&path)
-        .with_context(|| format!("cannot read {}", path.display()))?;
-    if skipped > 0 {
-        tracing::warn!(skipped, path = %path.display(), "lines that are not conflict records were skipped");
-    }
-    // `songfs status` counts the conflicts logged since they were last looked at here.
-    super::files::mark_conflicts_seen(&home, records.len());
-    if a.json {
-        println!("{}", serde_json::to_string(&records)?);
-        return Ok(());
-    }
-    if records.is_empty() {
-        println!("No conflicts.");
-        return Ok(());
-    }
-    for r in records {
-        let col = r
-            .column
-            .as_deref()
-            .map(|c| format!(".{c}"))
-            .unwrap_or_default();
-        println!(
-            "{}  {:<9} {}/{}{}  kept {}{}  lost {}{}\n    {}",
-            r.at,
-            r.kind,
-            r.table,
-            r.row,
-            col,
-            r.kept,
-            r.kept_by
-                .map(|d| format!(" (from {d})"))
-                .unwrap_or_default(),
-            r.lost,
-            r.lost_by
-                .map(|d| format!(" (from {d})"))
-                .unwrap_or_default(),
-            r.why
-        );
-    }
-    Ok(())
+/// The bar for the other devices' change logs; drawn from the first report on (a cycle
+/// with nothing to apply reports nothing, so shows nothing).
+fn logs_bar() -> ProgressBar {
+    let b = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+    b.set_style(
+        ProgressStyle::with_template(
+            "applying other devices' changes [{bar:30}] {pos}/{len} change logs ({elapsed}, eta {eta})",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
+    );
+    b
+}
+
+/// A spinner on stderr for work whose length is not known.
+fn spinner(msg: &'static str) -> ProgressBar {
+    let s = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+    s.set_style(
+        ProgressStyle::with_template("{spinner} {msg} ({elapsed})").expect("valid template"),
+    );
+    s.set_message(msg);
+    s.enable_steady_tick(Duration::from_millis(120));
+    s
 }

@@ -349,6 +349,10 @@ pub fn capture_only(cfg: &Config, app: &Connection, st: &mut StateDb) -> Result<
     Ok(n)
 }
 
+/// Told `(applied, to apply)` as the other devices' logs and snapshots are applied, so
+/// a long first sync can show progress.
+pub type Progress = dyn Fn(usize, usize) + Send + Sync;
+
 /// One sync cycle against the store. Blocking; store calls run on `rt`, which must be a
 /// multi-thread runtime (a current-thread runtime's handle cannot drive network I/O).
 pub fn run(
@@ -357,6 +361,18 @@ pub fn run(
     store: Arc<dyn ObjectStore>,
     rt: &tokio::runtime::Handle,
     opts: Options,
+) -> Result<Summary, SyncError> {
+    run_with_progress(cfg, home, store, rt, opts, None)
+}
+
+/// `run`, reporting the remote logs applied to `progress`.
+pub fn run_with_progress(
+    cfg: &Config,
+    home: &Home,
+    store: Arc<dyn ObjectStore>,
+    rt: &tokio::runtime::Handle,
+    opts: Options,
+    progress: Option<&Progress>,
 ) -> Result<Summary, SyncError> {
     let db = cfg.db_path.as_ref().ok_or(SyncError::NoDatabase)?;
     let mut app = open_app_db(db)?;
@@ -395,6 +411,7 @@ pub fn run(
         schema: &schema,
         conflicts: Vec::new(),
         follow_up: false,
+        progress,
     };
     pull(&mut ctx, &mut app, &mut st, &*store, rt, &mut summary)?;
 
@@ -521,6 +538,7 @@ struct ApplyContext<'a> {
     schema: &'a Schema,
     conflicts: Vec<ConflictRecord>,
     follow_up: bool,
+    progress: Option<&'a Progress>,
 }
 
 /// Reads and applies the other devices' snapshots and logs after their cursors.
@@ -548,12 +566,35 @@ fn pull(
     let devices: BTreeSet<String> = logs.keys().chain(snaps.keys()).cloned().collect();
     let already: BTreeSet<(String, u64)> =
         st.rejected()?.into_iter().map(|(d, s, _)| (d, s)).collect();
+    let (mut done, mut total) = (0, 0);
+    for device in devices.iter().filter(|d| **d != ctx.cfg.device_id) {
+        // What the loop below will apply: the newest snapshot past the cursor (if any),
+        // then the logs after it.
+        let cursor = st.cursor(device)?;
+        let from = snaps.get(device).copied().filter(|s| *s > cursor);
+        let after = from.unwrap_or(cursor);
+        total += usize::from(from.is_some())
+            + logs
+                .get(device)
+                .map_or(0, |v| v.iter().filter(|s| **s > after).count());
+    }
+    if let Some(p) = ctx.progress.filter(|_| total > 0) {
+        p(0, total);
+    }
+    let mut step = |ctx: &ApplyContext<'_>| {
+        done += 1;
+        if let Some(p) = ctx.progress {
+            p(done.min(total), total);
+        }
+    };
     for device in devices.iter().filter(|d| **d != ctx.cfg.device_id) {
         let mut cursor = st.cursor(device)?;
         if let Some(&s) = snaps.get(device) {
             if s > cursor {
                 let key = changelog::snapshot_key(device, s);
-                if !apply_object(ctx, app, st, store, rt, &key, device, s, summary)? {
+                let applied = apply_object(ctx, app, st, store, rt, &key, device, s, summary)?;
+                step(ctx);
+                if !applied {
                     continue;
                 }
                 cursor = s;
@@ -563,7 +604,9 @@ fn pull(
         seqs.sort();
         for seq in seqs.into_iter().filter(|s| *s > cursor) {
             let key = changelog::log_key(device, seq);
-            if !apply_object(ctx, app, st, store, rt, &key, device, seq, summary)? {
+            let applied = apply_object(ctx, app, st, store, rt, &key, device, seq, summary)?;
+            step(ctx);
+            if !applied {
                 break;
             }
         }
