@@ -445,3 +445,39 @@ fn a_row_replaced_under_a_new_rowid_stays_one_row_everywhere() {
     assert!(a.conflicts().is_empty() && b.conflicts().is_empty());
     assert_same(&a, &b);
 }
+
+/// A CD track that names a song can reach a device before the song does (device C reads
+/// the track maker's log first). The reference is written once the song arrives; it used
+/// to stay NULL there for good, while the other devices had it.
+#[test]
+fn a_reference_that_arrives_before_its_row_resolves_when_the_row_arrives() {
+    let store = tempfile::tempdir().unwrap();
+    let mut devs: Vec<sync_util::Device> = ["x", "y"]
+        .iter()
+        .map(|n| sync_util::Device::new(sync_util::folder_store(store.path()), n, true))
+        .collect();
+    // Logs are read in device-id order: the track maker must come first.
+    devs.sort_by(|p, q| p.cfg.device_id.cmp(&q.cfg.device_id));
+    let (track_maker, song_maker) = (&devs[0], &devs[1]);
+    song_maker.exec("INSERT INTO songs (title, prompt, lyrics) VALUES ('Arrives late', 'p', 'l')");
+    song_maker.sync();
+    track_maker.sync();
+    track_maker.exec(
+        "INSERT INTO cd_projects (name) VALUES ('Early CD');
+         INSERT INTO cd_tracks (project_id, song_id, track_number, title, source_path)
+         SELECT p.id, s.id, 1, 'late track', '/x.mp3' FROM cd_projects p, songs s
+         WHERE p.name = 'Early CD' AND s.title = 'Arrives late'",
+    );
+    track_maker.sync();
+    let c = sync_util::Device::new(sync_util::folder_store(store.path()), "z", true);
+    c.sync();
+    c.sync();
+    assert_eq!(
+        c.text(
+            "SELECT s.title FROM cd_tracks t JOIN songs s ON s.id = t.song_id WHERE t.title = 'late track'"
+        )
+        .as_deref(),
+        Some("Arrives late")
+    );
+    assert_same(&c, track_maker);
+}

@@ -773,18 +773,13 @@ fn apply_rows(
     summary: &mut Summary,
 ) -> Result<(), SyncError> {
     let rules = rules();
-    // Children whose liveness follows these rows (cascades), and parents theirs depends on.
+    // Rows that reference these: their liveness may follow (cascades), and a reference
+    // that arrived before the row it names was written as NULL and resolves now. And the
+    // parents their liveness depends on.
     let mut affected = rows.clone();
     for r in &rows {
-        for (child, col) in st.children(r)? {
-            let cascades = ctx
-                .schema
-                .table(&child.table)
-                .and_then(|t| t.on_delete.get(&col))
-                .is_some_and(|a| a == "CASCADE");
-            if cascades {
-                affected.insert(child);
-            }
+        for (child, _) in st.children(r)? {
+            affected.insert(child);
         }
     }
     let mut m = MergeState::default();
