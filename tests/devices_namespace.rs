@@ -217,6 +217,57 @@ fn concurrent_writes_keep_the_later_and_a_conflict_copy_on_both() {
     assert_eq!(paths(&a).len(), 2);
 }
 
+/// Every device derives the same conflict copy; none exports it. So a restore done on one
+/// device right after the conflict appeared (before any further sync) is final: the copy
+/// does not come back from another device's export of it, and the restored bytes win.
+#[test]
+fn a_conflict_copy_restored_right_away_does_not_come_back() {
+    let w = World::new();
+    let (a, b) = (w.device("desk"), w.device("laptop"));
+    w.upload(b"from desk");
+    w.upload(b"from laptop");
+    let ha = write(&a, "s/song.mp3", b"from desk");
+    w.sync(&a);
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    write(&b, "s/song.mp3", b"from laptop");
+    w.sync(&b);
+    w.sync(&a);
+    let copy = paths(&a)
+        .into_iter()
+        .find(|p| p.starts_with(CONFLICTS_DIR))
+        .expect("A derived the copy");
+    // What `songfs conflicts --restore` does: the copy's bytes back at the name.
+    let n = a.catalog.resolve(&copy).unwrap();
+    a.catalog.remove_file(&copy).unwrap();
+    a.catalog
+        .upsert_file(
+            "s/song.mp3",
+            n.hash.as_deref().unwrap(),
+            n.size,
+            songfs::catalog::now_ns(),
+            0o600,
+        )
+        .unwrap();
+    for _ in 0..2 {
+        w.sync(&a);
+        w.sync(&b);
+    }
+    for d in [&a, &b] {
+        assert_eq!(
+            hash_at(d, "s/song.mp3").as_deref(),
+            Some(ha.as_str()),
+            "restored bytes keep the name on {}",
+            d.cfg.device_name
+        );
+        assert!(
+            !paths(d).contains(&copy),
+            "the restored copy came back on {}: {:?}",
+            d.cfg.device_name,
+            paths(d)
+        );
+    }
+}
+
 #[test]
 fn a_local_write_still_uploading_keeps_the_name() {
     let w = World::new();

@@ -757,6 +757,7 @@ impl<'a> NamespaceSync<'a> {
         // comes in between.
         Self::set_meta(&self.db, "applying", &log_key(&log.device_id, log.seq))?;
         let mut new_shadow: Vec<(String, Option<FileValue>)> = Vec::new();
+        let mut derived: Vec<(String, RowState)> = Vec::new();
         for path in paths.iter().filter(|p| !p.ends_with('/')) {
             if self.is_local_only_path(path) || !safe_path(path) {
                 tracing::warn!(
@@ -791,7 +792,14 @@ impl<'a> NamespaceSync<'a> {
                     if before[path].contains(&lost_clock) {
                         continue;
                     }
-                    let copy = self.keep_copy(path, &lost, lost_clock.wall_ms, touched)?;
+                    let copy = match self.derive_copy(path, &lost, &lost_clock, &paths, touched)? {
+                        Some(DerivedCopy { copy, state, value }) => {
+                            new_shadow.push((copy.clone(), value));
+                            derived.push((copy.clone(), state));
+                            copy
+                        }
+                        None => self.keep_copy(path, &lost, lost_clock.wall_ms, touched)?,
+                    };
                     summary.conflict_copies += 1;
                     records.push(file_conflict(path, resolved.as_ref(), &lost, &copy, "written on two devices without either seeing the other: the later keeps the name"));
                 }
@@ -872,6 +880,9 @@ impl<'a> NamespaceSync<'a> {
         for path in &paths {
             Self::put_row_state(&tx, path, &m.rows[&RowId::new(NS_TABLE, path)])?;
         }
+        for (path, state) in &derived {
+            Self::put_row_state(&tx, path, state)?;
+        }
         for (d, present) in &dirs {
             Self::put_dir_shadow(&tx, d, *present)?;
         }
@@ -891,6 +902,68 @@ impl<'a> NamespaceSync<'a> {
         tx.execute("DELETE FROM nsync_meta WHERE key = 'applying'", [])?;
         tx.commit()?;
         Ok(())
+    }
+
+    /// The conflict copy of a version that lost to a concurrent one, as every device that
+    /// sees both versions derives it: same path (from the loser's device and clock), and a
+    /// row state at the loser's own clock. No device exports it, so a delete or a restore
+    /// of the copy on one device (a newer edit of that row) removes it everywhere, instead
+    /// of racing the other devices' exports of the same copy. A copy deleted before this
+    /// device derived it stays deleted. None when the name is taken here (or the copy is in
+    /// this very log): then the copy goes to a free name and is exported as usual.
+    fn derive_copy(
+        &self,
+        path: &str,
+        v: &FileValue,
+        lost_clock: &Hlc,
+        in_log: &BTreeSet<String>,
+        touched: &mut Vec<Touched>,
+    ) -> Result<Option<DerivedCopy>, NamespaceError> {
+        let copy = conflict_copy_path(path, &v.by, lost_clock.wall_ms);
+        if in_log.contains(&copy) {
+            return Ok(None);
+        }
+        let rid = RowId::new(NS_TABLE, &copy);
+        let mut state = self.row_state(&copy)?;
+        state.apply(&Event::Live {
+            clock: lost_clock.clone(),
+        });
+        state.apply(&Event::Set {
+            column: FILE_FIELD.into(),
+            value: serde_json::to_value(v).expect("encodes"),
+            clock: lost_clock.clone(),
+            replaces: Vec::new(),
+        });
+        let mut m = MergeState::default();
+        m.rows.insert(rid.clone(), state.clone());
+        let value: Option<FileValue> = m
+            .resolve(&Rules::none(), &rid)
+            .and_then(|row| row.get(FILE_FIELD).cloned())
+            .and_then(|v| serde_json::from_value(v).ok());
+        match (&value, self.catalog.resolve(&copy)) {
+            (Some(want), Ok(n)) if !n.is_dir() && node_hash(&n) == want.hash => {}
+            (Some(_), Ok(_)) => return Ok(None),
+            (Some(want), Err(CatalogError::NotFound)) => {
+                let n = self.catalog.upsert_file(
+                    &copy,
+                    &want.hash,
+                    want.size,
+                    want.mtime_ns,
+                    want.mode,
+                )?;
+                tracing::warn!(path, copy = %copy, "conflicting versions: one kept as a conflict copy");
+                touched.push(Touched {
+                    parent: n.parent,
+                    name: n.name,
+                    ino: Some(n.ino),
+                });
+            }
+            (Some(_), Err(e)) => return Err(e.into()),
+            (None, _) => {
+                tracing::info!(path, copy = %copy, "conflict copy already removed on another device");
+            }
+        }
+        Ok(Some(DerivedCopy { copy, state, value }))
     }
 
     /// Puts `v` at its conflict-copy path (a free name), unless an identical copy is
@@ -999,6 +1072,14 @@ fn safe_path(path: &str) -> bool {
         && path
             .split('/')
             .all(|p| !p.is_empty() && p != "." && p != ".." && p.len() <= crate::catalog::NAME_MAX)
+}
+
+/// A conflict copy at its derived path, with its row state and resolved value (None: it
+/// was removed already).
+struct DerivedCopy {
+    copy: String,
+    state: RowState,
+    value: Option<FileValue>,
 }
 
 fn lost_versions(m: &MergeState, rules: &Rules, path: &str) -> Vec<(Hlc, FileValue)> {
