@@ -26,9 +26,14 @@ use rusqlite::Connection;
 use serde_json::Value;
 use sync_util::{assert_same, files_under, folder_store, Device};
 
-/// Songs the batch inserts, and songs of an earlier round it updates.
-const NEW_SONGS: usize = 2000;
-const UPDATED_SONGS: usize = 1000;
+/// Songs the batch inserts, and songs of an earlier round it updates: 1,500 rows, about
+/// 15,000 field changes, a couple of seconds of work for a debug-profile `songfs sync`,
+/// which the kills interrupt at several points (more rows only make the test slower).
+const NEW_SONGS: usize = 1000;
+const UPDATED_SONGS: usize = 500;
+/// Songs of the earlier round the batch deletes, and new songs it tags.
+const DELETED_SONGS: usize = 100;
+const TAGGED_SONGS: usize = NEW_SONGS / 10;
 
 /// `songfs sync` of `d`, run as the user would: its own SONGFS_HOME and HOME.
 fn sync_cmd(d: &Device, json: bool) -> Command {
@@ -230,6 +235,14 @@ fn insert_songs(d: &Device, prefix: &str, n: usize) {
     tx.commit().unwrap();
 }
 
+/// Songs linked to the tag 'kill tag'.
+fn tagged(d: &Device) -> usize {
+    d.count(
+        "SELECT COUNT(*) FROM song_tags st JOIN tags t ON t.id = st.tag_id
+         WHERE t.name = 'kill tag'",
+    ) as usize
+}
+
 fn assert_no_conflicts(d: &Device) {
     let c = d.conflicts();
     assert!(
@@ -290,11 +303,13 @@ fn kill_then_finish(
 #[test]
 fn killed_while_applying_a_big_batch_finishes_on_rerun_without_echo() {
     let (store, a, b) = setup();
-    // Round 0: songs B has, for A to update in the batch.
+    // Round 0: songs B has, for A to update or delete in the batch.
     insert_songs(&a, "kill base", UPDATED_SONGS);
+    insert_songs(&a, "kill gone", DELETED_SONGS);
     a.sync();
     cli_sync(&b, false);
     assert_eq!(titles_like(&b, "kill base %").len(), UPDATED_SONGS);
+    assert_eq!(titles_like(&b, "kill gone %").len(), DELETED_SONGS);
     let b_logs_before: BTreeSet<String> = logs_of(store.path(), &b.cfg.device_id)
         .into_iter()
         .map(|l| l.key)
@@ -304,19 +319,29 @@ fn killed_while_applying_a_big_batch_finishes_on_rerun_without_echo() {
         .map(|l| l.key)
         .collect();
 
-    // The batch: 1,000 updates of three fields each and 2,000 inserts.
+    // The batch: 500 updates of three fields each, 1,000 inserts, 100 deletes, and a
+    // new tag on every tenth new song (rows that reference rows of the same batch).
     a.exec(
         "UPDATE songs SET title = replace(title, 'kill base', 'kill upd'),
                           notes = 'updated ' || id, status = 'submitted'
          WHERE title LIKE 'kill base %'",
     );
     insert_songs(&a, "kill new", NEW_SONGS);
+    a.exec(
+        "DELETE FROM songs WHERE title LIKE 'kill gone %';
+         INSERT INTO tags (name) VALUES ('kill tag');
+         INSERT INTO song_tags (song_id, tag_id)
+           SELECT s.id, t.id FROM songs s, tags t
+           WHERE t.name = 'kill tag' AND s.title LIKE 'kill new %0';",
+    );
+    assert_eq!(tagged(&a), TAGGED_SONGS);
     a.sync();
     let batch: Vec<StoredLog> = logs_of(store.path(), &a.cfg.device_id)
         .into_iter()
         .filter(|l| !a_logs_before.contains(&l.key))
         .collect();
-    assert!(!batch.is_empty(), "A exported no log");
+    // One log (far under MAX_CHANGES_PER_LOG): all of it or none of it may be applied.
+    assert_eq!(batch.len(), 1, "A's batch should be one log");
     let batch_rows: BTreeSet<(String, String)> = batch
         .iter()
         .flat_map(|l| l.changes.iter().map(row_of))
@@ -362,6 +387,16 @@ fn killed_while_applying_a_big_batch_finishes_on_rerun_without_echo() {
             )
             .unwrap();
         assert_eq!(torn, 0, "{what}: half-updated rows");
+        // The deletes and the tag links go with the rest of the log.
+        let state = (
+            titles_like(&b, "kill new %").len(),
+            titles_like(&b, "kill gone %").len(),
+            tagged(&b),
+        );
+        assert!(
+            state == (0, DELETED_SONGS, 0) || state == (NEW_SONGS, 0, TAGGED_SONGS),
+            "{what}: (new songs, songs to delete, tagged songs) = {state:?}"
+        );
     };
     let state_db = b.home.state_db_path();
     let intents = || peek(&state_db, "SELECT COUNT(*) FROM sync_intent");
@@ -397,6 +432,8 @@ fn killed_while_applying_a_big_batch_finishes_on_rerun_without_echo() {
 
     assert_eq!(titles_like(&b, "kill new %").len(), NEW_SONGS);
     assert_eq!(titles_like(&b, "kill upd %").len(), UPDATED_SONGS);
+    assert_eq!(titles_like(&b, "kill gone %").len(), 0);
+    assert_eq!(tagged(&b), TAGGED_SONGS);
     assert_same(&a, &b);
     assert_no_conflicts(&b);
 
