@@ -1,18 +1,22 @@
 //! `kill -9` of a real `songfs sync` process (the built binary, its own SONGFS_HOME) at
 //! varied moments of a big cycle, then a rerun to completion:
 //! - while it applies another device's big batch: the rerun finishes the apply, the
-//!   databases end equal by content, every kill left the app database intact and each of
-//!   the remote logs either not applied at all or applied whole, the device never sends
-//!   the remote changes back as its own, and a second sync on both is a no-op;
+//!   databases end equal by content, every kill left both SQLite files intact and each
+//!   remote log either not applied at all or applied whole, the device never sends the
+//!   remote changes back as its own, and a second sync on both is a no-op;
 //! - while it exports its own big batch: the other device receives every edit exactly
-//!   once (one row per inserted song, each edit in exactly one log).
+//!   once (one row per inserted song, each edit in exactly one log);
+//! - between stamping the app database with the cycle's marker and remembering it: the
+//!   next run does not take the database for a restored backup.
 //!
 //! `tests/sync_crash.rs` stops the cycle at named points inside the library; this file
-//! kills the whole process wherever it happens to be. Some kills come at fixed times
-//! after the start, others when the test sees the process reach a step (its apply plan
-//! stored in state.db, the batch committed to the app database, its log in the store),
-//! so the narrow gaps between two commits are hit on a fast or a slow machine alike.
-//! Every test prints where each kill landed and what it left behind.
+//! kills the whole process wherever it is. Some kills come at fixed times after the
+//! start; the others when the test sees the process reach a step (its apply plan in
+//! state.db, the batch in the app database, its log in the store). To hit a gap between
+//! two commits every time, the test takes the write lock of the database of the second
+//! commit once the first is seen, so the process waits right there, and kills it.
+//! Every test prints where each kill landed and what it left behind, and asserts that
+//! the gaps it aims at were hit.
 
 mod sync_util;
 
@@ -34,6 +38,8 @@ const UPDATED_SONGS: usize = 500;
 /// Songs of the earlier round the batch deletes, and new songs it tags.
 const DELETED_SONGS: usize = 100;
 const TAGGED_SONGS: usize = NEW_SONGS / 10;
+/// Songs the second, smaller batch inserts.
+const MORE_SONGS: usize = 300;
 
 /// `songfs sync` of `d`, run as the user would: its own SONGFS_HOME and HOME.
 fn sync_cmd(d: &Device, json: bool) -> Command {
@@ -69,6 +75,24 @@ enum KillAt<'a> {
     /// As soon as `seen` says so (polled about every half millisecond): a moment chosen
     /// by what the process has done, not by the clock.
     When(&'a str, &'a dyn Fn() -> bool),
+    /// When `seen`, the test takes the write lock of `lock`'s database, waits until
+    /// `then` (at most 3 s) and kills. The process stops at its next write to that
+    /// database (it waits out the lock, busy timeout 5 s), so a gap that ends with such a
+    /// write is hit every time, not by luck.
+    Hold {
+        what: &'a str,
+        lock: Lock,
+        seen: &'a dyn Fn() -> bool,
+        then: &'a dyn Fn() -> bool,
+    },
+}
+
+/// Whose write lock a [`KillAt::Hold`] takes.
+enum Lock {
+    /// The app database.
+    App,
+    /// songfs's state.db.
+    State,
 }
 
 /// How one attempt ended.
@@ -88,6 +112,7 @@ fn attempt(d: &Device, at: &KillAt) -> Attempt {
         .spawn()
         .unwrap();
     let start = Instant::now();
+    let mut lock = None;
     loop {
         if let Some(status) = child.try_wait().unwrap() {
             assert!(
@@ -100,9 +125,30 @@ fn attempt(d: &Device, at: &KillAt) -> Attempt {
         }
         let now = match at {
             KillAt::After(ms) => start.elapsed() >= Duration::from_millis(*ms),
-            KillAt::When(_, seen) => seen() || start.elapsed() > Duration::from_secs(60),
+            KillAt::When(_, seen) | KillAt::Hold { seen, .. } => {
+                seen() || start.elapsed() > Duration::from_secs(60)
+            }
         };
         if now {
+            if let KillAt::Hold {
+                then, lock: which, ..
+            } = at
+            {
+                let path = match which {
+                    Lock::App => d.db.clone(),
+                    Lock::State => d.home.state_db_path(),
+                };
+                let c = Connection::open(path).unwrap();
+                c.busy_timeout(Duration::from_secs(5)).unwrap();
+                c.execute_batch("BEGIN IMMEDIATE").unwrap();
+                lock = Some(c);
+                let held = Instant::now();
+                while !then() && held.elapsed() < Duration::from_secs(3) {
+                    std::thread::sleep(Duration::from_micros(500));
+                }
+                // Let it reach the write it now waits for.
+                std::thread::sleep(Duration::from_millis(20));
+            }
             break;
         }
         std::thread::sleep(Duration::from_micros(500));
@@ -111,6 +157,7 @@ fn attempt(d: &Device, at: &KillAt) -> Attempt {
     let _ = child.kill();
     let after = start.elapsed();
     let status = child.wait().unwrap();
+    drop(lock); // rolls back
     if status.signal() != Some(libc::SIGKILL) {
         // It exited between the last look and the kill.
         assert!(
@@ -123,6 +170,9 @@ fn attempt(d: &Device, at: &KillAt) -> Attempt {
     Attempt::Killed(match at {
         KillAt::After(_) => format!("killed {after:?} after the start"),
         KillAt::When(what, _) => format!("killed {after:?} after the start, {what}"),
+        KillAt::Hold { what, .. } => {
+            format!("killed {after:?} after the start, {what}")
+        }
     })
 }
 
@@ -342,7 +392,7 @@ fn killed_while_applying_a_big_batch_finishes_on_rerun_without_echo() {
         .collect();
     // One log (far under MAX_CHANGES_PER_LOG): all of it or none of it may be applied.
     assert_eq!(batch.len(), 1, "A's batch should be one log");
-    let batch_rows: BTreeSet<(String, String)> = batch
+    let mut batch_rows: BTreeSet<(String, String)> = batch
         .iter()
         .flat_map(|l| l.changes.iter().map(row_of))
         .collect();
@@ -402,22 +452,18 @@ fn killed_while_applying_a_big_batch_finishes_on_rerun_without_echo() {
     let intents = || peek(&state_db, "SELECT COUNT(*) FROM sync_intent");
     let applied = || titles_like(&b, "kill new %").len();
     let plan_stored = || intents().unwrap_or(0) > 0;
-    let batch_visible = || {
-        peek(
-            &b.db,
-            "SELECT EXISTS (SELECT 1 FROM songs WHERE title LIKE 'kill new %')",
-        ) == Some(1)
-    };
     let plan = [
         KillAt::After(15),
         KillAt::After(60),
         // songfs's apply is two steps (apply.rs): its plan ("intents") is stored in
-        // state.db, then written to the app database, then cleared. Aim at both gaps.
-        KillAt::When("once the apply plan was stored in state.db", &plan_stored),
-        KillAt::When(
-            "once A's batch was visible in the app database",
-            &batch_visible,
-        ),
+        // state.db, then written to the app database, then cleared. This batch is
+        // stopped in the first gap, the next batch in the second.
+        KillAt::Hold {
+            what: "with the apply plan in state.db, the app database not yet written",
+            lock: Lock::App,
+            seen: &plan_stored,
+            then: &|| true,
+        },
         // Most likely while that run finishes the interrupted apply.
         KillAt::After(150),
     ];
@@ -428,12 +474,77 @@ fn killed_while_applying_a_big_batch_finishes_on_rerun_without_echo() {
             intents().map_or("?".into(), |n| n.to_string())
         )
     };
-    kill_then_finish(&b, &plan, state, check);
+    let mut in_gap = false;
+    kill_then_finish(&b, &plan, state, |what| {
+        check(what);
+        in_gap |= applied() == 0 && intents().unwrap_or(0) > 0;
+    });
+    assert!(
+        in_gap,
+        "no kill between storing the plan and writing the app database"
+    );
 
     assert_eq!(titles_like(&b, "kill new %").len(), NEW_SONGS);
     assert_eq!(titles_like(&b, "kill upd %").len(), UPDATED_SONGS);
     assert_eq!(titles_like(&b, "kill gone %").len(), 0);
     assert_eq!(tagged(&b), TAGGED_SONGS);
+    assert_same(&a, &b);
+    assert_no_conflicts(&b);
+
+    // A second, smaller batch, stopped in the apply's second gap: after the app
+    // database commit, before state.db's.
+    let a_logs_before: BTreeSet<String> = logs_of(store.path(), &a.cfg.device_id)
+        .into_iter()
+        .map(|l| l.key)
+        .collect();
+    insert_songs(&a, "kill more", MORE_SONGS);
+    a.exec("UPDATE songs SET notes = 'second ' || id WHERE title LIKE 'kill new %0'");
+    a.sync();
+    let batch: Vec<StoredLog> = logs_of(store.path(), &a.cfg.device_id)
+        .into_iter()
+        .filter(|l| !a_logs_before.contains(&l.key))
+        .collect();
+    assert_eq!(batch.len(), 1, "A's second batch should be one log");
+    batch_rows.extend(batch.iter().flat_map(|l| l.changes.iter().map(row_of)));
+    let second = || {
+        (
+            titles_like(&b, "kill more %").len(),
+            b.count("SELECT COUNT(*) FROM songs WHERE notes LIKE 'second %'") as usize,
+        )
+    };
+    let second_visible = || {
+        peek(
+            &b.db,
+            "SELECT EXISTS (SELECT 1 FROM songs WHERE title LIKE 'kill more %')",
+        ) == Some(1)
+    };
+    let plan = [KillAt::Hold {
+        what: "with the batch committed to the app database, not yet to state.db",
+        lock: Lock::State,
+        seen: &plan_stored,
+        then: &second_visible,
+    }];
+    let state = || {
+        format!(
+            "(new songs, updated notes) = {:?} in B's app database, {} pending intent(s)",
+            second(),
+            intents().map_or("?".into(), |n| n.to_string())
+        )
+    };
+    let mut in_gap = false;
+    kill_then_finish(&b, &plan, state, |what| {
+        let now = second();
+        assert!(
+            now == (0, 0) || now == (MORE_SONGS, TAGGED_SONGS),
+            "{what}: half of the second batch applied"
+        );
+        in_gap |= now.0 == MORE_SONGS && intents().unwrap_or(0) > 0;
+    });
+    assert!(
+        in_gap,
+        "no kill between the app database's commit and state.db's"
+    );
+    assert_eq!(second(), (MORE_SONGS, TAGGED_SONGS));
     assert_same(&a, &b);
     assert_no_conflicts(&b);
 
@@ -530,6 +641,14 @@ fn killed_while_exporting_its_own_batch_delivers_each_edit_exactly_once() {
         })
     };
     let captured = || outbox().unwrap_or(0) > 0;
+    let numbered = || {
+        peek(
+            &state_db,
+            "SELECT COUNT(*) FROM sync_outbox WHERE seq IS NOT NULL",
+        )
+        .unwrap_or(0)
+            > 0
+    };
     let uploaded = || logs_up() > 0;
     let plan = [
         KillAt::After(15),
@@ -537,7 +656,14 @@ fn killed_while_exporting_its_own_batch_delivers_each_edit_exactly_once() {
         // The captured batch waits in state.db's outbox, goes up with put-if-absent,
         // then leaves the outbox. Aim at both gaps.
         KillAt::When("once the batch was in the outbox", &captured),
-        KillAt::When("once B's log was in the store", &uploaded),
+        // The run after that one numbers the log (a state.db write), puts it, then
+        // removes it from the outbox: stop it there.
+        KillAt::Hold {
+            what: "with B's log in the store, still in its outbox",
+            lock: Lock::State,
+            seen: &numbered,
+            then: &uploaded,
+        },
         KillAt::After(150),
     ];
     let state = || {
@@ -547,7 +673,16 @@ fn killed_while_exporting_its_own_batch_delivers_each_edit_exactly_once() {
             outbox().map_or("?".into(), |n| n.to_string())
         )
     };
-    kill_then_finish(&b, &plan, state, check);
+    let mut gaps = BTreeSet::new();
+    kill_then_finish(&b, &plan, state, |what| {
+        check(what);
+        match (logs_up(), outbox().unwrap_or(0) > 0) {
+            (0, true) => gaps.insert("captured, not uploaded"),
+            (1, true) => gaps.insert("uploaded, still in the outbox"),
+            _ => false,
+        };
+    });
+    assert_eq!(gaps.len(), 2, "gaps hit: {gaps:?}");
 
     // In the store: each of B's edits exactly once.
     let (titles, notes) = sent_by_b();
@@ -579,4 +714,74 @@ fn killed_while_exporting_its_own_batch_delivers_each_edit_exactly_once() {
     assert!(sa.sent.is_empty(), "A sent {:?}", sa.sent);
     assert!(sa.received.is_empty(), "A received {:?}", sa.received);
     assert_same(&a, &b);
+}
+
+/// A text value from a SQLite file, or None while it cannot be read.
+fn peek_text(db: &Path, sql: &str) -> Option<String> {
+    Connection::open(db)
+        .ok()?
+        .query_row(sql, [], |r| r.get(0))
+        .ok()
+}
+
+/// A cycle ends by stamping the app database with a fresh marker (how a database
+/// restored from a backup is recognised) and then remembering the marker in state.db. A
+/// kill between the two must not make the next run refuse the database as restored, nor
+/// lose or repeat the edit that cycle sent.
+#[test]
+fn killed_between_stamping_the_database_and_remembering_it_is_not_a_restore() {
+    let (_store, a, b) = setup();
+    let state_db = b.home.state_db_path();
+    let meta = |key: &str| {
+        peek_text(
+            &state_db,
+            &format!("SELECT value FROM sync_meta WHERE key = '{key}'"),
+        )
+    };
+    let app_marker = || {
+        peek_text(
+            &b.db,
+            "SELECT value FROM sync_metadata WHERE key = 'songfs_cycle'",
+        )
+    };
+    // Until two kills landed in the gap (the test can be a little late to take the
+    // lock when the process writes both quickly).
+    let (mut in_gap, mut tries) = (0, 0);
+    while in_gap < 2 && tries < 6 {
+        let i = tries;
+        tries += 1;
+        b.exec(&format!(
+            "UPDATE songs SET notes = 'stamp {i}' WHERE id = 1"
+        ));
+        // The cycle writes the new marker to state.db as pending first: from then on,
+        // its next state.db write is the one that closes the gap.
+        let pending_before = meta("pending_marker");
+        let pending_changed = || meta("pending_marker") != pending_before;
+        let stamped = || app_marker().is_some() && app_marker() == meta("pending_marker");
+        let at = KillAt::Hold {
+            what: "with the new marker in the app database, not yet in state.db",
+            lock: Lock::State,
+            seen: &pending_changed,
+            then: &stamped,
+        };
+        if let Attempt::Killed(when) = attempt(&b, &at) {
+            assert_intact(&b.db, &when);
+            let pending = meta("pending_marker");
+            if app_marker() == pending && meta("marker") != pending {
+                in_gap += 1;
+            }
+        }
+        // Whatever the kill left, the next run syncs (a restore would be refused).
+        cli_sync(&b, false);
+        a.sync();
+        assert_eq!(
+            a.text("SELECT notes FROM songs WHERE id = 1").as_deref(),
+            Some(format!("stamp {i}").as_str())
+        );
+    }
+    eprintln!("{in_gap} of {tries} kills landed between the two writes of the marker");
+    assert!(in_gap > 0, "no kill landed in the gap: nothing was tested");
+    assert_same(&a, &b);
+    assert_no_conflicts(&a);
+    assert_no_conflicts(&b);
 }
