@@ -785,3 +785,90 @@ fn killed_between_stamping_the_database_and_remembering_it_is_not_a_restore() {
     assert_no_conflicts(&a);
     assert_no_conflicts(&b);
 }
+
+/// B is killed with A's update of 50 songs planned in state.db but not yet written to
+/// the app database; the app goes on working while songfs is down. Returns the pair.
+fn killed_with_an_update_planned() -> (tempfile::TempDir, Device, Device) {
+    let (store, a, b) = setup();
+    insert_songs(&a, "kill base", 50);
+    a.sync();
+    cli_sync(&b, false);
+    a.exec(
+        "UPDATE songs SET notes = 'from A', status = 'submitted' WHERE title LIKE 'kill base %'",
+    );
+    a.sync();
+    let state_db = b.home.state_db_path();
+    let plan_stored = || peek(&state_db, "SELECT COUNT(*) FROM sync_intent").unwrap_or(0) > 0;
+    // A small batch is written right after its plan is stored: hold the app database
+    // from the start (the cycle only reads it before the apply) until the plan is there.
+    let at = KillAt::Hold {
+        what: "with the apply plan in state.db, the app database not yet written",
+        lock: Lock::App,
+        seen: &|| true,
+        then: &plan_stored,
+    };
+    assert!(matches!(attempt(&b, &at), Attempt::Killed(_)));
+    assert_eq!(
+        b.count("SELECT COUNT(*) FROM songs WHERE notes = 'from A'"),
+        0,
+        "the kill came after the app database was written"
+    );
+    (store, a, b)
+}
+
+#[test]
+fn edits_made_in_the_app_while_songfs_was_down_after_a_kill_win() {
+    let (_store, a, b) = killed_with_an_update_planned();
+    b.exec("UPDATE songs SET notes = 'from the user' WHERE title = 'kill base 8'");
+    cli_sync(&b, false);
+    a.sync();
+    for d in [&a, &b] {
+        let notes = |t: &str| d.text(&format!("SELECT notes FROM songs WHERE title = '{t}'"));
+        assert_eq!(
+            notes("kill base 8").as_deref(),
+            Some("from the user"),
+            "{}",
+            d.cfg.device_name
+        );
+        assert_eq!(
+            notes("kill base 9").as_deref(),
+            Some("from A"),
+            "{}",
+            d.cfg.device_name
+        );
+        // A's other field of the row the user edited is kept.
+        assert_eq!(
+            d.count("SELECT COUNT(*) FROM songs WHERE title LIKE 'kill base %' AND status = 'submitted'"),
+            50
+        );
+    }
+    assert_same(&a, &b);
+}
+
+/// BUG (src/sync/apply.rs, `upsert`): a song the user deleted in the app while songfs
+/// was down after a kill comes back. The interrupted apply is finished at the next start
+/// from the intents stored before the kill; `upsert` finds no live row and inserts the
+/// planned one (`let Some(live) = live else { return insert(..) }`), although the shadow
+/// shows songfs had seen that row: the user deleted it since. The shadow then matches the
+/// resurrected row, so the next capture sends no delete and the user's delete is lost on
+/// every device, without a conflict record. A field edited meanwhile is kept (the test
+/// above); a row deleted meanwhile should be too (no insert when a shadow exists; the
+/// next capture then sends the delete, which is newer than the remote edit). The same
+/// path runs without a crash when the app deletes a row between capture and apply.
+#[test]
+#[ignore = "bug in src/sync/apply.rs upsert: a row deleted in the app since the last capture is re-inserted"]
+fn a_song_deleted_in_the_app_while_songfs_was_down_after_a_kill_stays_deleted() {
+    let (_store, a, b) = killed_with_an_update_planned();
+    b.exec("DELETE FROM songs WHERE title = 'kill base 7'");
+    cli_sync(&b, false);
+    a.sync();
+    for d in [&b, &a] {
+        assert_eq!(
+            d.count("SELECT COUNT(*) FROM songs WHERE title = 'kill base 7'"),
+            0,
+            "{}: the song deleted in the app came back",
+            d.cfg.device_name
+        );
+    }
+    assert_same(&a, &b);
+}
