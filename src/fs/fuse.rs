@@ -467,10 +467,10 @@ impl fuser::Filesystem for FuseAdapter {
     }
 
     // One attribute, `user.songfs.state`, answered from memory; every other name is
-    // ENODATA (and `security.*` lookups the kernel makes on write stay cheap).
+    // refused from its name alone (xattr.rs says why `security.*` gets EOPNOTSUPP).
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
-        if name != super::xattr::STATE_XATTR {
-            reply.error(Errno::ENODATA);
+        if let Some(errno) = super::xattr::NameKind::of(name).errno() {
+            reply.error(Errno::from_i32(errno));
             return;
         }
         let n = try_or_reply!("getxattr", reply, self.fs.getattr(ino.0));
