@@ -845,19 +845,14 @@ fn edits_made_in_the_app_while_songfs_was_down_after_a_kill_win() {
     assert_same(&a, &b);
 }
 
-/// BUG (src/sync/apply.rs, `upsert`): a song the user deleted in the app while songfs
-/// was down after a kill comes back. The interrupted apply is finished at the next start
-/// from the intents stored before the kill; `upsert` finds no live row and inserts the
-/// planned one (`let Some(live) = live else { return insert(..) }`), although the shadow
-/// shows songfs had seen that row: the user deleted it since. The shadow then matches the
-/// resurrected row, so the next capture sends no delete and the user's delete is lost on
-/// every device, without a conflict record. A field edited meanwhile is kept (the test
-/// above); a row deleted meanwhile should be too (no insert when a shadow exists; the
-/// next capture then sends the delete, which is newer than the remote edit). The same
-/// path runs without a crash when the app deletes a row between capture and apply (the
-/// next test).
+/// A song the user deleted in the app while songfs was down after a kill stays deleted.
+/// The interrupted apply is finished at the next start from the intents stored before the
+/// kill; `upsert` finds no live row although the shadow shows songfs had seen it: the user
+/// deleted it since. (It used to re-insert it, and the user's delete was lost on every
+/// device; now the shadow keeps the row and the next capture sends the delete, newer than
+/// the remote edit.) The same path runs without
+/// a crash when the app deletes a row between capture and apply (the next test).
 #[test]
-#[ignore = "bug in src/sync/apply.rs upsert: a row deleted in the app since the last capture is re-inserted"]
 fn a_song_deleted_in_the_app_while_songfs_was_down_after_a_kill_stays_deleted() {
     let (_store, a, b) = killed_with_an_update_planned();
     b.exec("DELETE FROM songs WHERE title = 'kill base 7'");
@@ -878,7 +873,6 @@ fn a_song_deleted_in_the_app_while_songfs_was_down_after_a_kill_stays_deleted() 
 /// its apply (the test holds the app database's write lock from the start, deletes the
 /// song in that transaction once the plan is stored, and lets the cycle go on).
 #[test]
-#[ignore = "bug in src/sync/apply.rs upsert: a row deleted in the app since the last capture is re-inserted"]
 fn a_song_deleted_in_the_app_during_the_apply_stays_deleted() {
     let (_store, a, b) = setup();
     insert_songs(&a, "kill base", 50);
