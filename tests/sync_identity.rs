@@ -481,3 +481,28 @@ fn a_reference_that_arrives_before_its_row_resolves_when_the_row_arrives() {
     );
     assert_same(&c, track_maker);
 }
+
+/// A row that had to take another id here (its origin's id was taken) is edited and then
+/// deleted on its origin device, and both logs reach this device in one sync: the delete
+/// applies here too. (songfs used to remember the origin's id as the row's content after
+/// the edit, took the difference for a local edit when the delete came, and kept the row
+/// while every other device deleted it.)
+#[test]
+fn a_row_moved_to_another_id_follows_its_origins_edit_and_delete() {
+    let (_s, a, b) = pair();
+    settle(&a, &b);
+    a.exec("INSERT INTO songs (title, prompt, lyrics) VALUES ('Mine', 'p', 'l')");
+    b.exec("INSERT INTO songs (title, prompt, lyrics) VALUES ('Theirs', 'p', 'l')");
+    settle(&b, &a);
+    assert_eq!(a.count("SELECT id FROM songs WHERE title = 'Theirs'"), 31);
+    b.exec("UPDATE songs SET notes = 'edited at home' WHERE title = 'Theirs'");
+    b.sync();
+    b.exec("PRAGMA foreign_keys = ON; DELETE FROM songs WHERE title = 'Theirs'");
+    b.sync();
+    a.sync();
+    assert_eq!(
+        a.count("SELECT COUNT(*) FROM songs WHERE title = 'Theirs'"),
+        0
+    );
+    assert_same(&a, &b);
+}

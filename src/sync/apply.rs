@@ -90,6 +90,13 @@ pub fn plan(
             continue;
         }
         let key = match (&t.key, existing) {
+            (LocalKey::IntegerId(col), Some(k)) => {
+                // The row's id here, not the origin's (they differ after a collision).
+                if let Some(id) = identity::key_id(&k) {
+                    local.insert(col.clone(), Value::from(id));
+                }
+                k
+            }
             (_, Some(k)) => k,
             (LocalKey::IntegerId(col), None) => {
                 let id = choose_id(
