@@ -506,3 +506,44 @@ fn a_row_moved_to_another_id_follows_its_origins_edit_and_delete() {
     );
     assert_same(&a, &b);
 }
+
+/// One device renames a tag to a name the other device gives a new tag meanwhile (UNIQUE
+/// names, different rows): both tags stay on both devices, the newer one shown as
+/// "Metal (2)", with its song attached. (The other device's tag used to be refused by the
+/// UNIQUE constraint and missing there for good.)
+#[test]
+fn a_rename_onto_a_name_created_elsewhere_keeps_both_rows() {
+    let (_s, a, b) = pair();
+    a.exec("INSERT INTO tags (name) VALUES ('Rock')");
+    settle(&a, &b);
+    a.exec("UPDATE tags SET name = 'Metal' WHERE name = 'Rock'");
+    b.exec(
+        "INSERT INTO tags (name, color) VALUES ('Metal', '#000000');
+         INSERT INTO song_tags (song_id, tag_id) SELECT 4, id FROM tags WHERE name = 'Metal'",
+    );
+    settle(&a, &b);
+    b.sync();
+    for d in [&a, &b] {
+        assert_eq!(
+            d.count("SELECT COUNT(*) FROM tags WHERE name IN ('Metal', 'Metal (2)')"),
+            2,
+            "{}",
+            d.cfg.device_name
+        );
+        assert_eq!(
+            d.text("SELECT color FROM tags WHERE name = 'Metal (2)'")
+                .as_deref(),
+            Some("#000000"),
+            "the newer tag is the renamed one on {}",
+            d.cfg.device_name
+        );
+        assert_eq!(
+            d.count(
+                "SELECT COUNT(*) FROM song_tags st JOIN tags t ON t.id = st.tag_id
+                 WHERE st.song_id = 4 AND t.name = 'Metal (2)'"
+            ),
+            1
+        );
+    }
+    assert_same(&a, &b);
+}

@@ -183,30 +183,33 @@ pub fn execute(
     st: &mut StateDb,
     schema: &Schema,
 ) -> Result<Outcome, SyncError> {
-    let mut intents = st.intents()?;
+    let intents = st.intents()?;
     if intents.is_empty() {
         return Ok(Outcome::default());
     }
     if super::failpoint("apply-before-app-commit") {
         return Err(SyncError::Other("failpoint apply-before-app-commit".into()));
     }
-    intents.sort_by_key(|i| {
-        let rank = table_rank(&i.table);
-        // Upserts parents first, then deletes children first.
-        if i.data.is_some() {
-            (0, rank as i64, i.gid.clone())
-        } else {
-            (1, -(rank as i64), i.gid.clone())
-        }
-    });
-    let mut shadows = Vec::new();
-    for i in &intents {
+    let mut with_shadows = Vec::new();
+    for i in intents {
         let s = match &i.key {
             Some(k) => st.shadow_row(&i.table, k)?,
             None => None,
         };
-        shadows.push(s);
+        with_shadows.push((i, s));
     }
+    with_shadows.sort_by_key(|(i, s)| {
+        let rank = table_rank(&i.table);
+        // Upserts parents first (within a table, rows already here before new ones, so a
+        // row renamed away from a UNIQUE name frees it first), then deletes children first.
+        if i.data.is_some() {
+            (0, rank as i64, s.is_none(), i.gid.clone())
+        } else {
+            (1, -(rank as i64), false, i.gid.clone())
+        }
+    });
+    let (intents, shadows): (Vec<Intent>, Vec<Option<ShadowRow>>) =
+        with_shadows.into_iter().unzip();
     let mut out = Outcome::default();
     let mut puts: Vec<(String, ShadowRow)> = Vec::new();
     let mut removes: Vec<(String, String)> = Vec::new();

@@ -799,7 +799,11 @@ fn apply_rows(
             }
         }
     }
-    for t in ["artists", "cd_tracks"] {
+    // The invariants look across all rows of these tables.
+    for t in ["artists", "cd_tracks"]
+        .into_iter()
+        .chain(invariants::UNIQUE_NAME_TABLES)
+    {
         if affected.iter().any(|r| r.table == t) {
             for r in st.row_ids(t)? {
                 load(&mut m, &r)?;

@@ -15,6 +15,10 @@
 //!   resolved `project_id`) are renumbered 1..n, ordered by their resolved number, then by the clock of
 //!   that number (the track that held the number first keeps it), then by global id; tracks without an
 //!   integer number go last.
+//! - **Unique names** (`genres`, `lore_presets`, `artists`, `tags`: `name` is UNIQUE): two rows can end
+//!   with one name when one device renamed a row to a name another device gave a new row. The oldest
+//!   (creation clock, then global id) keeps the name; each other one is shown as `<name> (2)`, `(3)`…
+//!   (the first such name no alive row holds), so both rows and everything attached to them stay.
 
 use super::clock::Hlc;
 use super::merge::{MergeState, Row, RowId, RowState, Rules, Value};
@@ -36,6 +40,9 @@ pub struct Fix {
 pub fn corrections(state: &MergeState, rules: &Rules) -> Vec<Fix> {
     let mut fixes = default_artist(state, rules);
     fixes.extend(track_numbers(state, rules));
+    for table in UNIQUE_NAME_TABLES {
+        fixes.extend(unique_names(state, rules, table));
+    }
     fixes
 }
 
@@ -119,6 +126,48 @@ fn default_artist(state: &MergeState, rules: &Rules) -> Vec<Fix> {
                 } else {
                     "another artist was made the default more recently"
                 },
+            });
+        }
+    }
+    fixes
+}
+
+/// Tables whose `name` column is UNIQUE in the app's schema.
+pub const UNIQUE_NAME_TABLES: [&str; 4] = ["genres", "lore_presets", "artists", "tags"];
+
+fn unique_names(state: &MergeState, rules: &Rules, table: &str) -> Vec<Fix> {
+    let mut by_name: BTreeMap<String, Vec<(bool, Option<Hlc>, RowId)>> = BTreeMap::new();
+    for (id, row) in alive_rows(state, table) {
+        let Some(name) = row
+            .field(rules, table, "name")
+            .and_then(|(_, v)| v.as_str().map(str::to_string))
+        else {
+            continue;
+        };
+        by_name.entry(name).or_default().push((
+            row.created().is_none(),
+            row.created().cloned(),
+            id.clone(),
+        ));
+    }
+    let mut taken: std::collections::BTreeSet<String> = by_name.keys().cloned().collect();
+    let mut fixes = Vec::new();
+    for (name, mut rows) in by_name {
+        if rows.len() < 2 {
+            continue;
+        }
+        rows.sort();
+        for (_, _, id) in rows.into_iter().skip(1) {
+            let renamed = (2..)
+                .map(|n| format!("{name} ({n})"))
+                .find(|c| !taken.contains(c))
+                .expect("an unused name exists");
+            taken.insert(renamed.clone());
+            fixes.push(Fix {
+                row: id,
+                column: "name".into(),
+                value: Value::from(renamed),
+                reason: "two rows got the same unique name on different devices: the newer one is renamed",
             });
         }
     }
