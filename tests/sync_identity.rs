@@ -547,3 +547,42 @@ fn a_rename_onto_a_name_created_elsewhere_keeps_both_rows() {
     }
     assert_same(&a, &b);
 }
+
+/// The default-artist invariant clears a default here; once later edits make that artist
+/// the only default again, it is the default here too. (A correction was written locally
+/// and never undone, because that artist's row itself had not changed: every device but
+/// one ended with no default artist at all.)
+#[test]
+fn a_default_cleared_by_the_invariant_returns_when_it_is_the_only_one_again() {
+    let store = tempfile::tempdir().unwrap();
+    let [a, b, c] = ["a", "b", "c"]
+        .map(|n| sync_util::Device::new(sync_util::folder_store(store.path()), n, true));
+    let make_default = |d: &sync_util::Device, name: &str| {
+        d.exec(&format!(
+            "INSERT OR IGNORE INTO artists (name) VALUES ('{name}');
+             UPDATE artists SET is_default = 0;
+             UPDATE artists SET is_default = 1 WHERE name = '{name}'"
+        ))
+    };
+    make_default(&a, "Night Owl");
+    make_default(&b, "Day Lark");
+    b.sync(); // Day Lark's default is sent first ...
+              // ... and C adds Night Owl too (not as default), after A made it the default.
+    c.exec("INSERT INTO artists (name) VALUES ('Night Owl')");
+    for _ in 0..2 {
+        for d in [&a, &c, &b] {
+            d.sync();
+        }
+    }
+    for d in [&a, &b, &c] {
+        assert_eq!(
+            d.text("SELECT name FROM artists WHERE is_default = 1")
+                .as_deref(),
+            Some("Day Lark"),
+            "on {}",
+            d.cfg.device_name
+        );
+    }
+    assert_same(&a, &b);
+    assert_same(&b, &c);
+}

@@ -799,7 +799,10 @@ fn apply_rows(
             }
         }
     }
-    // The invariants look across all rows of these tables.
+    // The invariants look across all rows of these tables, and all of them are written
+    // again: a correction made earlier (an artist's default cleared) must be undone here
+    // when it no longer applies, though that row did not change.
+    let mut whole_tables = Vec::new();
     for t in ["artists", "cd_tracks"]
         .into_iter()
         .chain(invariants::UNIQUE_NAME_TABLES)
@@ -807,9 +810,11 @@ fn apply_rows(
         if affected.iter().any(|r| r.table == t) {
             for r in st.row_ids(t)? {
                 load(&mut m, &r)?;
+                whole_tables.push(r);
             }
         }
     }
+    affected.extend(whole_tables);
     // Before: to tell which conflicts this log created.
     let before_conflicts = field_conflicts(&m, &rules, &rows);
     let before_delete: BTreeSet<RowId> = rows
