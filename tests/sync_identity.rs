@@ -586,3 +586,38 @@ fn a_default_cleared_by_the_invariant_returns_when_it_is_the_only_one_again() {
     assert_same(&a, &b);
     assert_same(&b, &c);
 }
+
+/// A third device receives, in one sync, a new tag "Live" and another device's rename of
+/// "Favorite" to "Live": the rename has to wait until the new tag has made way as
+/// "Live (2)" (one batch, rows renamed in a chain). It used to be refused by the UNIQUE
+/// constraint there, leaving "Favorite" on that device only.
+#[test]
+fn renames_that_free_a_name_for_each_other_apply_in_one_batch() {
+    let store = tempfile::tempdir().unwrap();
+    let mut devs: Vec<sync_util::Device> = ["x", "y"]
+        .iter()
+        .map(|n| sync_util::Device::new(sync_util::folder_store(store.path()), n, true))
+        .collect();
+    // Logs are read in device-id order: the new tag's log first.
+    devs.sort_by(|p, q| p.cfg.device_id.cmp(&q.cfg.device_id));
+    let (creator, renamer) = (&devs[0], &devs[1]);
+    creator.exec("INSERT INTO tags (name) VALUES ('Live')");
+    creator.sync();
+    renamer.exec("UPDATE tags SET name = 'Live' WHERE name = 'Favorite'");
+    renamer.sync();
+    let third = sync_util::Device::new(sync_util::folder_store(store.path()), "z", true);
+    third.sync();
+    creator.sync();
+    renamer.sync();
+    for d in [creator, renamer, &third] {
+        assert_eq!(
+            d.count("SELECT COUNT(*) FROM tags WHERE name IN ('Live', 'Live (2)', 'Favorite')"),
+            2,
+            "on {}",
+            d.cfg.device_name
+        );
+        assert!(d.conflicts().iter().all(|c| c["kind"] != "unique"));
+    }
+    assert_same(creator, &third);
+    assert_same(renamer, &third);
+}

@@ -1,6 +1,6 @@
 //! Convergence of real databases, proved over random histories (proptest): three and four devices
 //! on the real v5 schema make the app's kinds of edits (field updates, status ladders,
-//! inserts whose ids collide, deletes with cascades, tag sets, default-artist changes, lore
+//! inserts whose ids collide, deletes with cascades, tag sets and renames, default-artist changes, lore
 //! presets that name lore ids, CD tracks, distributions) and sync in random orders, with
 //! logs re-delivered to a device that lost its cursors. After everyone syncs twice:
 //! - every device holds the same content (rows compared by identity, references resolved);
@@ -40,7 +40,7 @@ enum Op {
 
 fn op(devices: usize) -> impl Strategy<Value = Op> {
     prop_oneof![
-        6 => (0..devices, 0..12u8, any::<u8>(), any::<u8>())
+        6 => (0..devices, 0..13u8, any::<u8>(), any::<u8>())
             .prop_map(|(dev, kind, a, b)| Op::Edit { dev, kind, a, b }),
         3 => (0..devices).prop_map(|dev| Op::Sync { dev }),
         1 => (0..devices).prop_map(|dev| Op::Redeliver { dev }),
@@ -199,6 +199,15 @@ fn edit(d: &Device, kind: u8, a: u8, b: u8, step: usize, model: &mut Model) {
                  VALUES ({p}, {s}, (SELECT COUNT(*) + 1 FROM cd_tracks WHERE project_id = {p}),
                          'track {step}', '/mnt/audio/{step}.mp3')"
             ));
+        }
+        (12, _) => {
+            // A rename, possibly onto a name another device gives a new tag meanwhile.
+            if let Some(t) = nth_id(c, "tags", a) {
+                exec(&format!(
+                    "UPDATE OR IGNORE tags SET name = 'tag {}' WHERE id = {t}",
+                    b % 4
+                ));
+            }
         }
         _ => {}
     }

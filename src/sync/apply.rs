@@ -215,26 +215,58 @@ pub fn execute(
     let mut removes: Vec<(String, String)> = Vec::new();
     let tx = app.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut touched: BTreeSet<String> = BTreeSet::new();
-    for (i, shadow) in intents.iter().zip(&shadows) {
-        let Some(t) = schema.table(&i.table) else {
-            continue;
+    // Upserts refused by a UNIQUE name that a later row of this batch gives up (a rename,
+    // a delete) are tried again after the others, until no more go through.
+    let mut deferred: Vec<(&Intent, &Option<ShadowRow>)> = Vec::new();
+    let mut write = |i: &Intent, shadow: &Option<ShadowRow>, out: &mut Outcome, last_try: bool| {
+        let (Some(t), Some(key)) = (schema.table(&i.table), &i.key) else {
+            return Ok(true);
         };
-        let Some(key) = &i.key else { continue };
         match &i.data {
             Some(data) => {
                 let target: LocalRow = serde_json::from_str(data).unwrap_or_default();
-                if let Some(row) = upsert(&tx, t, key, &i.gid, &target, shadow.as_ref(), &mut out)?
-                {
-                    touched.insert(t.name.clone());
-                    puts.push((t.name.clone(), row));
+                let clashes = out.conflicts.len();
+                match upsert(&tx, t, key, &i.gid, &target, shadow.as_ref(), out)? {
+                    Some(row) => {
+                        touched.insert(t.name.clone());
+                        puts.push((t.name.clone(), row));
+                    }
+                    None if out.conflicts.len() > clashes && !last_try => {
+                        out.conflicts.truncate(clashes);
+                        return Ok(false);
+                    }
+                    None => {}
                 }
             }
             None => {
-                if delete(&tx, schema, t, key, &i.gid, shadow.as_ref(), &mut out)? {
+                if delete(&tx, schema, t, key, &i.gid, shadow.as_ref(), out)? {
                     removes.push((t.name.clone(), key.clone()));
                 }
             }
         }
+        Ok::<bool, SyncError>(true)
+    };
+    for (i, shadow) in intents.iter().zip(&shadows) {
+        if !write(i, shadow, &mut out, false)? {
+            deferred.push((i, shadow));
+        }
+    }
+    while !deferred.is_empty() {
+        let before = deferred.len();
+        let mut again = Vec::new();
+        for (i, shadow) in deferred {
+            if !write(i, shadow, &mut out, false)? {
+                again.push((i, shadow));
+            }
+        }
+        if again.len() == before {
+            // No progress: these really clash; written off with a conflict record each.
+            for (i, shadow) in again {
+                write(i, shadow, &mut out, true)?;
+            }
+            break;
+        }
+        deferred = again;
     }
     for name in &touched {
         if let Some(t) = schema.table(name) {
