@@ -452,13 +452,8 @@ fn a_row_replaced_under_a_new_rowid_stays_one_row_everywhere() {
 #[test]
 fn a_reference_that_arrives_before_its_row_resolves_when_the_row_arrives() {
     let store = tempfile::tempdir().unwrap();
-    let mut devs: Vec<sync_util::Device> = ["x", "y"]
-        .iter()
-        .map(|n| sync_util::Device::new(sync_util::folder_store(store.path()), n, true))
-        .collect();
     // Logs are read in device-id order: the track maker must come first.
-    devs.sort_by(|p, q| p.cfg.device_id.cmp(&q.cfg.device_id));
-    let (track_maker, song_maker) = (&devs[0], &devs[1]);
+    let [track_maker, song_maker] = sync_util::in_log_order(store.path());
     song_maker.exec("INSERT INTO songs (title, prompt, lyrics) VALUES ('Arrives late', 'p', 'l')");
     song_maker.sync();
     track_maker.sync();
@@ -479,7 +474,7 @@ fn a_reference_that_arrives_before_its_row_resolves_when_the_row_arrives() {
         .as_deref(),
         Some("Arrives late")
     );
-    assert_same(&c, track_maker);
+    assert_same(&c, &track_maker);
 }
 
 /// A row that had to take another id here (its origin's id was taken) is edited and then
@@ -594,13 +589,8 @@ fn a_default_cleared_by_the_invariant_returns_when_it_is_the_only_one_again() {
 #[test]
 fn renames_that_free_a_name_for_each_other_apply_in_one_batch() {
     let store = tempfile::tempdir().unwrap();
-    let mut devs: Vec<sync_util::Device> = ["x", "y"]
-        .iter()
-        .map(|n| sync_util::Device::new(sync_util::folder_store(store.path()), n, true))
-        .collect();
     // Logs are read in device-id order: the new tag's log first.
-    devs.sort_by(|p, q| p.cfg.device_id.cmp(&q.cfg.device_id));
-    let (creator, renamer) = (&devs[0], &devs[1]);
+    let [creator, renamer] = sync_util::in_log_order(store.path());
     creator.exec("INSERT INTO tags (name) VALUES ('Live')");
     creator.sync();
     renamer.exec("UPDATE tags SET name = 'Live' WHERE name = 'Favorite'");
@@ -609,7 +599,7 @@ fn renames_that_free_a_name_for_each_other_apply_in_one_batch() {
     third.sync();
     creator.sync();
     renamer.sync();
-    for d in [creator, renamer, &third] {
+    for d in [&creator, &renamer, &third] {
         assert_eq!(
             d.count("SELECT COUNT(*) FROM tags WHERE name IN ('Live', 'Live (2)', 'Favorite')"),
             2,
@@ -618,6 +608,6 @@ fn renames_that_free_a_name_for_each_other_apply_in_one_batch() {
         );
         assert!(d.conflicts().iter().all(|c| c["kind"] != "unique"));
     }
-    assert_same(creator, &third);
-    assert_same(renamer, &third);
+    assert_same(&creator, &third);
+    assert_same(&renamer, &third);
 }

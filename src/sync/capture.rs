@@ -166,14 +166,7 @@ pub fn capture(
                     if edit_of(t, &old, row, st, schema, ids, clock, ctx, &mut out.changes)? {
                         counts.updated += 1;
                     }
-                    out.shadow_puts.push((
-                        name.to_string(),
-                        ShadowRow {
-                            key: key.clone(),
-                            gid: old.gid.clone(),
-                            data: canonical(row),
-                        },
-                    ));
+                    out.shadow_puts.push(shadow_of(name, key, &old.gid, row));
                 }
                 None => {
                     if let Some(old_key) = replaced_key(t, row, ids, &gone) {
@@ -185,14 +178,7 @@ pub fn capture(
                         edit_of(t, &old, row, st, schema, ids, clock, ctx, &mut out.changes)?;
                         counts.updated += 1;
                         ids.insert(name, &old.gid, key);
-                        out.shadow_puts.push((
-                            name.to_string(),
-                            ShadowRow {
-                                key: key.clone(),
-                                gid: old.gid.clone(),
-                                data: canonical(row),
-                            },
-                        ));
+                        out.shadow_puts.push(shadow_of(name, key, &old.gid, row));
                         out.shadow_removes.push((name.to_string(), old_key.clone()));
                         taken_over.insert(old_key);
                         continue;
@@ -234,14 +220,7 @@ pub fn capture(
                         });
                     }
                     counts.new += 1;
-                    out.shadow_puts.push((
-                        name.to_string(),
-                        ShadowRow {
-                            key: key.clone(),
-                            gid,
-                            data: canonical(row),
-                        },
-                    ));
+                    out.shadow_puts.push(shadow_of(name, key, &gid, row));
                 }
             }
         }
@@ -280,6 +259,18 @@ pub fn capture(
         }
     }
     Ok(out)
+}
+
+/// A shadow entry: the row as captured now, under its gid.
+fn shadow_of(table: &str, key: &str, gid: &str, row: &LocalRow) -> (String, ShadowRow) {
+    (
+        table.to_string(),
+        ShadowRow {
+            key: key.to_string(),
+            gid: gid.to_string(),
+            data: canonical(row),
+        },
+    )
 }
 
 /// The shadow's copy of a row (an empty one if state.db lost it: every column then counts

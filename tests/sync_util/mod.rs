@@ -250,6 +250,14 @@ pub fn pair() -> (tempfile::TempDir, Device, Device) {
     (store, a, b)
 }
 
+/// Two seeded devices on one folder store, in the order other devices read their logs
+/// (by device id): for tests where which log arrives first matters.
+pub fn in_log_order(store: &Path) -> [Device; 2] {
+    let mut devs = ["x", "y"].map(|n| Device::new(folder_store(store), n, true));
+    devs.sort_by(|p, q| p.cfg.device_id.cmp(&q.cfg.device_id));
+    devs
+}
+
 /// Syncs until both have each other's changes (A, B, A).
 pub fn settle(a: &Device, b: &Device) {
     a.sync();
