@@ -174,9 +174,10 @@ fn files_move_between_devices_only_once_uploaded() {
     assert!(paths(&b).is_empty());
 }
 
-#[test]
-fn concurrent_writes_keep_the_later_and_a_conflict_copy_on_both() {
-    let w = World::new();
+/// "desk" and then "laptop" write s/song.mp3 without seeing each other's version; the
+/// laptop has synced (exported its later version, then seen the desk's: a conflict).
+/// Returns both devices and both hashes.
+fn written_on_both(w: &World) -> (Device, Device, String, String) {
     let (a, b) = (w.device("desk"), w.device("laptop"));
     w.upload(b"from desk");
     w.upload(b"from laptop");
@@ -184,7 +185,14 @@ fn concurrent_writes_keep_the_later_and_a_conflict_copy_on_both() {
     w.sync(&a);
     std::thread::sleep(std::time::Duration::from_millis(5));
     let hb = write(&b, "s/song.mp3", b"from laptop");
-    w.sync(&b); // B exports its version (later clock), then sees A's: conflict
+    w.sync(&b);
+    (a, b, ha, hb)
+}
+
+#[test]
+fn concurrent_writes_keep_the_later_and_a_conflict_copy_on_both() {
+    let w = World::new();
+    let (a, b, ha, hb) = written_on_both(&w);
     w.sync(&a);
     w.sync(&b);
     w.sync(&a);
@@ -223,14 +231,7 @@ fn concurrent_writes_keep_the_later_and_a_conflict_copy_on_both() {
 #[test]
 fn a_conflict_copy_restored_right_away_does_not_come_back() {
     let w = World::new();
-    let (a, b) = (w.device("desk"), w.device("laptop"));
-    w.upload(b"from desk");
-    w.upload(b"from laptop");
-    let ha = write(&a, "s/song.mp3", b"from desk");
-    w.sync(&a);
-    std::thread::sleep(std::time::Duration::from_millis(5));
-    write(&b, "s/song.mp3", b"from laptop");
-    w.sync(&b);
+    let (a, b, ha, _) = written_on_both(&w);
     w.sync(&a);
     let copy = paths(&a)
         .into_iter()

@@ -5,7 +5,7 @@
 mod sync_util;
 
 use songfs::sync::cycle::Options;
-use sync_util::{assert_same, files_under, folder_store, Device};
+use sync_util::{assert_same, files_under, pair};
 
 /// The failpoint is process-wide: one test of this file at a time.
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -13,9 +13,7 @@ static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 #[test]
 fn a_crash_after_applying_is_finished_on_the_next_start_without_echoing() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let store = tempfile::tempdir().unwrap();
-    let a = Device::new(folder_store(store.path()), "laptop", true);
-    let b = Device::new(folder_store(store.path()), "desk", true);
+    let (store, a, b) = pair();
     a.sync();
     b.sync();
     a.sync();
@@ -64,9 +62,7 @@ fn a_crash_after_applying_is_finished_on_the_next_start_without_echoing() {
 #[test]
 fn a_delete_made_while_a_remote_edit_is_being_applied_is_kept_and_sent() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let store = tempfile::tempdir().unwrap();
-    let a = Device::new(folder_store(store.path()), "laptop", true);
-    let b = Device::new(folder_store(store.path()), "desk", true);
+    let (_store, a, b) = pair();
     a.sync();
     b.sync();
     a.exec("UPDATE songs SET notes = 'edited on the laptop' WHERE id = 5");
