@@ -611,3 +611,33 @@ fn renames_that_free_a_name_for_each_other_apply_in_one_batch() {
     assert_same(&creator, &third);
     assert_same(&renamer, &third);
 }
+
+/// A tag shown as "Live (2)" because another device renamed a tag to "Live" gets its name
+/// back when this device renames that other tag away: the correction ends with the local
+/// edit, here too (no remote log would come to recompute it on this device).
+#[test]
+fn a_name_freed_by_a_local_rename_goes_back_to_the_row_moved_off_it() {
+    let (_s, a, b) = pair();
+    settle(&a, &b);
+    b.exec("UPDATE tags SET name = 'Live' WHERE name = 'Favorite'");
+    a.exec("INSERT INTO tags (name, color) VALUES ('Live', '#123456')");
+    b.sync();
+    a.sync();
+    assert_eq!(
+        a.text("SELECT name FROM tags WHERE color = '#123456'")
+            .as_deref(),
+        Some("Live (2)")
+    );
+    a.exec("UPDATE tags SET name = 'Gold' WHERE name = 'Live'");
+    settle(&a, &b);
+    for d in [&a, &b] {
+        assert_eq!(
+            d.text("SELECT name FROM tags WHERE color = '#123456'")
+                .as_deref(),
+            Some("Live"),
+            "on {}",
+            d.cfg.device_name
+        );
+    }
+    assert_same(&a, &b);
+}

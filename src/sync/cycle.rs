@@ -415,7 +415,19 @@ pub fn run_with_progress(
     };
     pull(&mut ctx, &mut app, &mut st, &*store, rt, &mut summary)?;
 
-    // 6. Columns this database just gained.
+    // 6. The invariants after this device's own edits: a local edit can end a correction
+    // (a rename frees the name another row was moved off), and no remote log may come to
+    // recompute it here.
+    let own: Vec<&str> = invariants::WHOLE_TABLES
+        .into_iter()
+        .filter(|t| summary.sent.contains_key(*t))
+        .collect();
+    for table in own {
+        let rows: BTreeSet<RowId> = st.row_ids(table)?.into_iter().collect();
+        apply_rows(&mut ctx, &mut app, &mut st, rows, &[], None, &mut summary)?;
+    }
+
+    // 7. Columns this database just gained.
     for (table, cols) in &added {
         tracing::info!(
             table,
@@ -426,18 +438,18 @@ pub fn run_with_progress(
         apply_rows(&mut ctx, &mut app, &mut st, rows, &[], None, &mut summary)?;
     }
 
-    // 7. What the apply changed here on its own.
+    // 8. What the apply changed here on its own.
     if ctx.follow_up {
         capture_and_queue(cfg, &app, &st, &schema, &mut summary.sent)?;
         summary.logs_sent += upload(cfg, &*store, rt, &mut st)?;
     }
 
-    // 8. Compaction.
+    // 9. Compaction.
     if let Err(e) = compact_own(cfg, &*store, rt) {
         tracing::warn!(error = %e, "compacting this device's logs failed; retried next cycle");
     }
 
-    // 9. Stamp.
+    // 10. Stamp.
     stamp(cfg, &app, &st)?;
     let _ = rt.block_on(
         store.put(
@@ -803,10 +815,7 @@ fn apply_rows(
     // again: a correction made earlier (an artist's default cleared) must be undone here
     // when it no longer applies, though that row did not change.
     let mut whole_tables = Vec::new();
-    for t in ["artists", "cd_tracks"]
-        .into_iter()
-        .chain(invariants::UNIQUE_NAME_TABLES)
-    {
+    for t in invariants::WHOLE_TABLES {
         if affected.iter().any(|r| r.table == t) {
             for r in st.row_ids(t)? {
                 load(&mut m, &r)?;

@@ -135,6 +135,9 @@ fn default_artist(state: &MergeState, rules: &Rules) -> Vec<Fix> {
 /// Tables whose `name` column is UNIQUE in the app's schema.
 pub const UNIQUE_NAME_TABLES: [&str; 4] = ["genres", "lore_presets", "artists", "tags"];
 
+/// Tables an invariant looks across (all their rows at once).
+pub const WHOLE_TABLES: [&str; 5] = ["artists", "cd_tracks", "genres", "lore_presets", "tags"];
+
 fn unique_names(state: &MergeState, rules: &Rules, table: &str) -> Vec<Fix> {
     let mut by_name: BTreeMap<String, Vec<(bool, Option<Hlc>, RowId)>> = BTreeMap::new();
     for (id, row) in alive_rows(state, table) {
