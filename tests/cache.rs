@@ -53,6 +53,10 @@ impl Fx {
             cache,
             limit,
         } = self;
+        // A clean shutdown's flush, here and now: if the periodic flusher held the last
+        // reference, the flush on drop would run on its thread, possibly after the
+        // reopen below read the index (strong_count is 0 before Drop has run).
+        cache.flush();
         let gone = Arc::downgrade(&cache);
         drop(cache);
         // Background tasks (a flush, a verification) let go of it within moments.
