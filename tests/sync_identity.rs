@@ -641,3 +641,29 @@ fn a_name_freed_by_a_local_rename_goes_back_to_the_row_moved_off_it() {
     }
     assert_same(&a, &b);
 }
+
+/// A device that reads another device's edit of a row before the log that created it
+/// (logs are read in device-id order) waits for the creation instead of writing a row
+/// of just the edited fields. Such a partial row took defaults for everything else (or
+/// failed a NOT NULL constraint), and its name could stand in the way of real rows.
+#[test]
+fn an_edit_read_before_its_rows_creation_waits_for_it() {
+    let store = tempfile::tempdir().unwrap();
+    let [editor, creator] = sync_util::in_log_order(store.path());
+    creator.exec("INSERT INTO tags (name, color) VALUES ('Blue', '#0000FF')");
+    creator.sync();
+    editor.sync();
+    editor.exec("UPDATE tags SET color = '#000080' WHERE name = 'Blue'");
+    editor.sync();
+    let third = sync_util::Device::new(sync_util::folder_store(store.path()), "z", true);
+    third.sync();
+    assert_eq!(
+        third
+            .text("SELECT color FROM tags WHERE name = 'Blue'")
+            .as_deref(),
+        Some("#000080")
+    );
+    assert!(third.conflicts().is_empty(), "{:?}", third.conflicts());
+    creator.sync();
+    assert_same(&creator, &third);
+}

@@ -906,6 +906,12 @@ fn apply_rows(
             }
         }
     }
+    // A row known only from edits, its creation not received yet (another device's log
+    // edits a row whose creator's log comes later): nothing to write until it arrives; a
+    // row of just the edited fields would take defaults for the rest, and its name could
+    // stand in the way of the real rows.
+    resolved
+        .retain(|rid, row| row.is_none() || m.rows.get(rid).is_some_and(|s| s.created().is_some()));
     // Plan, then store merged state + cursor + intents in one transaction.
     let mut ids = st.id_map()?;
     let private = ctx.cfg.private_config_keys();
