@@ -18,6 +18,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use proptest::prelude::*;
 use rusqlite::Connection;
+use songfs::sync::merge::{DISTRIBUTION_STATUS_LADDER, SONG_STATUS_LADDER};
 use sync_util::{assert_same, folder_store, Device};
 
 #[derive(Debug, Clone)]
@@ -79,15 +80,14 @@ fn prompt_of(c: &Connection, song: i64) -> String {
     .unwrap()
 }
 
-const SONG_STATUSES: [&str; 6] = [
-    "draft",
-    "queued",
-    "processing",
-    "submitted",
-    "completed",
-    "error",
-];
-const DIST_STATUSES: [&str; 5] = ["draft", "ready", "uploading", "submitted", "live"];
+/// The song status ladder and one status off it (a failed generation).
+fn song_status(pick: u8) -> &'static str {
+    let n = SONG_STATUS_LADDER.len() + 1;
+    SONG_STATUS_LADDER
+        .get(usize::from(pick) % n)
+        .copied()
+        .unwrap_or("error")
+}
 
 /// One edit as the app makes it. `step` makes every written value unique.
 fn edit(d: &Device, kind: u8, a: u8, b: u8, step: usize, model: &mut Model) {
@@ -118,7 +118,7 @@ fn edit(d: &Device, kind: u8, a: u8, b: u8, step: usize, model: &mut Model) {
         }
         (2, Some(s)) => {
             // A background worker: raw SQL, updated_at untouched.
-            let st = SONG_STATUSES[usize::from(b) % SONG_STATUSES.len()];
+            let st = song_status(b);
             wrote(s, "status", st.to_string());
             exec(&format!("UPDATE songs SET status = '{st}' WHERE id = {s}"));
         }
@@ -171,7 +171,7 @@ fn edit(d: &Device, kind: u8, a: u8, b: u8, step: usize, model: &mut Model) {
         (9, Some(s)) => match nth_id(c, "distributions", b) {
             Some(x) if a % 2 == 0 => exec(&format!(
                 "UPDATE distributions SET status = '{}' WHERE id = {x}",
-                DIST_STATUSES[usize::from(b) % DIST_STATUSES.len()]
+                DISTRIBUTION_STATUS_LADDER[usize::from(b) % DISTRIBUTION_STATUS_LADDER.len()]
             )),
             _ => exec(&format!(
                 "INSERT INTO distributions (song_id, songwriter, notes) VALUES ({s}, 'me', 'd{step}')"
