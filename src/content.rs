@@ -234,17 +234,22 @@ pub fn hash_bytes(data: &[u8]) -> BlobInfo {
 }
 
 pub fn hash_file(path: &Path) -> std::io::Result<BlobInfo> {
-    let mut f = std::fs::File::open(path)?;
     let mut h = StreamHasher::new();
+    read_blocks(path, |block| h.update(block))?;
+    Ok(h.finish())
+}
+
+/// Feeds a file's bytes to `f`, 1 MiB at a time.
+pub fn read_blocks(path: &Path, mut f: impl FnMut(&[u8])) -> std::io::Result<()> {
+    let mut file = std::fs::File::open(path)?;
     let mut buf = vec![0u8; 1 << 20];
     loop {
-        let n = f.read(&mut buf)?;
+        let n = file.read(&mut buf)?;
         if n == 0 {
-            break;
+            return Ok(());
         }
-        h.update(&buf[..n]);
+        f(&buf[..n]);
     }
-    Ok(h.finish())
 }
 
 #[cfg(test)]

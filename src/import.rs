@@ -258,18 +258,10 @@ fn scan_dir(
     Ok(())
 }
 
-/// SHA-256 of a file's bytes, hex.
+/// SHA-256 of a file's bytes, hex (the whole-file hash only: no chunk hashes needed here).
 fn hash_path(path: &Path) -> std::io::Result<String> {
-    let mut f = std::fs::File::open(path)?;
     let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
+    crate::content::read_blocks(path, |block| h.update(block))?;
     Ok(hex::encode(h.finalize()))
 }
 
