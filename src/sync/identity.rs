@@ -31,7 +31,7 @@ fn seed_identity_column(table: &str) -> Option<&'static str> {
 }
 
 fn unique_name_table(table: &str) -> bool {
-    matches!(table, "genres" | "lore_presets" | "artists" | "tags")
+    super::schema::UNIQUE_NAME_TABLES.contains(&table)
 }
 
 fn short_hash(parts: &[&str]) -> String {

@@ -22,6 +22,7 @@
 
 use super::clock::Hlc;
 use super::merge::{MergeState, Row, RowId, RowState, Rules, Value};
+use super::schema::UNIQUE_NAME_TABLES;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -131,9 +132,6 @@ fn default_artist(state: &MergeState, rules: &Rules) -> Vec<Fix> {
     }
     fixes
 }
-
-/// Tables whose `name` column is UNIQUE in the app's schema.
-pub const UNIQUE_NAME_TABLES: [&str; 4] = ["genres", "lore_presets", "artists", "tags"];
 
 /// Tables an invariant looks across (all their rows at once).
 pub const WHOLE_TABLES: [&str; 5] = ["artists", "cd_tracks", "genres", "lore_presets", "tags"];

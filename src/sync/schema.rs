@@ -10,6 +10,9 @@ use rusqlite::Connection;
 
 use super::SyncError;
 
+/// Tables whose `name` column is UNIQUE in the app's schema.
+pub const UNIQUE_NAME_TABLES: [&str; 4] = ["genres", "lore_presets", "artists", "tags"];
+
 /// The app's tables songfs syncs, parents before children (inserts go in this order,
 /// deletes in the reverse). `sync_metadata` (our own) and `sqlite_sequence` are never synced.
 pub const SYNCED_TABLES: &[&str] = &[
