@@ -957,10 +957,9 @@ fn field_conflicts(m: &MergeState, rules: &Rules, rows: &BTreeSet<RowId>) -> Vec
                 let seeded_stamp = c.kept_clock.wall_ms == 0
                     && c.lost_clock.wall_ms == 0
                     && (c.column == "created_at" || c.column == "updated_at");
-                // A value a device held before its first sync (clock zero) losing to a real
-                // edit made elsewhere is the seeded copy being updated, not a conflict.
-                let seed_superseded = c.lost_clock.wall_ms == 0 && c.kept_clock.wall_ms > 0;
-                if c.kept != c.lost && !seeded_stamp && !seed_superseded {
+                // (A value held before the first sync never loses to a real edit here: the
+                // merge takes such values off the frontier once a real edit is known.)
+                if c.kept != c.lost && !seeded_stamp {
                     out.push((
                         r.clone(),
                         c.column,
