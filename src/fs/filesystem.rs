@@ -66,6 +66,7 @@ pub struct SetAttr {
     pub uid: Option<u32>,
     pub gid: Option<u32>,
     pub size: Option<u64>,
+    pub atime_ns: Option<i64>,
     pub mtime_ns: Option<i64>,
 }
 
@@ -146,13 +147,15 @@ impl SongFs {
     }
 
     /// A node as the user sees it: a staged file shows its uncommitted size and mtime.
-    fn overlay(&self, mut n: Node) -> Node {
+    pub(super) fn overlay(&self, mut n: Node) -> Node {
         if let Some(st) = self.staged_of(n.ino) {
             let st = lock(&st);
             if st.is_staged() {
                 n.size = st.size();
                 if st.dirty {
                     n.mtime_ns = st.mtime_ns;
+                    // A change of the bytes is a change of the inode too.
+                    n.ctime_ns = n.ctime_ns.max(st.mtime_ns);
                 }
             }
         }
@@ -221,7 +224,7 @@ impl SongFs {
     /// After an entry left the namespace: its local-only bytes go, and uncommitted
     /// bytes of it are dropped once no handle writes it any more.
     fn forget_content(&self, gone: &Node) {
-        if gone.local_only && !self.has_open_handles(gone.ino) {
+        if gone.nlink == 0 && gone.local_only && !self.has_open_handles(gone.ino) {
             let _ = std::fs::remove_file(self.local_path(gone.ino));
         }
     }
@@ -245,7 +248,7 @@ impl SongFs {
             self.forget_content(&gone);
         }
         let moved = self.catalog.lookup(new_parent, new_name)?;
-        if !moved.is_dir() && self.opts.is_local_only(new_name) != moved.local_only {
+        if moved.kind == Kind::File && self.opts.is_local_only(new_name) != moved.local_only {
             self.switch_locality(moved)?;
         }
         Ok(())
@@ -304,16 +307,15 @@ impl SongFs {
                 return Ok(None);
             }
         }
-        if a.mode.is_some() || a.uid.is_some() || a.gid.is_some() || a.mtime_ns.is_some() {
-            self.catalog.set_attr(
-                ino,
-                AttrChange {
-                    mode: a.mode,
-                    uid: a.uid,
-                    gid: a.gid,
-                    mtime_ns: a.mtime_ns,
-                },
-            )?;
+        let change = AttrChange {
+            mode: a.mode,
+            uid: a.uid,
+            gid: a.gid,
+            atime_ns: a.atime_ns,
+            mtime_ns: a.mtime_ns,
+        };
+        if !change.is_empty() {
+            self.catalog.set_attr(ino, change)?;
             if let (Some(t), Some(st)) = (a.mtime_ns, self.staged_of(ino)) {
                 lock(&st).mtime_ns = t;
             }
@@ -323,8 +325,15 @@ impl SongFs {
 
     fn truncate(&self, ino: u64, size: u64) -> FsResult<bool> {
         let node = self.catalog.get(ino)?;
-        if node.is_dir() {
-            return Err(CatalogError::IsDir.into());
+        match node.kind {
+            Kind::File => {}
+            Kind::Dir => return Err(CatalogError::IsDir.into()),
+            _ => {
+                return Err(FsError::new(
+                    libc::EINVAL,
+                    "only regular files can be truncated",
+                ))
+            }
         }
         let st = self.writer_entry(ino, false);
         let result = (|| {
