@@ -13,7 +13,7 @@ use super::node::{Kind, Node, ROOT_INO};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS ns_inodes(
-    ino        INTEGER PRIMARY KEY,
+    ino        INTEGER PRIMARY KEY AUTOINCREMENT,
     parent     INTEGER NOT NULL,
     name       TEXT    NOT NULL,
     kind       TEXT    NOT NULL
@@ -77,6 +77,10 @@ pub fn open_db(path: &Path) -> rusqlite::Result<Connection> {
 
 /// Creates the tables, upgrading a namespace written by an older songfs (which knew
 /// only directories and files, and no atime: atime starts as the mtime).
+///
+/// Inode numbers are never reused (AUTOINCREMENT): the kernel may still hold a removed
+/// inode under its number, and a new directory given that number was taken for the
+/// removed one (creating in it failed with ENOENT).
 pub(super) fn create_or_upgrade(db: &mut Connection) -> rusqlite::Result<()> {
     let old: Option<String> = db
         .query_row(
@@ -85,7 +89,7 @@ pub(super) fn create_or_upgrade(db: &mut Connection) -> rusqlite::Result<()> {
             |r| r.get(0),
         )
         .optional()?;
-    if old.as_deref().is_some_and(|sql| !sql.contains("atime_ns")) {
+    if old.as_deref().is_some_and(|sql| !sql.contains("AUTOINCREMENT")) {
         // SQLite cannot change a CHECK constraint in place: copy into the new layout.
         let tx = db.transaction()?;
         tx.execute_batch(&format!(

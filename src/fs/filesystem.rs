@@ -94,6 +94,9 @@ pub struct SongFs {
     staged: Mutex<HashMap<u64, Arc<Mutex<Staged>>>>,
     /// Hash each inode had when last opened (decides FOPEN_KEEP_CACHE).
     last_open_hash: Mutex<HashMap<u64, Option<String>>>,
+    /// Files whose last name went while a handle had them open: `fstat` and reads
+    /// through those handles still see them (as on ext4) until the last close.
+    orphans: Mutex<HashMap<u64, Node>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -117,6 +120,7 @@ impl SongFs {
             next_fh: AtomicU64::new(1),
             staged: Mutex::new(HashMap::new()),
             last_open_hash: Mutex::new(HashMap::new()),
+            orphans: Mutex::new(HashMap::new()),
         })
     }
 
@@ -169,7 +173,18 @@ impl SongFs {
     }
 
     pub fn getattr(&self, ino: u64) -> FsResult<Node> {
-        Ok(self.overlay(self.catalog.get(ino)?))
+        Ok(self.overlay(self.node_of(ino)?))
+    }
+
+    /// The inode, also when it is unlinked but still open.
+    fn node_of(&self, ino: u64) -> FsResult<Node> {
+        match self.catalog.get(ino) {
+            Err(CatalogError::NotFound) => lock(&self.orphans)
+                .get(&ino)
+                .cloned()
+                .ok_or_else(|| CatalogError::NotFound.into()),
+            r => Ok(r?),
+        }
     }
 
     pub fn opendir(&self, ino: u64) -> FsResult<u64> {
@@ -224,6 +239,9 @@ impl SongFs {
     /// After an entry left the namespace: its local-only bytes go, and uncommitted
     /// bytes of it are dropped once no handle writes it any more.
     fn forget_content(&self, gone: &Node) {
+        if gone.nlink == 0 && self.has_open_handles(gone.ino) {
+            lock(&self.orphans).insert(gone.ino, gone.clone());
+        }
         if gone.nlink == 0 && gone.local_only && !self.has_open_handles(gone.ino) {
             let _ = std::fs::remove_file(self.local_path(gone.ino));
         }
@@ -478,6 +496,7 @@ impl SongFs {
             // Unlinked while open: now nothing refers to its bytes.
             let _ = std::fs::remove_file(self.local_path(h.ino));
             lock(&self.staged).remove(&h.ino);
+            lock(&self.orphans).remove(&h.ino);
         }
         result
     }
@@ -543,7 +562,7 @@ impl SongFs {
         let st = self.writer_entry(h.ino, false);
         let mut g = lock(&st);
         if !g.is_staged() {
-            let node = self.catalog.get(h.ino)?;
+            let node = self.node_of(h.ino)?;
             if !self.stage_locally(&node, &mut g)? {
                 return Ok(None);
             }
@@ -613,7 +632,7 @@ impl SongFs {
                 return Ok(Some(g.read(offset, len)?));
             }
         }
-        let node = self.catalog.get(h.ino)?;
+        let node = self.node_of(h.ino)?;
         if node.local_only {
             let f = std::fs::File::open(self.local_path(node.ino))?;
             return Ok(Some(pread(&f, offset, len, node.size)?));
@@ -641,7 +660,7 @@ impl SongFs {
     /// The slow read: verified bytes through the cache, fetching what is missing.
     pub async fn read_fetch(&self, fh: u64, offset: u64, len: u32) -> FsResult<Bytes> {
         let h = self.handle(fh)?;
-        let node = self.catalog.get(h.ino)?;
+        let node = self.node_of(h.ino)?;
         if offset >= node.size {
             return Ok(Bytes::new());
         }
