@@ -89,7 +89,10 @@ pub(super) fn create_or_upgrade(db: &mut Connection) -> rusqlite::Result<()> {
             |r| r.get(0),
         )
         .optional()?;
-    if old.as_deref().is_some_and(|sql| !sql.contains("AUTOINCREMENT")) {
+    if old
+        .as_deref()
+        .is_some_and(|sql| !sql.contains("AUTOINCREMENT"))
+    {
         // SQLite cannot change a CHECK constraint in place: copy into the new layout.
         let tx = db.transaction()?;
         tx.execute_batch(&format!(
