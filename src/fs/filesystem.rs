@@ -52,6 +52,7 @@ pub struct SetAttr {
     pub uid: Option<u32>,
     pub gid: Option<u32>,
     pub size: Option<u64>,
+    pub atime_ns: Option<i64>,
     pub mtime_ns: Option<i64>,
 }
 
@@ -79,6 +80,9 @@ pub struct SongFs {
     pub(super) staged: Mutex<HashMap<u64, Arc<Mutex<Staged>>>>,
     /// Hash each inode had when last opened (decides FOPEN_KEEP_CACHE).
     pub(super) last_open_hash: Mutex<HashMap<u64, Option<String>>>,
+    /// Files whose last name went while a handle had them open: `fstat` and reads
+    /// through those handles still see them (as on ext4) until the last close.
+    pub(super) orphans: Mutex<HashMap<u64, Node>>,
 }
 
 pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -102,6 +106,7 @@ impl SongFs {
             next_fh: AtomicU64::new(1),
             staged: Mutex::new(HashMap::new()),
             last_open_hash: Mutex::new(HashMap::new()),
+            orphans: Mutex::new(HashMap::new()),
         })
     }
 
@@ -122,13 +127,15 @@ impl SongFs {
     }
 
     /// A node as the user sees it: a staged file shows its uncommitted size and mtime.
-    fn overlay(&self, mut n: Node) -> Node {
+    pub(super) fn overlay(&self, mut n: Node) -> Node {
         if let Some(st) = self.staged_of(n.ino) {
             let st = lock(&st);
             if st.is_staged() {
                 n.size = st.size();
                 if st.dirty {
                     n.mtime_ns = st.mtime_ns;
+                    // A change of the bytes is a change of the inode too.
+                    n.ctime_ns = n.ctime_ns.max(st.mtime_ns);
                 }
             }
         }
@@ -142,7 +149,18 @@ impl SongFs {
     }
 
     pub fn getattr(&self, ino: u64) -> FsResult<Node> {
-        Ok(self.overlay(self.catalog.get(ino)?))
+        Ok(self.overlay(self.node_of(ino)?))
+    }
+
+    /// The inode, also when it is unlinked but still open.
+    pub(super) fn node_of(&self, ino: u64) -> FsResult<Node> {
+        match self.catalog.get(ino) {
+            Err(CatalogError::NotFound) => lock(&self.orphans)
+                .get(&ino)
+                .cloned()
+                .ok_or_else(|| CatalogError::NotFound.into()),
+            r => Ok(r?),
+        }
     }
 
     pub fn opendir(&self, ino: u64) -> FsResult<u64> {
@@ -197,7 +215,10 @@ impl SongFs {
     /// After an entry left the namespace: its local-only bytes go, and uncommitted
     /// bytes of it are dropped once no handle writes it any more.
     fn forget_content(&self, gone: &Node) {
-        if gone.local_only && !self.has_open_handles(gone.ino) {
+        if gone.nlink == 0 && self.has_open_handles(gone.ino) {
+            lock(&self.orphans).insert(gone.ino, gone.clone());
+        }
+        if gone.nlink == 0 && gone.local_only && !self.has_open_handles(gone.ino) {
             let _ = std::fs::remove_file(self.local_path(gone.ino));
         }
     }
@@ -221,7 +242,7 @@ impl SongFs {
             self.forget_content(&gone);
         }
         let moved = self.catalog.lookup(new_parent, new_name)?;
-        if !moved.is_dir() && self.opts.is_local_only(new_name) != moved.local_only {
+        if moved.kind == Kind::File && self.opts.is_local_only(new_name) != moved.local_only {
             self.switch_locality(moved)?;
         }
         Ok(())
@@ -280,16 +301,15 @@ impl SongFs {
                 return Ok(None);
             }
         }
-        if a.mode.is_some() || a.uid.is_some() || a.gid.is_some() || a.mtime_ns.is_some() {
-            self.catalog.set_attr(
-                ino,
-                AttrChange {
-                    mode: a.mode,
-                    uid: a.uid,
-                    gid: a.gid,
-                    mtime_ns: a.mtime_ns,
-                },
-            )?;
+        let change = AttrChange {
+            mode: a.mode,
+            uid: a.uid,
+            gid: a.gid,
+            atime_ns: a.atime_ns,
+            mtime_ns: a.mtime_ns,
+        };
+        if !change.is_empty() {
+            self.catalog.set_attr(ino, change)?;
             if let (Some(t), Some(st)) = (a.mtime_ns, self.staged_of(ino)) {
                 lock(&st).mtime_ns = t;
             }
@@ -370,6 +390,7 @@ impl SongFs {
             // Unlinked while open: now nothing refers to its bytes.
             let _ = std::fs::remove_file(self.local_path(h.ino));
             lock(&self.staged).remove(&h.ino);
+            lock(&self.orphans).remove(&h.ino);
         }
         result
     }

@@ -83,7 +83,7 @@ impl SongFs {
                 return Ok(Some(g.read(offset, len)?));
             }
         }
-        let node = self.catalog.get(h.ino)?;
+        let node = self.node_of(h.ino)?;
         if node.local_only {
             let f = std::fs::File::open(self.local_path(node.ino))?;
             return Ok(Some(pread(&f, offset, len, node.size)?));
@@ -109,7 +109,7 @@ impl SongFs {
     /// The slow read: verified bytes through the cache, fetching what is missing.
     pub async fn read_fetch(&self, fh: u64, offset: u64, len: u32) -> FsResult<Bytes> {
         let h = self.handle(fh)?;
-        let node = self.catalog.get(h.ino)?;
+        let node = self.node_of(h.ino)?;
         if offset >= node.size {
             return Ok(Bytes::new());
         }

@@ -18,10 +18,10 @@
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use super::error::FsResult;
+use super::error::{FsError, FsResult};
 use super::filesystem::{ebadf, lock, SongFs, EMPTY_HASH};
 use super::staging::Staged;
-use crate::catalog::{now_ns, CatalogError, Node};
+use crate::catalog::{now_ns, CatalogError, Kind, Node};
 use crate::content::BlobInfo;
 
 impl SongFs {
@@ -37,8 +37,15 @@ impl SongFs {
 
     pub(super) fn truncate(&self, ino: u64, size: u64) -> FsResult<bool> {
         let node = self.catalog.get(ino)?;
-        if node.is_dir() {
-            return Err(CatalogError::IsDir.into());
+        match node.kind {
+            Kind::File => {}
+            Kind::Dir => return Err(CatalogError::IsDir.into()),
+            _ => {
+                return Err(FsError::new(
+                    libc::EINVAL,
+                    "only regular files can be truncated",
+                ))
+            }
         }
         let st = self.writer_entry(ino, false);
         let result = (|| {
@@ -157,7 +164,7 @@ impl SongFs {
         let st = self.writer_entry(h.ino, false);
         let mut g = lock(&st);
         if !g.is_staged() {
-            let node = self.catalog.get(h.ino)?;
+            let node = self.node_of(h.ino)?;
             if !self.stage_locally(&node, &mut g)? {
                 return Ok(None);
             }
