@@ -106,7 +106,7 @@ fn progress_streams_while_the_sync_runs_and_the_summary_comes_last() {
     let msg = last["message"].as_str().unwrap();
     assert!(
         msg.starts_with(&format!("{songs} songs updated"))
-            && msg.contains(&format!("{LOGS} genres new")),
+            && msg.contains(&format!(", {LOGS} new")),
         "{msg}"
     );
     assert_eq!(
