@@ -176,10 +176,10 @@ impl Catalog {
         }
         let mut mode = new.mode & 0o7777;
         let mut gid = new.gid;
-        if dir.mode & libc::S_ISGID != 0 {
+        if dir.mode & node::mode_bits::S_ISGID != 0 {
             gid = dir.gid;
             if kind == Kind::Dir {
-                mode |= libc::S_ISGID;
+                mode |= node::mode_bits::S_ISGID;
             }
         }
         let now = now_ns();

@@ -106,12 +106,12 @@ impl Kind {
 
     /// The kind a `mknod` mode (S_IFMT bits) asks for.
     pub fn from_mode(mode: u32) -> Option<Kind> {
-        match mode & libc::S_IFMT {
-            libc::S_IFREG | 0 => Some(Kind::File),
-            libc::S_IFIFO => Some(Kind::Fifo),
-            libc::S_IFSOCK => Some(Kind::Socket),
-            libc::S_IFCHR => Some(Kind::CharDev),
-            libc::S_IFBLK => Some(Kind::BlockDev),
+        match mode & mode_bits::S_IFMT {
+            mode_bits::S_IFREG | 0 => Some(Kind::File),
+            mode_bits::S_IFIFO => Some(Kind::Fifo),
+            mode_bits::S_IFSOCK => Some(Kind::Socket),
+            mode_bits::S_IFCHR => Some(Kind::CharDev),
+            mode_bits::S_IFBLK => Some(Kind::BlockDev),
             _ => None,
         }
     }
@@ -230,4 +230,28 @@ pub struct NewNode<'a> {
     pub local_only: bool,
     pub target: Option<&'a str>,
     pub rdev: u32,
+}
+
+/// The POSIX mode bits the catalog stores. They are part of the catalog's format, the same
+/// numbers on every OS; `libc`'s constants are not (u16 on macOS, absent on Windows).
+pub mod mode_bits {
+    pub const S_IFMT: u32 = 0o170000;
+    pub const S_IFREG: u32 = 0o100000;
+    pub const S_IFIFO: u32 = 0o010000;
+    pub const S_IFSOCK: u32 = 0o140000;
+    pub const S_IFCHR: u32 = 0o020000;
+    pub const S_IFBLK: u32 = 0o060000;
+    pub const S_ISGID: u32 = 0o2000;
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_numbers_are_linux_s() {
+        assert_eq!(S_IFMT, libc::S_IFMT);
+        assert_eq!(S_IFREG, libc::S_IFREG);
+        assert_eq!(S_IFIFO, libc::S_IFIFO);
+        assert_eq!(S_IFSOCK, libc::S_IFSOCK);
+        assert_eq!(S_IFCHR, libc::S_IFCHR);
+        assert_eq!(S_IFBLK, libc::S_IFBLK);
+        assert_eq!(S_ISGID, libc::S_ISGID);
+    }
 }
