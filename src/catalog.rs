@@ -240,15 +240,9 @@ fn row_to_node(r: &rusqlite::Row<'_>) -> rusqlite::Result<Node> {
     })
 }
 
-/// Opens `state.db` with the settings every songfs connection uses: WAL (the cache and
-/// the sync write the same file), a busy timeout, NORMAL sync (a process crash loses no
-/// committed transaction; WAL makes that safe).
+/// Opens the catalog's database file the way every songfs file is opened (`crate::db`).
 pub fn open_db(path: &Path) -> rusqlite::Result<Connection> {
-    let db = Connection::open(path)?;
-    db.busy_timeout(Duration::from_secs(10))?;
-    db.pragma_update(None, "journal_mode", "WAL")?;
-    db.pragma_update(None, "synchronous", "NORMAL")?;
-    Ok(db)
+    crate::db::open(path)
 }
 
 fn check_name(name: &str) -> CatalogResult<()> {

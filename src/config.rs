@@ -1,7 +1,8 @@
 //! Where songfs keeps its state, and the per-device configuration.
 //!
 //! `$SONGFS_HOME` (default `~/.songfs`) holds `config.json` (written by `songfs init`),
-//! `state.db` (namespace, cache index, upload queue, sync state) and `cache/`.
+//! `mount.db` (namespace, cache index, upload queue), `state.db` (sync state) and
+//! `cache/`.
 //! The device id is made once, at init, and never changes: change logs are keyed by it.
 
 use std::path::{Path, PathBuf};
@@ -56,6 +57,10 @@ pub struct Config {
     pub device_id: String,
     pub device_name: String,
     pub store: StoreConfig,
+    /// The id in the store's `songfs.json`, recorded at init: nothing is written to a
+    /// store that does not carry it. None for a device set up before stores had ids.
+    #[serde(default)]
+    pub store_id: Option<String>,
     /// Bytes of evictable data the cache may hold.
     #[serde(default = "default_cache_size")]
     pub cache_size: u64,
@@ -109,6 +114,7 @@ impl Config {
             device_id: new_device_id(),
             device_name,
             store,
+            store_id: None,
             cache_size: DEFAULT_CACHE_SIZE,
             fetch_timeout_secs: default_fetch_timeout_secs(),
             db_path: None,
@@ -205,8 +211,14 @@ impl Home {
     pub fn config_path(&self) -> PathBuf {
         self.root.join("config.json")
     }
+    /// The sync's state (see `crate::db`).
     pub fn state_db_path(&self) -> PathBuf {
         self.root.join("state.db")
+    }
+    /// The mount's catalog and cache index (see `crate::db`; open it via `db::mount_db`,
+    /// which moves an older state's tables here first).
+    pub fn mount_db_path(&self) -> PathBuf {
+        self.root.join("mount.db")
     }
     pub fn cache_dir(&self) -> PathBuf {
         self.root.join("cache")

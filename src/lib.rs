@@ -9,6 +9,7 @@ pub mod cli;
 pub mod config;
 pub mod content;
 pub mod daemon;
+pub mod db;
 pub mod fs;
 pub mod import;
 pub mod store;

@@ -224,7 +224,7 @@ fn print_states_on_disk(
         out,
         "No mount is running: states as the last mount or sync left them in {} \
          (changes from other devices since then are not shown).",
-        home.state_db_path().display()
+        home.mount_db_path().display()
     )?;
     for f in &files {
         let shown = match &mount {

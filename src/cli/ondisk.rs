@@ -89,7 +89,7 @@ fn has_table(c: &Connection, name: &str) -> rusqlite::Result<bool> {
 
 impl OnDisk {
     pub fn load(home: &Home) -> Result<OnDisk, OnDiskError> {
-        let path = home.state_db_path();
+        let path = crate::db::mount_db(home).unwrap_or_else(|_| home.mount_db_path());
         let c = open(&path)?;
         let db = |source| OnDiskError::Db {
             path: path.clone(),

@@ -49,8 +49,8 @@ pub fn run_sync(a: SyncArgs) -> anyhow::Result<()> {
         )
     })?;
     let rt = super::runtime()?;
-    let store = rt
-        .block_on(crate::store::open(&cfg.store))
+    let store: std::sync::Arc<dyn crate::store::ObjectStore> = rt
+        .block_on(crate::store::open_checked(&cfg))
         .with_context(|| format!("cannot open the store {}", cfg.store.url))?;
     if crate::daemon::running_pid(&home).is_none() {
         let wait = show.then(|| spinner("syncing the file list"));

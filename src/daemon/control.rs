@@ -89,6 +89,8 @@ impl Response {
 pub struct Served {
     pub catalog: Arc<Catalog>,
     pub cache: Arc<Cache>,
+    /// The store, its identity checked (an evict asks it whether it holds the blob).
+    pub store: Arc<crate::store::identity::Checked>,
     pub sync: SyncRequester,
 }
 
@@ -203,6 +205,24 @@ async fn one_file(s: &Arc<Served>, path: &str, a: Action) -> Response {
             }
             Action::Unpin => s.cache.unpin(&hash).map_err(|e| e.to_string()),
             Action::Evict => {
+                // The local copy may be the only one: free it only once this device's
+                // store (its identity checked) holds the blob.
+                if n.size > 0 {
+                    use crate::store::ObjectStore;
+                    s.store.verify().await.map_err(|e| format!("not evicted: {e}"))?;
+                    let held = s
+                        .store
+                        .head(&crate::content::blob_key(&hash))
+                        .await
+                        .map_err(|e| format!("not evicted: {e}"))?;
+                    if held != Some(n.size) {
+                        return Err(format!(
+                            "not evicted: the store {} does not hold its content yet, and the \
+                             copy here may be the only one (it is kept; try again after the upload)",
+                            s.store.describe()
+                        ));
+                    }
+                }
                 // "Free up space" also ends "always keep".
                 s.cache.unpin(&hash).map_err(|e| e.to_string())?;
                 s.cache.evict(&hash).map(|_| ()).map_err(|e| e.to_string())

@@ -386,8 +386,9 @@ pub fn namespace_standalone(
     use anyhow::Context;
     // SAFETY: getuid/getgid cannot fail.
     let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
-    let catalog = Catalog::open(&home.state_db_path(), uid, gid)
-        .with_context(|| format!("cannot open {}", home.state_db_path().display()))?;
+    let mount_db = crate::db::mount_db(home)?;
+    let catalog = Catalog::open(&mount_db, uid, gid)
+        .with_context(|| format!("cannot open {}", mount_db.display()))?;
     let mut ns = NamespaceSync::open(
         cfg,
         &home.state_db_path(),
