@@ -12,6 +12,10 @@
 //! every interval, on request, and a last one after unmount) and the control socket
 //! (`control.rs`) through which `songfs sync`, `pin`, `unpin`, `evict` reach it.
 
+// The mount half (`run` and what only it uses) serves a FUSE session; without FUSE only
+// the pid and status helpers are used (`songfs status`, `sync`).
+#![cfg_attr(not(fuse), allow(dead_code, unused_imports))]
+
 pub mod control;
 pub mod sync_loop;
 
@@ -25,6 +29,7 @@ use serde::{Deserialize, Serialize};
 use crate::cache::{Cache, CacheUsage};
 use crate::catalog::Catalog;
 use crate::config::{Config, Home};
+#[cfg(fuse)]
 use crate::fs::{FsOptions, FuseAdapter, SongFs};
 use crate::store::identity::Checked;
 use crate::store::{self, format, ObjectStore, StoreError};
@@ -151,6 +156,7 @@ async fn check_store(store: &Checked, timeout: Duration) -> anyhow::Result<bool>
 }
 
 /// What the mount is made of, built before anything is mounted.
+#[cfg(fuse)]
 struct Parts {
     rt: tokio::runtime::Runtime,
     store: Arc<Checked>,
@@ -162,6 +168,7 @@ struct Parts {
 }
 
 /// What runs beside the FUSE session until it ends.
+#[cfg(fuse)]
 struct Running {
     sync: sync_loop::SyncLoop,
     control_task: tokio::task::JoinHandle<()>,
@@ -170,6 +177,7 @@ struct Running {
 
 /// Serves the mount in this process until it is unmounted: build, mount, start what runs
 /// beside it, serve, shut down.
+#[cfg(fuse)]
 pub fn run(home: &Home, cfg: &Config, opts: DaemonOptions) -> anyhow::Result<()> {
     let parts = build(home, cfg, &opts)?;
     let (mut session, as_root) = mount(&parts, &opts)?;
@@ -181,6 +189,7 @@ pub fn run(home: &Home, cfg: &Config, opts: DaemonOptions) -> anyhow::Result<()>
 
 /// Opens the store (its identity checked), the cache, the uploader, the catalog and the
 /// filesystem logic.
+#[cfg(fuse)]
 fn build(home: &Home, cfg: &Config, opts: &DaemonOptions) -> anyhow::Result<Parts> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(4)
@@ -214,8 +223,7 @@ fn build(home: &Home, cfg: &Config, opts: &DaemonOptions) -> anyhow::Result<Part
         let _enter = rt.enter();
         Arc::new(Uploader::start(cache.clone(), dyn_store))
     };
-    // SAFETY: getuid/getgid cannot fail.
-    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+    let (uid, gid) = crate::os::uid_gid();
     let catalog = Arc::new(
         Catalog::open(&mount_db, uid, gid)
             .with_context(|| format!("cannot open {}", mount_db.display()))?,
@@ -257,6 +265,7 @@ fn build(home: &Home, cfg: &Config, opts: &DaemonOptions) -> anyhow::Result<Part
 
 /// Attaches the FUSE session at the mount point (directly as root, else through the
 /// setuid fusermount3). Returns the session and whether it was mounted as root.
+#[cfg(fuse)]
 fn mount(
     parts: &Parts,
     opts: &DaemonOptions,
@@ -275,8 +284,7 @@ fn mount(
         fuse_cfg.acl = fuser::SessionACL::All;
     }
     let adapter = FuseAdapter::new(parts.fs.clone(), parts.rt.handle().clone());
-    // SAFETY: geteuid cannot fail.
-    let as_root = unsafe { libc::geteuid() } == 0;
+    let as_root = crate::os::is_root();
     let session = if as_root {
         fuser::Session::new(adapter, &opts.mountpoint, &fuse_cfg)
     } else {
@@ -294,6 +302,7 @@ fn mount(
 
 /// Writes the status and pid files, starts the sync loop, the control socket, the signal
 /// handler and the status writer.
+#[cfg(fuse)]
 fn start(
     parts: &Parts,
     home: &Home,
@@ -396,6 +405,7 @@ fn start(
 
 /// After the session ended: commits staged files, drains uploads for a bounded time,
 /// runs the last sync cycle, writes the final status and removes the pid file.
+#[cfg(fuse)]
 fn shut_down(parts: Parts, running: Running, home: &Home, opts: &DaemonOptions) {
     let Parts {
         rt,
@@ -442,6 +452,12 @@ fn shut_down(parts: Parts, running: Running, home: &Home, opts: &DaemonOptions) 
         rt.block_on(up.shutdown());
     }
     let _ = std::fs::remove_file(pid_path(home));
+}
+
+/// Without FUSE there is no mount to serve (`songfs mount` says so before it gets here).
+#[cfg(not(fuse))]
+pub fn run(_: &Home, _: &Config, _: DaemonOptions) -> anyhow::Result<()> {
+    anyhow::bail!("this build of songfs has no FUSE mount (Linux only)")
 }
 
 async fn write_status_loop(

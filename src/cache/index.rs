@@ -1,4 +1,4 @@
-//! The cache's durable index: tables `cache_*` in state.db.
+//! The cache's durable index: tables `cache_*` in mount.db.
 //!
 //! `cache_blobs` has one row per local data file: its chunk bitmap, whether the whole
 //! file was verified, whether it is dirty (written here, not yet uploaded: that column

@@ -47,7 +47,7 @@
 //!
 //! # Crash safety
 //!
-//! The index (`index.rs`, tables `cache_*` in state.db) only ever claims chunks whose
+//! The index (`index.rs`, tables `cache_*` in mount.db) only ever claims chunks whose
 //! bytes reached the disk: a chunk's bits are flushed (`flush`, every second and on
 //! drop) after an `fdatasync` of its file. Dropping bytes goes the other way: the row
 //! is updated first, then the hole is punched or the file unlinked. At `open`, files
@@ -76,10 +76,10 @@ mod persist;
 mod prefetch;
 mod state;
 
+use crate::os::FileExt;
 use std::collections::HashSet;
 use std::fs::File;
 use std::io::ErrorKind;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;

@@ -177,7 +177,7 @@ pub fn print_states(
     Ok(())
 }
 
-/// `status PATH` with no daemon: the catalog and cache index in `state.db`, read-only.
+/// `status PATH` with no daemon: the catalog and cache index in `mount.db`, read-only.
 /// What only a running mount knows (files open for writing, other devices' changes since
 /// the last sync) is not there, and the output says so.
 fn print_states_on_disk(
@@ -254,10 +254,9 @@ pub fn sync_via_daemon(home: &Home) -> anyhow::Result<Option<CycleReport>> {
 }
 
 /// Prints a cycle report like `songfs sync` does; an error in it fails the command.
-pub fn print_report(r: &CycleReport, json: bool) -> anyhow::Result<()> {
-    if json {
-        println!("{}", serde_json::to_string(r)?);
-    } else {
+/// With `streamed` the JSON summary line was already written (`sync_json.rs`).
+pub fn print_report(r: &CycleReport, streamed: bool) -> anyhow::Result<()> {
+    if !streamed {
         println!("{}", r.summary);
     }
     if let Some(e) = &r.error {

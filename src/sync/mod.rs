@@ -26,6 +26,7 @@ pub mod schema;
 pub mod state;
 pub mod translate;
 pub mod transport;
+pub mod words;
 
 use std::path::Path;
 use std::time::Duration;
