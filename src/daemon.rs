@@ -300,8 +300,8 @@ fn mount(
     Ok((session, as_root))
 }
 
-/// Writes the status and pid files, starts the sync loop, the control socket, the signal
-/// handler and the status writer.
+/// Writes the status file, starts the sync loop and the control socket, writes the pid
+/// file, starts the signal handler and the status writer.
 #[cfg(fuse)]
 fn start(
     parts: &Parts,
@@ -321,8 +321,8 @@ fn start(
         fs,
     } = parts;
     let reachable = *reachable;
-    // Status first, then the pid file that `songfs mount` waits for: whoever sees this
-    // daemon running never reads the previous mount's status.
+    // Status first, then (below) the pid file that `songfs mount` waits for: whoever sees
+    // this daemon running never reads the previous mount's status.
     write_status(
         home,
         &opts.mountpoint,
@@ -332,10 +332,6 @@ fn start(
         uploader,
         &std::sync::Mutex::new(sync_loop::SyncStatus::default()),
     );
-    std::fs::write(pid_path(home), format!("{}\n", std::process::id()))
-        .with_context(|| format!("cannot write {}", pid_path(home).display()))?;
-    tracing::info!(mountpoint = %opts.mountpoint.display(), store = %store.describe(), "mounted");
-
     let mut sync_cfg = cfg.clone();
     sync_cfg.mount_point = Some(opts.mountpoint.clone());
     let sync = sync_loop::SyncLoop::start(
@@ -353,15 +349,25 @@ fn start(
         Some(Box::new(session.notifier())),
         opts.sync_interval,
     );
-    let control_task = rt.spawn(control::serve(
-        home.clone(),
-        Arc::new(control::Served {
-            catalog: catalog.clone(),
-            cache: cache.clone(),
-            store: store.clone(),
-            sync: sync.requester(),
-        }),
-    ));
+    let listener = {
+        let _enter = rt.enter();
+        control::bind(home)
+    };
+    let served = Arc::new(control::Served {
+        catalog: catalog.clone(),
+        cache: cache.clone(),
+        store: store.clone(),
+        sync: sync.requester(),
+    });
+    let control_task = rt.spawn(async move {
+        if let Some(l) = listener {
+            control::serve(l, served).await
+        }
+    });
+    // The pid file that `songfs mount` waits for, once the control socket answers.
+    std::fs::write(pid_path(home), format!("{}\n", std::process::id()))
+        .with_context(|| format!("cannot write {}", pid_path(home).display()))?;
+    tracing::info!(mountpoint = %opts.mountpoint.display(), store = %store.describe(), "mounted");
 
     let mut unmounter = as_root.then(|| session.unmount_callable());
     let mountpoint = opts.mountpoint.clone();

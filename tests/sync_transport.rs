@@ -415,7 +415,7 @@ fn the_namespace_pull_caps_sizes_and_retries_a_bad_log() {
     );
     assert!(
         said.contains(&format!("ns/logs/{other}/000000000003.json"))
-            && said.contains("over the 256 MiB limit"),
+            && said.contains("over the size limit (256 MiB)"),
         "{said}"
     );
     m.mount();

@@ -71,7 +71,7 @@ fn sync(a: &SyncArgs, stream: Option<&JsonStream>) -> anyhow::Result<()> {
         .block_on(crate::store::open_checked(&cfg))
         .with_context(|| format!("cannot open the store {}", cfg.store.url))?;
     // Not this device's store (a disk not attached): stop before reading or writing.
-    rt.block_on(store.verify_now())?;
+    rt.block_on(store.verify())?;
     let mut files = None;
     if crate::daemon::running_pid(&home).is_none() {
         if let Some(s) = stream {

@@ -101,18 +101,26 @@ pub struct Served {
 
 /// Listens until the runtime shuts down (the mount's daemon: FUSE builds only). A stale socket file (a crashed daemon) is replaced.
 #[cfg(fuse)]
-pub async fn serve(home: Home, served: Arc<Served>) {
-    let path = socket_path(&home);
+/// Opens the control socket. Done before the pid file is written, so whoever sees the
+/// daemon running can reach it (a `songfs sync` that found the pid but no socket would
+/// run a second, standalone cycle beside the mount's). Needs a tokio runtime entered.
+pub fn bind(home: &Home) -> Option<tokio::net::UnixListener> {
+    let path = socket_path(home);
     let _ = std::fs::remove_file(&path);
-    let listener = match tokio::net::UnixListener::bind(&path) {
-        Ok(l) => l,
+    match tokio::net::UnixListener::bind(&path) {
+        Ok(l) => {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600));
+            Some(l)
+        }
         Err(e) => {
             tracing::warn!(path = %path.display(), error = %e, "cannot open the control socket: `songfs sync`/`pin` will not reach this mount");
-            return;
+            None
         }
-    };
-    use std::os::unix::fs::PermissionsExt;
-    let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600));
+    }
+}
+
+pub async fn serve(listener: tokio::net::UnixListener, served: Arc<Served>) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;

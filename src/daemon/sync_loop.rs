@@ -94,7 +94,7 @@ impl CycleLock {
 pub struct CycleContext {
     pub home: Home,
     pub cfg: Config,
-    /// Checked against the store id at the start of every cycle (`Checked::verify_now`).
+    /// Checked against the store id at the start of every cycle (`Checked::verify`).
     pub store: Arc<Checked>,
     pub catalog: Arc<Catalog>,
     pub rt: tokio::runtime::Handle,
@@ -120,7 +120,7 @@ pub fn run_cycle(ctx: &CycleContext, inval: Option<&dyn Invalidate>, number: u64
             };
         }
     };
-    if let Err(e) = ctx.rt.block_on(ctx.store.verify_now()) {
+    if let Err(e) = ctx.rt.block_on(ctx.store.verify()) {
         // Not this device's store (a disk not attached): nothing is read or written, the
         // changes stay queued here.
         let msg = e.to_string();

@@ -8,14 +8,15 @@
 //! place; once the right store answers again, everything goes out.
 //!
 //! Reads by key are not checked (blob reads are verified against their hash anyway);
-//! listings are, since the sync pulls what a listing names. A passing check is trusted
-//! for `VERIFIED_FOR`, so a burst of uploads costs one extra GET.
+//! listings are, since the sync pulls what a listing names. Every write is checked on its
+//! own (one small GET of `songfs.json` before it): a check trusted for a while would let
+//! the uploads of the next seconds into a store that changed in between, and an upload
+//! marks the local copy evictable.
 //! Must never write `songfs.json` or anything else on its own.
 
 use std::ops::Range;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -23,25 +24,17 @@ use bytes::Bytes;
 use super::format::{self, FORMAT_KEY};
 use super::{ObjectStore, StoreError, StoreResult};
 
-/// How long a passing check is trusted.
-pub const VERIFIED_FOR: Duration = Duration::from_secs(5);
-
 /// An `ObjectStore` that refuses to write into a store that is not this device's.
 pub struct Checked {
     inner: Arc<dyn ObjectStore>,
     /// The store id recorded at init; None for a device set up before stores had ids
     /// (then only the presence of `songfs.json` is checked).
     expected: Option<String>,
-    verified_at: Mutex<Option<Instant>>,
 }
 
 impl Checked {
     pub fn new(inner: Arc<dyn ObjectStore>, expected: Option<String>) -> Checked {
-        Checked {
-            inner,
-            expected,
-            verified_at: Mutex::new(None),
-        }
+        Checked { inner, expected }
     }
 
     fn wrong(&self, why: String) -> StoreError {
@@ -51,22 +44,8 @@ impl Checked {
         }
     }
 
-    /// Checks the identity now, whatever a recent check said: a sync cycle starts with
-    /// this, so a disk unplugged a second after the last upload is noticed before the
-    /// cycle reads or writes anything.
-    pub async fn verify_now(&self) -> StoreResult<()> {
-        *self.verified_at.lock().unwrap_or_else(|p| p.into_inner()) = None;
-        self.verify().await
-    }
-
-    /// Checks the identity now (or trusts a recent check).
+    /// Checks the identity now: `songfs.json` is there and carries the recorded store id.
     pub async fn verify(&self) -> StoreResult<()> {
-        {
-            let at = self.verified_at.lock().unwrap_or_else(|p| p.into_inner());
-            if at.is_some_and(|t| t.elapsed() < VERIFIED_FOR) {
-                return Ok(());
-            }
-        }
         let raw = match self.inner.get(FORMAT_KEY).await {
             Ok(b) => b,
             Err(StoreError::NotFound { .. }) => {
@@ -89,7 +68,6 @@ impl Checked {
             }
             _ => {}
         }
-        *self.verified_at.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
         Ok(())
     }
 }

@@ -77,7 +77,7 @@ fn fetch(store: &BlockingStore, key: &str) -> Result<Option<bytes::Bytes>, Trans
             return Err(TransportError::BadLog {
                 key: key.into(),
                 why: format!(
-                    "{size} bytes is over the {} MiB limit; it was not read",
+                    "{size} bytes is over the size limit ({} MiB); it was not read",
                     MAX_OBJECT_BYTES >> 20
                 ),
             })
