@@ -137,12 +137,10 @@ CREATE TABLE IF NOT EXISTS nsync_dirs (path TEXT PRIMARY KEY);
 CREATE TABLE IF NOT EXISTS nsync_rows (path TEXT PRIMARY KEY, state TEXT NOT NULL);
 ";
 
-fn empty_hash() -> String {
-    content::hash_bytes(&[]).hash
-}
-
 fn node_hash(n: &Node) -> String {
-    n.hash.clone().unwrap_or_else(empty_hash)
+    n.hash
+        .clone()
+        .unwrap_or_else(|| content::EMPTY_HASH.to_string())
 }
 
 /// True for paths inside the conflict-copy folder (never a conflict copy of those).
