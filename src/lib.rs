@@ -11,6 +11,7 @@ pub mod cli;
 pub mod config;
 pub mod content;
 pub mod daemon;
+pub mod db;
 #[cfg(fuse)]
 pub mod fs;
 pub mod import;
