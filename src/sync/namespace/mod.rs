@@ -21,6 +21,10 @@
 //! relative folder, `(from <device> <date>)` before the extension) and logged. Paths
 //! under `.conflicts/` are synced but never produce conflict copies themselves.
 //!
+//! Files: `model.rs` (the row value, conflict-copy names, safe paths), `capture.rs`,
+//! `apply.rs` (carrying out) and `decide.rs` (who keeps each name, pure); here the state
+//! tables and the glue to the one transport (`sync::transport`).
+//!
 //! Must never: export a file whose blob is not in the store, overwrite a local write that
 //! was not exported yet (the remote version becomes the conflict copy instead), touch the
 //! store's blobs, or export a change it received from another device as its own.
