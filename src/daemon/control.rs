@@ -99,11 +99,12 @@ pub struct Served {
     pub sync: SyncRequester,
 }
 
-/// Listens until the runtime shuts down (the mount's daemon: FUSE builds only). A stale socket file (a crashed daemon) is replaced.
+/// Opens the control socket (the mount's daemon: FUSE builds only); a stale socket file
+/// (a crashed daemon) is replaced. Done before the pid file is written, so whoever sees
+/// the daemon running can reach it (a `songfs sync` that found the pid but no socket
+/// would run a second, standalone cycle beside the mount's). Needs a tokio runtime
+/// entered.
 #[cfg(fuse)]
-/// Opens the control socket. Done before the pid file is written, so whoever sees the
-/// daemon running can reach it (a `songfs sync` that found the pid but no socket would
-/// run a second, standalone cycle beside the mount's). Needs a tokio runtime entered.
 pub fn bind(home: &Home) -> Option<tokio::net::UnixListener> {
     let path = socket_path(home);
     let _ = std::fs::remove_file(&path);
@@ -120,6 +121,8 @@ pub fn bind(home: &Home) -> Option<tokio::net::UnixListener> {
     }
 }
 
+/// Answers requests on the control socket until the runtime shuts down.
+#[cfg(fuse)]
 pub async fn serve(listener: tokio::net::UnixListener, served: Arc<Served>) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
