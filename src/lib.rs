@@ -8,6 +8,7 @@ pub mod catalog;
 pub mod cli;
 pub mod config;
 pub mod content;
+pub mod crypt;
 pub mod daemon;
 pub mod fs;
 pub mod import;
