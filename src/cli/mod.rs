@@ -3,11 +3,13 @@
 
 pub mod conflicts;
 pub mod files;
+pub mod generate;
 pub mod import;
 pub mod init;
 pub mod mount;
 pub mod ondisk;
 pub mod sync;
+pub mod sync_json;
 
 use std::process::ExitCode;
 
@@ -51,6 +53,11 @@ pub enum Command {
     /// Puts a conflict copy (under <mount>/.conflicts/) back in its place; the version
     /// there now is kept as a conflict copy.
     Restore(conflicts::RestoreArgs),
+    /// Print shell completions (e.g. `songfs completions bash > /etc/bash_completion.d/songfs`).
+    Completions(generate::CompletionsArgs),
+    /// Write the man pages (songfs.1, songfs-mount.1, ...) into a directory.
+    #[command(hide = true)]
+    Man(generate::ManArgs),
 }
 
 /// Exit codes: 0 success, 1 failure, 2 bad usage (clap's).
@@ -69,6 +76,8 @@ pub fn main() -> ExitCode {
         Command::Unpin(a) => files::run_unpin(a),
         Command::Evict(a) => files::run_evict(a),
         Command::Restore(a) => conflicts::run_restore(a),
+        Command::Completions(a) => generate::run_completions(a),
+        Command::Man(a) => generate::run_man(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
