@@ -30,6 +30,10 @@ pub struct InitArgs {
     /// Replace an existing configuration (keeps the device id).
     #[arg(long)]
     pub force: bool,
+    /// Encrypt a new store (asks for a passphrase twice; scripts: SONGFS_PASSPHRASE_FILE).
+    /// A store that is already encrypted is detected and its passphrase asked for.
+    #[arg(long)]
+    pub encrypt: bool,
 }
 
 pub fn parse_size(s: &str) -> Result<u64, String> {
@@ -53,14 +57,25 @@ pub fn run(a: InitArgs) -> anyhow::Result<()> {
         url: a.store.clone(),
         s3_endpoint: a.s3_endpoint.clone(),
         s3_region: a.s3_region.clone(),
+        encrypted: false,
     };
+    let mut known_encrypted = false;
     let mut cfg = match Config::load(&home) {
-        Ok(existing) if !a.force && existing.store != store_cfg => anyhow::bail!(
-            "{} is already set up for the store {}: pass --force to switch stores",
-            home.root.display(),
-            existing.store.url
-        ),
+        Ok(existing)
+            if !a.force
+                && StoreConfig {
+                    encrypted: false,
+                    ..existing.store.clone()
+                } != store_cfg =>
+        {
+            anyhow::bail!(
+                "{} is already set up for the store {}: pass --force to switch stores",
+                home.root.display(),
+                existing.store.url
+            )
+        }
         Ok(mut existing) => {
+            known_encrypted = existing.store.encrypted && existing.store.url == store_cfg.url;
             existing.store = store_cfg;
             existing
         }
@@ -78,7 +93,11 @@ pub fn run(a: InitArgs) -> anyhow::Result<()> {
         cfg.db_path = Some(db);
     }
     let rt = super::runtime()?;
-    rt.block_on(crate::store::format::ensure(&cfg))?;
+    cfg.store.encrypted = rt.block_on(super::passphrase::set_up_store(
+        &cfg.store,
+        a.encrypt,
+        known_encrypted,
+    ))?;
     cfg.save(&home)?;
     crate::sync::snapshot_on_init(&cfg, &home)?;
     eprintln!(

@@ -28,9 +28,49 @@ pub trait Keyring: Send + Sync {
     fn describe(&self) -> String;
 }
 
-/// The keyring account of a device's store passphrase.
-pub fn passphrase_account(device_id: &str) -> String {
-    format!("store-passphrase/{device_id}")
+/// Scripts give the passphrase in a file named by this variable instead of a prompt.
+pub const PASSPHRASE_FILE_ENV: &str = "SONGFS_PASSPHRASE_FILE";
+
+/// The keyring account of the passphrase of the store at `store_url`.
+pub fn passphrase_account(store_url: &str) -> String {
+    format!("store-passphrase/{store_url}")
+}
+
+/// The passphrase in `$SONGFS_PASSPHRASE_FILE` (its first line), if the variable is set.
+pub fn passphrase_from_file() -> Result<Option<Zeroizing<String>>, String> {
+    passphrase_from_file_in(PASSPHRASE_FILE_ENV)
+}
+
+/// The passphrase in the file the variable `env` names (its first line), if it is set.
+pub fn passphrase_from_file_in(env: &str) -> Result<Option<Zeroizing<String>>, String> {
+    let Some(path) = std::env::var_os(env) else {
+        return Ok(None);
+    };
+    let text = Zeroizing::new(std::fs::read_to_string(&path).map_err(|e| {
+        format!(
+            "{env}={}: cannot read it ({e})",
+            std::path::Path::new(&path).display()
+        )
+    })?);
+    let line = text.lines().next().unwrap_or("");
+    if line.is_empty() {
+        return Err(format!(
+            "{env}={}: the file is empty; put the passphrase on its first line",
+            std::path::Path::new(&path).display()
+        ));
+    }
+    Ok(Some(Zeroizing::new(line.to_string())))
+}
+
+/// The passphrase this device uses for `store_url`: `$SONGFS_PASSPHRASE_FILE` if set,
+/// else the keyring's.
+pub fn stored_passphrase(store_url: &str) -> Result<Option<Zeroizing<String>>, String> {
+    if let Some(p) = passphrase_from_file()? {
+        return Ok(Some(p));
+    }
+    system()
+        .get(&passphrase_account(store_url))
+        .map_err(|e| e.to_string())
 }
 
 /// This system's keyring.

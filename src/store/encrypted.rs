@@ -5,8 +5,9 @@
 //! their keyed names, every body is sealed in 64 KiB AES-256-GCM chunks bound to its
 //! name. A ranged read fetches and opens only the chunks it covers. Anything that does
 //! not authenticate is refused with `StoreError::Unauthentic` naming its key, and logged;
-//! it is never handed up, so never cached or applied. This layer never holds a
-//! passphrase (see `store::unlock`) and never writes plaintext anywhere but memory.
+//! it is never handed up, so never cached or applied. `unlock` reads the passphrase
+//! (keyring or `$SONGFS_PASSPHRASE_FILE`) only to unwrap the master key, and keeps the
+//! key in memory only; this layer never writes plaintext anywhere but memory.
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -20,15 +21,70 @@ use bytes::Bytes;
 
 use super::format::FORMAT_KEY;
 use super::{ObjectStore, StoreError, StoreResult};
+use crate::config::{Home, StoreConfig};
 use crate::crypt::chunks::{self, Header, ObjectCipher, CHUNK, HEADER_LEN, SEALED_CHUNK};
-use crate::crypt::keys::{MasterKey, Subkeys};
-use crate::crypt::{names, CryptError};
+use crate::crypt::keys::{KeyRecord, MasterKey, Subkeys};
+use crate::crypt::{keyring, names, CryptError};
 
 /// Objects at least this large are sealed and opened on the blocking pool, so a big
 /// blob does not stall the async workers.
 const OFFLOAD_BYTES: usize = 256 * 1024;
 /// Headers of immutable blobs remembered for ranged reads (cleared when full).
 const HEADER_MEMORY: usize = 4096;
+
+/// Opens the encrypted store `inner` with the passphrase this device keeps for it.
+pub async fn unlock(inner: Arc<dyn ObjectStore>, cfg: &StoreConfig) -> StoreResult<EncryptedStore> {
+    let record = key_record(inner.as_ref()).await?;
+    let locked = |why: String| StoreError::Locked {
+        store: inner.describe(),
+        why,
+    };
+    let passphrase = keyring::stored_passphrase(&cfg.url)
+        .map_err(&locked)?
+        .ok_or_else(|| {
+            locked(format!(
+                "this device keeps no passphrase for it: run `songfs passphrase enter` on a terminal \
+                 (or set {}=FILE)",
+                keyring::PASSPHRASE_FILE_ENV
+            ))
+        })?;
+    let master = unwrap_key(record, passphrase).await?.map_err(|e| match e {
+        CryptError::WrongPassphrase => locked(
+            "the passphrase this device keeps for it does not open it (changed on another device?): \
+             run `songfs passphrase enter` to give the new one"
+                .into(),
+        ),
+        e => locked(e.to_string()),
+    })?;
+    let scratch = Home::from_env().root.join("sealing");
+    Ok(EncryptedStore::new(inner, &master, scratch))
+}
+
+/// The key record in the store's `songfs.json`; an error if it has none.
+pub async fn key_record(inner: &dyn ObjectStore) -> StoreResult<KeyRecord> {
+    match super::format::read(inner).await? {
+        Some(f) => f.encryption.ok_or_else(|| StoreError::Locked {
+            store: inner.describe(),
+            why: format!(
+                "its {FORMAT_KEY} now says it is not: refusing to use it in the clear \
+                 (someone may have replaced {FORMAT_KEY}; restore it from another device)"
+            ),
+        }),
+        None => Err(StoreError::NotFound {
+            key: FORMAT_KEY.into(),
+        }),
+    }
+}
+
+/// Argon2id is slow on purpose: it runs on the blocking pool.
+pub async fn unwrap_key(
+    record: KeyRecord,
+    passphrase: zeroize::Zeroizing<String>,
+) -> StoreResult<Result<MasterKey, CryptError>> {
+    tokio::task::spawn_blocking(move || record.unwrap(&passphrase))
+        .await
+        .map_err(|e| StoreError::Other(format!("key derivation task failed: {e}")))
+}
 
 pub struct EncryptedStore {
     inner: Arc<dyn ObjectStore>,
@@ -42,7 +98,11 @@ pub struct EncryptedStore {
 
 impl EncryptedStore {
     /// `scratch` must be a private folder on a local disk (created if missing).
-    pub fn new(inner: Arc<dyn ObjectStore>, master: &MasterKey, scratch: PathBuf) -> EncryptedStore {
+    pub fn new(
+        inner: Arc<dyn ObjectStore>,
+        master: &MasterKey,
+        scratch: PathBuf,
+    ) -> EncryptedStore {
         EncryptedStore {
             inner,
             keys: Arc::new(master.subkeys()),
@@ -77,7 +137,10 @@ impl EncryptedStore {
     }
 
     fn count(&self, sealed_len: usize) {
-        let n = (sealed_len as u64).saturating_sub(HEADER_LEN).div_ceil(SEALED_CHUNK).max(1);
+        let n = (sealed_len as u64)
+            .saturating_sub(HEADER_LEN)
+            .div_ceil(SEALED_CHUNK)
+            .max(1);
         self.opened_chunks.fetch_add(n, Ordering::Relaxed);
     }
 
@@ -114,13 +177,22 @@ impl EncryptedStore {
         Ok(h)
     }
 
-    async fn ranged(&self, key: &str, stored: &str, range: Range<u64>, remembered: bool) -> StoreResult<Option<Bytes>> {
+    async fn ranged(
+        &self,
+        key: &str,
+        stored: &str,
+        range: Range<u64>,
+        remembered: bool,
+    ) -> StoreResult<Option<Bytes>> {
         // The chunks a range covers follow from the range alone, so the header (needed
         // for the length and the key) is fetched at the same time, not before.
         let first = range.start / CHUNK;
         let last = (range.end - 1) / CHUNK;
         let sealed = HEADER_LEN + first * SEALED_CHUNK..HEADER_LEN + (last + 1) * SEALED_CHUNK;
-        let (header, body) = tokio::join!(self.header(stored, key), self.inner.get_range(stored, sealed.clone()));
+        let (header, body) = tokio::join!(
+            self.header(stored, key),
+            self.inner.get_range(stored, sealed.clone())
+        );
         let header = header?;
         let body = body.map_err(|e| with_key(e, key))?;
         let span = chunks::span(&header, range);
@@ -129,7 +201,11 @@ impl EncryptedStore {
         }
         let skip = (span.sealed.start - sealed.start) as usize;
         let want = (span.sealed.end - span.sealed.start) as usize;
-        let part = if skip + want <= body.len() { body.slice(skip..skip + want) } else { body.slice(body.len().min(skip)..) };
+        let part = if skip + want <= body.len() {
+            body.slice(skip..skip + want)
+        } else {
+            body.slice(body.len().min(skip)..)
+        };
         let keys = self.keys.clone();
         let name = stored.to_string();
         let n = part.len();
@@ -158,7 +234,10 @@ impl EncryptedStore {
 }
 
 /// Runs `work` on the blocking pool when `big`, inline otherwise.
-async fn offload<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static, big: bool) -> StoreResult<T> {
+async fn offload<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+    big: bool,
+) -> StoreResult<T> {
     if !big {
         return Ok(work());
     }
@@ -170,7 +249,9 @@ async fn offload<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static, b
 /// The inner store's NotFound names the stored key; callers asked for the plain one.
 fn with_key(e: StoreError, key: &str) -> StoreError {
     match e {
-        StoreError::NotFound { .. } => StoreError::NotFound { key: key.to_string() },
+        StoreError::NotFound { .. } => StoreError::NotFound {
+            key: key.to_string(),
+        },
         e => e,
     }
 }
@@ -180,7 +261,10 @@ fn seal_file(keys: &Subkeys, name: &str, src: &Path, dir: &Path) -> std::io::Res
     let mut input = std::fs::File::open(src)?;
     let len = input.metadata()?.len();
     create_private_dir(dir)?;
-    let out_path = dir.join(format!(".sealing-{}", hex::encode(rand::random::<[u8; 8]>())));
+    let out_path = dir.join(format!(
+        ".sealing-{}",
+        hex::encode(rand::random::<[u8; 8]>())
+    ));
     let result = (|| {
         let mut out = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&out_path)?);
         let c = ObjectCipher::new(&keys.objects, name, Header::random(len));
@@ -209,7 +293,10 @@ fn seal_file(keys: &Subkeys, name: &str, src: &Path, dir: &Path) -> std::io::Res
 /// Creates `dir` (and parents) readable only by this user.
 pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
     let mode = std::fs::metadata(dir)?.permissions().mode() & 0o777;
     if mode != 0o700 {
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
@@ -225,7 +312,10 @@ impl ObjectStore for EncryptedStore {
         }
         let stored = self.stored_name(key);
         let sealed = self.seal(&stored, data).await?;
-        self.inner.put(&stored, sealed).await.map_err(|e| with_key(e, key))
+        self.inner
+            .put(&stored, sealed)
+            .await
+            .map_err(|e| with_key(e, key))
     }
 
     async fn put_file(&self, key: &str, path: &Path) -> StoreResult<()> {
@@ -250,7 +340,10 @@ impl ObjectStore for EncryptedStore {
         }
         let stored = self.stored_name(key);
         let sealed = self.seal(&stored, data).await?;
-        self.inner.put_if_absent(&stored, sealed).await.map_err(|e| with_key(e, key))
+        self.inner
+            .put_if_absent(&stored, sealed)
+            .await
+            .map_err(|e| with_key(e, key))
     }
 
     async fn get(&self, key: &str) -> StoreResult<Bytes> {
@@ -258,11 +351,19 @@ impl ObjectStore for EncryptedStore {
             return self.inner.get(key).await;
         }
         let stored = self.stored_name(key);
-        let raw = self.inner.get(&stored).await.map_err(|e| with_key(e, key))?;
+        let raw = self
+            .inner
+            .get(&stored)
+            .await
+            .map_err(|e| with_key(e, key))?;
         let n = raw.len();
         let keys = self.keys.clone();
         let name = stored.clone();
-        let opened = offload(move || chunks::open(&keys.objects, &name, &raw), self.offload_for(n)).await?;
+        let opened = offload(
+            move || chunks::open(&keys.objects, &name, &raw),
+            self.offload_for(n),
+        )
+        .await?;
         match opened {
             Ok(plain) => {
                 self.count(n);
@@ -280,7 +381,11 @@ impl ObjectStore for EncryptedStore {
             return Ok(Bytes::new());
         }
         let stored = self.stored_name(key);
-        let remembered = self.headers.lock().expect("header memory").contains_key(&stored);
+        let remembered = self
+            .headers
+            .lock()
+            .expect("header memory")
+            .contains_key(&stored);
         if let Some(b) = self.ranged(key, &stored, range.clone(), remembered).await? {
             return Ok(b);
         }
@@ -295,12 +400,18 @@ impl ObjectStore for EncryptedStore {
             return self.inner.head(key).await;
         }
         let stored = self.stored_name(key);
-        match self.inner.head(&stored).await.map_err(|e| with_key(e, key))? {
+        match self
+            .inner
+            .head(&stored)
+            .await
+            .map_err(|e| with_key(e, key))?
+        {
             None => Ok(None),
-            Some(sealed) => match chunks::plain_len_of(sealed) {
-                Some(n) => Ok(Some(n)),
-                None => Err(self.refused(key, &stored, CryptError::NotSealed(format!("{sealed} bytes is no sealed length")))),
-            },
+            // A size no sealed object has is still reported (as an upper bound): the read
+            // that follows refuses the object with its key, where the caller handles it.
+            Some(sealed) => Ok(Some(
+                chunks::plain_len_of(sealed).unwrap_or(sealed.saturating_sub(HEADER_LEN)),
+            )),
         }
     }
 
@@ -322,5 +433,9 @@ impl ObjectStore for EncryptedStore {
 
     fn describe(&self) -> String {
         format!("{} (encrypted)", self.inner.describe())
+    }
+
+    fn is_encrypted(&self) -> bool {
+        true
     }
 }

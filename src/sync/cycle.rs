@@ -34,7 +34,7 @@ use super::state::StateDb;
 use super::translate::refs_in;
 use super::{open_app_db, SyncError};
 use crate::config::{Config, Home};
-use crate::store::ObjectStore;
+use crate::store::{ObjectStore, StoreError};
 
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Options {
@@ -670,6 +670,15 @@ fn apply_object(
     }
     let bytes = match rt.block_on(store.get(key)) {
         Ok(b) => b,
+        Err(e @ StoreError::Unauthentic { .. }) => {
+            // An encrypted store's log no device of the user wrote: nothing from it applies.
+            let e = SyncError::BadLog {
+                key: key.into(),
+                why: e.to_string(),
+            };
+            set_aside(st, device, seq, &e, summary)?;
+            return Ok(true);
+        }
         Err(e) => {
             // Compacted away meanwhile, or the store is down: the next cycle re-lists.
             summary.errors.push(format!("{key}: {e}"));

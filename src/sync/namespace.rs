@@ -695,15 +695,20 @@ impl<'a> NamespaceSync<'a> {
                     .map(|s| (s, log_key(&device, s))),
             );
             for (seq, key) in objects {
-                let bytes = match self.rt.block_on(self.store.get(&key)) {
-                    Ok(b) => b,
+                let decoded = match self.rt.block_on(self.store.get(&key)) {
+                    Ok(b) => decode(&key, &b),
+                    // An encrypted store's log no device of the user wrote: skipped whole.
+                    Err(e @ StoreError::Unauthentic { .. }) => Err(NamespaceError::BadLog {
+                        key: key.clone(),
+                        why: e.to_string(),
+                    }),
                     Err(e) => {
                         // Store down: this device's later logs wait for the next cycle.
                         summary.errors.push(format!("{key}: {e}"));
                         break;
                     }
                 };
-                match decode(&key, &bytes) {
+                match decoded {
                     Ok(log) => {
                         self.apply_log(&log, summary, &mut touched, &mut records)?;
                         summary.logs_applied += 1;
