@@ -31,9 +31,12 @@ pub trait Keyring: Send + Sync {
 /// Scripts give the passphrase in a file named by this variable instead of a prompt.
 pub const PASSPHRASE_FILE_ENV: &str = "SONGFS_PASSPHRASE_FILE";
 
-/// The keyring account of the passphrase of the store at `store_url`.
+/// The keyring account of this device's passphrase of the store at `store_url`: one
+/// per songfs home, so two homes of one user (two test devices) never share it.
 pub fn passphrase_account(store_url: &str) -> String {
-    format!("store-passphrase/{store_url}")
+    let home = crate::config::Home::from_env().root;
+    let home = std::path::absolute(&home).unwrap_or(home);
+    format!("store-passphrase/{}/{store_url}", home.display())
 }
 
 /// The passphrase in `$SONGFS_PASSPHRASE_FILE` (its first line), if the variable is set.

@@ -579,7 +579,8 @@ fn pull(
         }
         let mut seqs = logs.get(device).cloned().unwrap_or_default();
         seqs.sort();
-        for seq in seqs.into_iter().filter(|s| *s > cursor) {
+        let refused = |s: &u64| already.contains(&(device.clone(), *s));
+        for seq in seqs.into_iter().filter(|s| *s > cursor && !refused(s)) {
             let key = changelog::log_key(device, seq);
             let applied = apply_object(ctx, app, st, store, rt, &key, device, seq, summary)?;
             step(ctx);
@@ -672,11 +673,12 @@ fn apply_object(
         Ok(b) => b,
         Err(e @ StoreError::Unauthentic { .. }) => {
             // An encrypted store's log no device of the user wrote: nothing from it applies.
+            // The cursor stays: a forged log with a high seq must not hide the real ones.
             let e = SyncError::BadLog {
                 key: key.into(),
                 why: e.to_string(),
             };
-            set_aside(st, device, seq, &e, summary)?;
+            record_rejected(st, device, seq, &e, summary, false)?;
             return Ok(true);
         }
         Err(e) => {
@@ -704,6 +706,19 @@ fn set_aside(
     e: &SyncError,
     summary: &mut Summary,
 ) -> Result<(), SyncError> {
+    record_rejected(st, device, seq, e, summary, true)
+}
+
+/// Remembers a refused log (retried in later cycles); `past` moves the device's cursor
+/// beyond it.
+fn record_rejected(
+    st: &mut StateDb,
+    device: &str,
+    seq: u64,
+    e: &SyncError,
+    summary: &mut Summary,
+    past: bool,
+) -> Result<(), SyncError> {
     tracing::warn!(error = %e, "change log set aside");
     summary.errors.push(e.to_string());
     let tx = super::state::write_tx(&st.conn)?;
@@ -711,7 +726,9 @@ fn set_aside(
         "INSERT OR REPLACE INTO sync_rejected(device, seq, reason) VALUES (?1, ?2, ?3)",
         rusqlite::params![device, seq as i64, e.to_string()],
     )?;
-    StateDb::set_cursor(&tx, device, seq)?;
+    if past {
+        StateDb::set_cursor(&tx, device, seq)?;
+    }
     tx.commit()?;
     Ok(())
 }
