@@ -1,7 +1,8 @@
 //! Where songfs keeps its state, and the per-device configuration.
 //!
 //! `$SONGFS_HOME` (default `~/.songfs`) holds `config.json` (written by `songfs init`),
-//! `state.db` (namespace, cache index, upload queue, sync state) and `cache/`.
+//! `mount.db` (namespace, cache index, upload queue), `state.db` (sync state) and
+//! `cache/`.
 //! The device id is made once, at init, and never changes: change logs are keyed by it.
 
 use std::path::{Path, PathBuf};
@@ -60,6 +61,10 @@ pub struct Config {
     pub device_id: String,
     pub device_name: String,
     pub store: StoreConfig,
+    /// The id in the store's `songfs.json`, recorded at init: nothing is written to a
+    /// store that does not carry it. None for a device set up before stores had ids.
+    #[serde(default)]
+    pub store_id: Option<String>,
     /// Bytes of evictable data the cache may hold.
     #[serde(default = "default_cache_size")]
     pub cache_size: u64,
@@ -102,6 +107,18 @@ fn default_sync_interval_secs() -> u64 {
 fn default_local_config_keys() -> Vec<String> {
     LOCAL_CONFIG_KEYS.iter().map(|s| s.to_string()).collect()
 }
+/// The one local-only rule, used by the mount (which files stay off the store) and the
+/// namespace sync (which paths are never sent or taken): a name is local-only if it
+/// matches a pattern, or is the SQLite journal, WAL or shared-memory file of one (a
+/// backup being written has a `-journal` beside it holding the same secrets).
+pub fn name_is_local_only(patterns: &[glob::Pattern], name: &str) -> bool {
+    let base = ["-journal", "-wal", "-shm"]
+        .iter()
+        .find_map(|s| name.strip_suffix(s))
+        .unwrap_or(name);
+    patterns.iter().any(|p| p.matches(name) || p.matches(base))
+}
+
 fn default_local_only_patterns() -> Vec<String> {
     LOCAL_ONLY_PATTERNS.iter().map(|s| s.to_string()).collect()
 }
@@ -113,6 +130,7 @@ impl Config {
             device_id: new_device_id(),
             device_name,
             store,
+            store_id: None,
             cache_size: DEFAULT_CACHE_SIZE,
             fetch_timeout_secs: default_fetch_timeout_secs(),
             db_path: None,
@@ -135,13 +153,15 @@ impl Config {
         keys
     }
 
-    /// True when a file of this name lives in the mount but never reaches the store.
+    /// True when a file of this name lives in the mount but never reaches the store
+    /// (`name_is_local_only`; a pattern that is not a valid glob matches nothing).
     pub fn is_local_only(&self, file_name: &str) -> bool {
-        self.local_only_patterns.iter().any(|p| {
-            glob::Pattern::new(p)
-                .map(|p| p.matches(file_name))
-                .unwrap_or(false)
-        })
+        let patterns: Vec<glob::Pattern> = self
+            .local_only_patterns
+            .iter()
+            .filter_map(|p| glob::Pattern::new(p).ok())
+            .collect();
+        name_is_local_only(&patterns, file_name)
     }
 
     pub fn conflicts_log_path(&self) -> PathBuf {
@@ -209,8 +229,14 @@ impl Home {
     pub fn config_path(&self) -> PathBuf {
         self.root.join("config.json")
     }
+    /// The sync's state (see `crate::db`).
     pub fn state_db_path(&self) -> PathBuf {
         self.root.join("state.db")
+    }
+    /// The mount's catalog and cache index (see `crate::db`; open it via `db::mount_db`,
+    /// which moves an older state's tables here first).
+    pub fn mount_db_path(&self) -> PathBuf {
+        self.root.join("mount.db")
     }
     pub fn cache_dir(&self) -> PathBuf {
         self.root.join("cache")
@@ -234,6 +260,33 @@ pub fn new_device_id() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_backups_journal_wal_and_shm_are_local_only_like_the_backup_for_mount_and_sync() {
+        let cfg = Config::new(
+            StoreConfig {
+                url: "file:///x".into(),
+                s3_endpoint: None,
+                s3_region: None,
+            },
+            "desk".into(),
+        );
+        for name in [
+            "songfactory_backup_1.db",
+            "songfactory_backup_1.db-journal",
+            "songfactory_backup_1.db-wal",
+            "songfactory_backup_1.db-shm",
+        ] {
+            assert!(cfg.is_local_only(name), "{name}");
+        }
+        for name in [
+            "song.mp3",
+            "songfactory.db-wal",
+            "songfactory_backup_1.db.mp3",
+        ] {
+            assert!(!cfg.is_local_only(name), "{name}");
+        }
+    }
 
     #[test]
     fn save_then_load_round_trips_and_ids_differ() {

@@ -19,6 +19,9 @@ pub const CHUNK_SIZE: u64 = 256 * 1024;
 /// Hex SHA-256 of a whole blob.
 pub type BlobHash = String;
 
+/// The hash of the empty file (every empty file is this blob; it is never stored).
+pub const EMPTY_HASH: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+
 /// A blob's identity and the per-chunk hashes that verify its ranges.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BlobInfo {
@@ -259,8 +262,9 @@ mod tests {
     #[test]
     fn empty_file_has_the_known_sha256_and_no_chunks() {
         let info = hash_bytes(b"");
+        assert_eq!(info.hash, EMPTY_HASH);
         assert_eq!(
-            info.hash,
+            EMPTY_HASH,
             "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
         );
         assert!(info.chunks.is_empty());

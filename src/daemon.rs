@@ -31,6 +31,7 @@ use crate::catalog::Catalog;
 use crate::config::{Config, Home};
 #[cfg(fuse)]
 use crate::fs::{FsOptions, FuseAdapter, SongFs};
+use crate::store::identity::Checked;
 use crate::store::{self, format, ObjectStore, StoreError};
 use crate::uploader::Uploader;
 
@@ -119,45 +120,84 @@ pub fn read_status(home: &Home) -> Option<DaemonStatus> {
     serde_json::from_str(&text).ok()
 }
 
-/// Checks the store at mount. Unreachable (network down, endpoint off): mount anyway,
-/// offline — cached files read, writes queue for upload. Reachable but not a songfs store
-/// this build understands: refuse, since writing into it could damage it.
-async fn check_store(store: &dyn ObjectStore, timeout: Duration) -> anyhow::Result<bool> {
-    match tokio::time::timeout(timeout, store.get(format::FORMAT_KEY)).await {
+/// Checks the store at mount. Unreachable (network down, endpoint off), or not the store
+/// this device was set up with (a folder whose disk is not attached, an endpoint that
+/// answers for another store): mount anyway, offline — cached files read, writes queue
+/// for upload and go out once the right store answers. Reachable but refusing access, or
+/// written by a format this build does not understand: refuse.
+async fn check_store(store: &Checked, timeout: Duration) -> anyhow::Result<bool> {
+    match tokio::time::timeout(timeout, store.verify()).await {
         Err(_) => {
             tracing::warn!(store = %store.describe(), "the store did not answer within {timeout:?}: mounting offline (cached files only; writes upload later)");
             Ok(false)
         }
-        Ok(Err(StoreError::NotFound { .. })) => anyhow::bail!(
-            "{} holds no {}: if it is a folder on a NAS or a USB disk, check that the disk is attached; otherwise run `songfs init` with this store first",
-            store.describe(),
-            format::FORMAT_KEY
-        ),
+        Ok(Err(e @ StoreError::WrongStore { .. })) => {
+            tracing::warn!("{e}");
+            eprintln!("songfs: {e}");
+            Ok(false)
+        }
         Ok(Err(
             e @ (StoreError::Denied { .. }
             | StoreError::NoSuchBucket { .. }
             | StoreError::BadUrl { .. }),
-        )) => Err(anyhow::anyhow!("cannot use the store {}: {e}", store.describe())),
+        )) => Err(anyhow::anyhow!(
+            "cannot use the store {}: {e}",
+            store.describe()
+        )),
         Ok(Err(e)) => {
             tracing::warn!(store = %store.describe(), error = %e, "the store is unreachable: mounting offline (cached files only; writes upload later)");
             Ok(false)
         }
-        Ok(Ok(_)) => {
+        Ok(Ok(())) => {
             format::check(store).await?;
             Ok(true)
         }
     }
 }
 
-/// Serves the mount in this process until it is unmounted.
+/// What the mount is made of, built before anything is mounted.
+#[cfg(fuse)]
+struct Parts {
+    rt: tokio::runtime::Runtime,
+    store: Arc<Checked>,
+    reachable: bool,
+    cache: Arc<Cache>,
+    uploader: Arc<Uploader>,
+    catalog: Arc<Catalog>,
+    fs: Arc<SongFs>,
+}
+
+/// What runs beside the FUSE session until it ends.
+#[cfg(fuse)]
+struct Running {
+    sync: sync_loop::SyncLoop,
+    control_task: tokio::task::JoinHandle<()>,
+    status_task: tokio::task::JoinHandle<()>,
+}
+
+/// Serves the mount in this process until it is unmounted: build, mount, start what runs
+/// beside it, serve, shut down.
 #[cfg(fuse)]
 pub fn run(home: &Home, cfg: &Config, opts: DaemonOptions) -> anyhow::Result<()> {
+    let parts = build(home, cfg, &opts)?;
+    let (mut session, as_root) = mount(&parts, &opts)?;
+    let running = start(&parts, home, cfg, &opts, &mut session, as_root)?;
+    let served = session.run();
+    shut_down(parts, running, home, &opts);
+    served.context("the FUSE session failed")
+}
+
+/// Opens the store (its identity checked), the cache, the uploader, the catalog and the
+/// filesystem logic.
+#[cfg(fuse)]
+fn build(home: &Home, cfg: &Config, opts: &DaemonOptions) -> anyhow::Result<Parts> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(4)
         .enable_all()
         .build()?;
-    let store = rt.block_on(store::open(&cfg.store))?;
-    let reachable = rt.block_on(check_store(store.as_ref(), opts.fetch_timeout))?;
+    let store = rt.block_on(store::open_checked(cfg))?;
+    let reachable = rt.block_on(check_store(&store, opts.fetch_timeout))?;
+    let dyn_store: Arc<dyn ObjectStore> = store.clone();
 
     std::fs::create_dir_all(home.cache_dir())
         .with_context(|| format!("cannot create {}", home.cache_dir().display()))?;
@@ -167,25 +207,26 @@ pub fn run(home: &Home, cfg: &Config, opts: DaemonOptions) -> anyhow::Result<()>
         &home.cache_dir().join("staging"),
         &home.root.join("lost+found"),
     );
+    let mount_db = crate::db::mount_db(home)?;
     let cache = {
         let _enter = rt.enter();
         Cache::open(
             &home.cache_dir(),
-            &home.state_db_path(),
+            &mount_db,
             opts.cache_size,
-            store.clone(),
+            dyn_store.clone(),
             opts.fetch_timeout,
         )
         .context("cannot open the cache")?
     };
     let uploader = {
         let _enter = rt.enter();
-        Arc::new(Uploader::start(cache.clone(), store.clone()))
+        Arc::new(Uploader::start(cache.clone(), dyn_store))
     };
     let (uid, gid) = crate::os::uid_gid();
     let catalog = Arc::new(
-        Catalog::open(&home.state_db_path(), uid, gid)
-            .with_context(|| format!("cannot open {}", home.state_db_path().display()))?,
+        Catalog::open(&mount_db, uid, gid)
+            .with_context(|| format!("cannot open {}", mount_db.display()))?,
     );
     let patterns = cfg
         .local_only_patterns
@@ -211,7 +252,24 @@ pub fn run(home: &Home, cfg: &Config, opts: DaemonOptions) -> anyhow::Result<()>
         )
         .context("cannot set up the filesystem")?,
     );
+    Ok(Parts {
+        rt,
+        store,
+        reachable,
+        cache,
+        uploader,
+        catalog,
+        fs,
+    })
+}
 
+/// Attaches the FUSE session at the mount point (directly as root, else through the
+/// setuid fusermount3). Returns the session and whether it was mounted as root.
+#[cfg(fuse)]
+fn mount(
+    parts: &Parts,
+    opts: &DaemonOptions,
+) -> anyhow::Result<(fuser::Session<FuseAdapter>, bool)> {
     let mut fuse_cfg = fuser::Config::default();
     fuse_cfg.mount_options = vec![
         fuser::MountOption::FSName("songfs".into()),
@@ -225,9 +283,9 @@ pub fn run(home: &Home, cfg: &Config, opts: DaemonOptions) -> anyhow::Result<()>
     if opts.allow_other {
         fuse_cfg.acl = fuser::SessionACL::All;
     }
-    let adapter = FuseAdapter::new(fs.clone(), rt.handle().clone());
+    let adapter = FuseAdapter::new(parts.fs.clone(), parts.rt.handle().clone());
     let as_root = crate::os::is_root();
-    let mut session = if as_root {
+    let session = if as_root {
         fuser::Session::new(adapter, &opts.mountpoint, &fuse_cfg)
     } else {
         // A user mounts through the setuid fusermount3 (see fs::fusermount).
@@ -239,22 +297,41 @@ pub fn run(home: &Home, cfg: &Config, opts: DaemonOptions) -> anyhow::Result<()>
             .and_then(|fd| fuser::Session::from_fd(adapter, fd, fuse_cfg.acl, fuse_cfg.clone()))
     }
     .with_context(|| format!("cannot mount {}", opts.mountpoint.display()))?;
+    Ok((session, as_root))
+}
 
-    // Status first, then the pid file that `songfs mount` waits for: whoever sees this
-    // daemon running never reads the previous mount's status.
+/// Writes the status file, starts the sync loop and the control socket, writes the pid
+/// file, starts the signal handler and the status writer.
+#[cfg(fuse)]
+fn start(
+    parts: &Parts,
+    home: &Home,
+    cfg: &Config,
+    opts: &DaemonOptions,
+    session: &mut fuser::Session<FuseAdapter>,
+    as_root: bool,
+) -> anyhow::Result<Running> {
+    let Parts {
+        rt,
+        store,
+        reachable,
+        cache,
+        uploader,
+        catalog,
+        fs,
+    } = parts;
+    let reachable = *reachable;
+    // Status first, then (below) the pid file that `songfs mount` waits for: whoever sees
+    // this daemon running never reads the previous mount's status.
     write_status(
         home,
         &opts.mountpoint,
         &store.describe(),
         reachable,
-        &cache,
-        &uploader,
+        cache,
+        uploader,
         &std::sync::Mutex::new(sync_loop::SyncStatus::default()),
     );
-    std::fs::write(pid_path(home), format!("{}\n", std::process::id()))
-        .with_context(|| format!("cannot write {}", pid_path(home).display()))?;
-    tracing::info!(mountpoint = %opts.mountpoint.display(), store = %store.describe(), "mounted");
-
     let mut sync_cfg = cfg.clone();
     sync_cfg.mount_point = Some(opts.mountpoint.clone());
     let sync = sync_loop::SyncLoop::start(
@@ -272,14 +349,25 @@ pub fn run(home: &Home, cfg: &Config, opts: DaemonOptions) -> anyhow::Result<()>
         Some(Box::new(session.notifier())),
         opts.sync_interval,
     );
-    let control_task = rt.spawn(control::serve(
-        home.clone(),
-        Arc::new(control::Served {
-            catalog: catalog.clone(),
-            cache: cache.clone(),
-            sync: sync.requester(),
-        }),
-    ));
+    let listener = {
+        let _enter = rt.enter();
+        control::bind(home)
+    };
+    let served = Arc::new(control::Served {
+        catalog: catalog.clone(),
+        cache: cache.clone(),
+        store: store.clone(),
+        sync: sync.requester(),
+    });
+    let control_task = rt.spawn(async move {
+        if let Some(l) = listener {
+            control::serve(l, served).await
+        }
+    });
+    // The pid file that `songfs mount` waits for, once the control socket answers.
+    std::fs::write(pid_path(home), format!("{}\n", std::process::id()))
+        .with_context(|| format!("cannot write {}", pid_path(home).display()))?;
+    tracing::info!(mountpoint = %opts.mountpoint.display(), store = %store.describe(), "mounted");
 
     let mut unmounter = as_root.then(|| session.unmount_callable());
     let mountpoint = opts.mountpoint.clone();
@@ -314,8 +402,31 @@ pub fn run(home: &Home, cfg: &Config, opts: DaemonOptions) -> anyhow::Result<()>
         uploader.clone(),
         sync.status.clone(),
     ));
+    Ok(Running {
+        sync,
+        control_task,
+        status_task,
+    })
+}
 
-    let served = session.run();
+/// After the session ended: commits staged files, drains uploads for a bounded time,
+/// runs the last sync cycle, writes the final status and removes the pid file.
+#[cfg(fuse)]
+fn shut_down(parts: Parts, running: Running, home: &Home, opts: &DaemonOptions) {
+    let Parts {
+        rt,
+        store,
+        reachable,
+        cache,
+        uploader,
+        fs,
+        ..
+    } = parts;
+    let Running {
+        sync,
+        control_task,
+        status_task,
+    } = running;
     tracing::info!("session ended: committing staged files and draining uploads");
     fs.commit_all();
     status_task.abort();
@@ -347,7 +458,6 @@ pub fn run(home: &Home, cfg: &Config, opts: DaemonOptions) -> anyhow::Result<()>
         rt.block_on(up.shutdown());
     }
     let _ = std::fs::remove_file(pid_path(home));
-    served.context("the FUSE session failed")
 }
 
 /// Without FUSE there is no mount to serve (`songfs mount` says so before it gets here).

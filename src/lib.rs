@@ -12,6 +12,7 @@ pub mod config;
 pub mod content;
 pub mod crypt;
 pub mod daemon;
+pub mod db;
 #[cfg(fuse)]
 pub mod fs;
 pub mod import;

@@ -1,6 +1,6 @@
 //! Background upload of blobs written on this machine.
 //!
-//! The queue is the cache's dirty blobs (durable in state.db, so a restart resumes
+//! The queue is the cache's dirty blobs (durable in mount.db, so a restart resumes
 //! it), uploaded several at a time. For each: the blob goes up first
 //! (`content::blob_key`, skipped when the store already has it with the right size:
 //! dedup), then its chunk-hash sidecar

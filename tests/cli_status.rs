@@ -96,7 +96,7 @@ fn status_of_paths_answers_from_disk_when_no_daemon_runs() {
     let mut lines = human.lines();
     let first = lines.next().unwrap();
     assert!(
-        first.starts_with("No mount is running") && first.contains("state.db"),
+        first.starts_with("No mount is running") && first.contains("mount.db"),
         "{human}"
     );
     let line = lines.next().unwrap();

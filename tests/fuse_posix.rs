@@ -155,3 +155,124 @@ fn symlinks_hard_links_fifos_and_times_behave_as_on_ext4() {
         1_950_000_000
     );
 }
+
+/// fallocate(2) as on ext4: reserving grows the file with zeros, KEEP_SIZE leaves the size,
+/// a punched hole reads back as zeros and keeps the size; the result is what is committed
+/// (read again from the store after the cache is emptied).
+#[test]
+fn fallocate_reserves_and_punches_holes_like_ext4() {
+    use std::os::fd::AsRawFd;
+    let mut m = Mount::new();
+    let p = m.path("take.wav");
+    fs::write(&p, vec![7u8; 10_000]).unwrap();
+    let f = fs::OpenOptions::new().write(true).open(&p).unwrap();
+    let fd = f.as_raw_fd();
+    // SAFETY: fallocate on an open descriptor, plain integers.
+    let falloc = |mode: i32, off: i64, len: i64| unsafe { libc::fallocate(fd, mode, off, len) };
+    assert_eq!(
+        falloc(0, 8_000, 8_000),
+        0,
+        "{}",
+        std::io::Error::last_os_error()
+    );
+    assert_eq!(f.metadata().unwrap().len(), 16_000);
+    assert_eq!(falloc(libc::FALLOC_FL_KEEP_SIZE, 0, 50_000), 0);
+    assert_eq!(f.metadata().unwrap().len(), 16_000, "KEEP_SIZE keeps it");
+    let punch = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
+    assert_eq!(falloc(punch, 1_000, 2_000), 0);
+    drop(f);
+    let mut want = vec![7u8; 10_000];
+    want[1_000..3_000].fill(0);
+    want.resize(16_000, 0);
+    assert_eq!(fs::read(&p).unwrap(), want);
+    assert!(m.wait_uploads(std::time::Duration::from_secs(30)));
+    m.empty_cache();
+    assert_eq!(fs::read(&p).unwrap(), want, "as committed and uploaded");
+}
+
+/// What a file, symlink or directory is, as the tools that copy trees preserve it: type,
+/// mode, size and link count of files, mtime, link target, content hash. (Not extended
+/// attributes: the mount stores none of its own and answers ENOTSUP, which cp -a and tar
+/// skip quietly; see doc/SEMANTICS.md.)
+fn describe_tree(dir: &std::path::Path) -> String {
+    let sh = |script: &str| {
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{script}: {out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let mut s = sh("find . -mindepth 1 -type f -printf '%y %m %s %n %T@ %p\\n' | sort");
+    s += &sh("find . -mindepth 1 ! -type f -printf '%y %m %T@ %l %p\\n' | sort");
+    s += &sh("find . -type f -exec sha256sum {} + | sort -k2");
+    s
+}
+
+/// A library copied in and out with `cp -a`, `rsync -aH` and `tar` comes back the same:
+/// modes, times, symlinks (dangling ones too), hard links and bytes.
+#[test]
+fn cp_a_rsync_and_tar_round_trip_a_tree_unchanged() {
+    let m = Mount::new();
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("src");
+    let build = format!(
+        "set -e; mkdir -p {s}/album/disc1 {s}/empty; cd {s}
+         head -c 300000 /dev/urandom > album/disc1/01.wav; printf 'lyrics' > album/words.txt
+         : > album/zero; chmod 640 album/words.txt; chmod 755 album/disc1/01.wav
+         ln album/disc1/01.wav album/same-take.wav; ln -s disc1/01.wav album/latest
+         ln -s /nowhere/at/all dangling
+         touch -h -d '2024-02-29 12:34:56.789' album/latest dangling
+         touch -d '2021-06-01 08:00:00.5' album/disc1/01.wav album/words.txt album/zero album/disc1 album empty",
+        s = src.display()
+    );
+    assert!(std::process::Command::new("sh")
+        .args(["-c", &build])
+        .status()
+        .unwrap()
+        .success());
+    let want = describe_tree(&src);
+    assert!(
+        want.lines()
+            .any(|l| l.starts_with("f 755 300000 2 ") && l.ends_with("same-take.wav")),
+        "a hard link pair: {want}"
+    );
+
+    let run = |script: String| {
+        let out = std::process::Command::new("sh")
+            .args(["-c", &format!("set -e; {script}")])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{script}: {out:?}");
+    };
+    let (mnt, out) = (m.dir.clone(), work.path().join("out"));
+    let (src, mnt, out) = (src.display(), mnt.display(), out.display());
+    run(format!("mkdir {mnt}/cp && cp -a {src}/. {mnt}/cp/"));
+    assert_eq!(describe_tree(&m.path("cp")), want, "cp -a into the mount");
+    run(format!(
+        "rsync -aH {src}/ {mnt}/rs/ && rsync -aH {mnt}/rs/ {out}-rs/"
+    ));
+    assert_eq!(
+        describe_tree(&m.path("rs")),
+        want,
+        "rsync -aH into the mount"
+    );
+    assert_eq!(
+        describe_tree(work.path().join("out-rs").as_path()),
+        want,
+        "and out again"
+    );
+    // pax format: GNU tar's default keeps whole seconds only.
+    run(format!(
+        "mkdir {mnt}/tar {out}-tar; tar --format=posix -C {src} -cf - . | tar -C {mnt}/tar -xpf -
+         tar --format=posix -C {mnt}/tar -cf - . | tar -C {out}-tar -xpf -"
+    ));
+    assert_eq!(describe_tree(&m.path("tar")), want, "tar into the mount");
+    assert_eq!(
+        describe_tree(work.path().join("out-tar").as_path()),
+        want,
+        "and out again"
+    );
+}

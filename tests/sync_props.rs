@@ -352,3 +352,19 @@ proptest! {
         run_history(4, &ops)?;
     }
 }
+
+/// The history the four-device property found on 2026-12-03 (three devices rename tags onto
+/// 'tag 2' / 'tag 3' while one adds 'tag 0'), replayed as a plain test so it runs on every change.
+#[test]
+fn concurrent_renames_onto_the_same_tag_names_converge() {
+    let e = |dev, kind, a, b| Op::Edit { dev, kind, a, b };
+    let ops = [
+        e(1, 12, 188, 202),
+        e(2, 12, 92, 235),
+        e(1, 7, 0, 152),
+        e(0, 12, 77, 90),
+        Op::Sync { dev: 2 },
+        e(1, 12, 117, 115),
+    ];
+    run_history(4, &ops).unwrap();
+}

@@ -1,4 +1,4 @@
-//! The cache's durable index: tables `cache_*` in state.db.
+//! The cache's durable index: tables `cache_*` in mount.db.
 //!
 //! `cache_blobs` has one row per local data file: its chunk bitmap, whether the whole
 //! file was verified, whether it is dirty (written here, not yet uploaded: that column
@@ -33,14 +33,8 @@ pub struct BlobRow {
 impl Index {
     pub fn open(path: &Path) -> Result<Index, CacheError> {
         let db_err = |e| db_error(path, e);
-        let conn = Connection::open(path).map_err(db_err)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))
-            .map_err(db_err)?;
-        // WAL: the catalog and the sync share this file; FULL: a commit survives power loss.
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(db_err)?;
-        conn.pragma_update(None, "synchronous", "FULL")
-            .map_err(db_err)?;
+        // WAL, FULL (a commit survives power loss): see `crate::db`.
+        let conn = crate::db::open(path).map_err(db_err)?;
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS cache_blobs (
                  hash TEXT PRIMARY KEY,

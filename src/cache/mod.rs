@@ -47,7 +47,7 @@
 //!
 //! # Crash safety
 //!
-//! The index (`index.rs`, tables `cache_*` in state.db) only ever claims chunks whose
+//! The index (`index.rs`, tables `cache_*` in mount.db) only ever claims chunks whose
 //! bytes reached the disk: a chunk's bits are flushed (`flush`, every second and on
 //! drop) after an `fdatasync` of its file. Dropping bytes goes the other way: the row
 //! is updated first, then the hole is punched or the file unlinked. At `open`, files
@@ -86,7 +86,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 
-use crate::content::{chunk_count, chunks_key, is_valid_hash, BlobInfo, CHUNK_SIZE};
+use crate::content::{chunk_count, chunks_key, is_valid_hash, BlobInfo, CHUNK_SIZE, EMPTY_HASH};
 use crate::store::{ObjectStore, StoreError};
 use index::Index;
 use persist::{empty_dir, recover_entry, remove_orphans, row_of, start_flusher};
@@ -699,8 +699,6 @@ impl Drop for Cache {
         self.flush();
     }
 }
-
-const EMPTY_HASH: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
 
 fn empty_info() -> BlobInfo {
     BlobInfo {

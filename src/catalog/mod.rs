@@ -1,5 +1,5 @@
 //! The namespace the mount shows: every directory, file, symlink and special file, with
-//! its blob hash, size, times, mode and owner, kept in `state.db` (tables prefixed `ns_`).
+//! its blob hash, size, times, mode and owner, kept in `mount.db` (tables prefixed `ns_`).
 //!
 //! `lookup`, `getattr` and `readdir` are answered from an in-memory index loaded at open
 //! and kept in step with the database (every change is written to SQLite first, in one

@@ -1,11 +1,10 @@
-//! How the namespace is stored in `state.db`: the tables (`ns_inodes`, one row per
+//! How the namespace is stored in `mount.db`: the tables (`ns_inodes`, one row per
 //! inode with its first name; `ns_links`, every further hard-link name; `ns_meta`, a
 //! version the triggers bump on every change), the upgrade of older layouts, and the
 //! row ↔ `Node` mapping. Must never hold state: the index (`index.rs`) is built from it.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
-use std::time::Duration;
 
 use rusqlite::{params, Connection, OptionalExtension};
 
@@ -64,15 +63,9 @@ const V1_COLUMNS: &str =
 pub(super) const COLUMNS: &str = "ino, parent, name, kind, hash, size, atime_ns, mtime_ns, \
      ctime_ns, mode, uid, gid, local_only, target, rdev";
 
-/// Opens `state.db` with the settings every songfs connection uses: WAL (the cache and
-/// the sync write the same file), a busy timeout, NORMAL sync (a process crash loses no
-/// committed transaction; WAL makes that safe).
+/// Opens the catalog's database file the way every songfs file is opened (`crate::db`).
 pub fn open_db(path: &Path) -> rusqlite::Result<Connection> {
-    let db = Connection::open(path)?;
-    db.busy_timeout(Duration::from_secs(10))?;
-    db.pragma_update(None, "journal_mode", "WAL")?;
-    db.pragma_update(None, "synchronous", "NORMAL")?;
-    Ok(db)
+    crate::db::open(path)
 }
 
 /// Creates the tables, upgrading a namespace written by an older songfs (which knew

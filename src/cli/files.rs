@@ -177,7 +177,7 @@ pub fn print_states(
     Ok(())
 }
 
-/// `status PATH` with no daemon: the catalog and cache index in `state.db`, read-only.
+/// `status PATH` with no daemon: the catalog and cache index in `mount.db`, read-only.
 /// What only a running mount knows (files open for writing, other devices' changes since
 /// the last sync) is not there, and the output says so.
 fn print_states_on_disk(
@@ -224,7 +224,7 @@ fn print_states_on_disk(
         out,
         "No mount is running: states as the last mount or sync left them in {} \
          (changes from other devices since then are not shown).",
-        home.state_db_path().display()
+        home.mount_db_path().display()
     )?;
     for f in &files {
         let shown = match &mount {

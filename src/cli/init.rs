@@ -27,13 +27,19 @@ pub struct InitArgs {
     /// Cache size in bytes (suffixes K, M, G accepted).
     #[arg(long, value_parser = parse_size)]
     pub cache_size: Option<u64>,
-    /// Replace an existing configuration (keeps the device id).
+    /// Replace an existing configuration (keeps the device id, unless another writer
+    /// took this device's change-log slots: then it moves to a fresh one, see below).
     #[arg(long)]
     pub force: bool,
     /// Encrypt a new store (asks for a passphrase twice; scripts: SONGFS_PASSPHRASE_FILE).
     /// A store that is already encrypted is detected and its passphrase asked for.
     #[arg(long)]
     pub encrypt: bool,
+    /// With --force: move this device to a fresh device id. For a copy of ~/.songfs (or a
+    /// restored backup of it) that shares its id with another device: changes not sent
+    /// yet go out under the new id, and the old id's logs are read like another device's.
+    #[arg(long, requires = "force")]
+    pub new_device_id: bool,
 }
 
 pub fn parse_size(s: &str) -> Result<u64, String> {
@@ -92,12 +98,34 @@ pub fn run(a: InitArgs) -> anyhow::Result<()> {
             .with_context(|| format!("the database {} does not exist: check the path (the app keeps it at ~/.songfactory/songfactory.db)", db.display()))?;
         cfg.db_path = Some(db);
     }
+    if let Some(path) = cfg.store.url.strip_prefix("file://") {
+        // A new folder store is made here, and only here: the daemon never makes a
+        // missing store folder (it is a disk not attached).
+        std::fs::create_dir_all(path)
+            .with_context(|| format!("cannot create the store folder {path}"))?;
+    }
     let rt = super::runtime()?;
-    cfg.store.encrypted = rt.block_on(super::passphrase::set_up_store(
+    let format = rt.block_on(super::passphrase::set_up_store(
         &cfg.store,
         a.encrypt,
         known_encrypted,
     ))?;
+    cfg.store.encrypted = format.encryption.is_some();
+    cfg.store_id = format.store_id;
+    let taken = crate::sync::slot_taken(&home)?;
+    if a.new_device_id || taken.is_some() {
+        let old = cfg.device_id.clone();
+        cfg.device_id = crate::config::new_device_id();
+        let requeued = crate::sync::move_to_new_device_id(&home)?;
+        eprintln!(
+            "songfs: this device moves from id {old} to {}{}; {requeued} unsent change log(s) \
+             go out under the new id at the next sync",
+            cfg.device_id,
+            taken
+                .map(|k| format!(" (another writer took {k})"))
+                .unwrap_or_default()
+        );
+    }
     cfg.save(&home)?;
     crate::sync::snapshot_on_init(&cfg, &home)?;
     eprintln!(

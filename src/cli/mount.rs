@@ -370,7 +370,8 @@ pub fn run_status(a: StatusArgs) -> anyhow::Result<()> {
     }
     let pid = daemon::running_pid(&home);
     let st = daemon::read_status(&home);
-    let local = local_facts(&home.state_db_path());
+    let mount_db = crate::db::mount_db(&home).unwrap_or_else(|_| home.mount_db_path());
+    let local = local_facts(&mount_db);
     let conflict_records = crate::sync::conflicts::read_newest_first(&cfg.conflicts_log_path())
         .map(|(r, _)| r.len())
         .unwrap_or(0);
@@ -380,7 +381,7 @@ pub fn run_status(a: StatusArgs) -> anyhow::Result<()> {
         .map(|s| s.mountpoint.clone())
         .or(cfg.mount_point.clone());
     let mounted = pid.is_some() && mountpoint.as_deref().is_some_and(is_mounted);
-    let entries = crate::catalog::count_entries(&home.state_db_path()).ok();
+    let entries = crate::catalog::count_entries(&mount_db).ok();
     if a.json {
         let v = serde_json::json!({
             "device_id": cfg.device_id,
@@ -507,7 +508,7 @@ struct LocalFacts {
     conflict_copies: u64,
 }
 
-/// Counts read straight from `state.db` (status holds no catalog; a mount may run).
+/// Counts read straight from `mount.db` (status holds no catalog; a mount may run).
 fn local_facts(state_db: &Path) -> LocalFacts {
     let Ok(db) = crate::catalog::open_db(state_db) else {
         return LocalFacts::default();

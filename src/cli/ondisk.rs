@@ -1,9 +1,10 @@
 //! What `songfs status PATH` and `songfs conflicts` can know with no daemon running: the
 //! namespace catalog (`ns_inodes`) and the cache index (`cache_blobs`, `cache_pins`) in
-//! `state.db`, and the cache's data files, as the last mount or sync left them.
+//! `mount.db`, and the cache's data files, as the last mount or sync left them.
 //!
-//! Must never write: it opens `state.db` read-only and never creates it, so asking about
-//! a device changes nothing on it (the daemon's own recovery runs at the next mount).
+//! Must never write: it opens `mount.db` read-only and never creates it (only the one-time
+//! move of an old layout, `db::mount_db`, writes), so asking about a device changes
+//! nothing on it (the daemon's own recovery runs at the next mount).
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -89,7 +90,7 @@ fn has_table(c: &Connection, name: &str) -> rusqlite::Result<bool> {
 
 impl OnDisk {
     pub fn load(home: &Home) -> Result<OnDisk, OnDiskError> {
-        let path = home.state_db_path();
+        let path = crate::db::mount_db(home).unwrap_or_else(|_| home.mount_db_path());
         let c = open(&path)?;
         let db = |source| OnDiskError::Db {
             path: path.clone(),

@@ -65,13 +65,13 @@ pub fn run(a: PassphraseArgs) -> anyhow::Result<()> {
 }
 
 /// For `init`: sets the store up (a new store gets its format record, encrypted if
-/// `encrypt`), or joins an existing encrypted one. Returns whether the store is encrypted.
+/// `encrypt`), or joins an existing encrypted one. Returns the store's format record.
 /// `known_encrypted`: this device already uses the store encrypted.
 pub async fn set_up_store(
     store: &StoreConfig,
     encrypt: bool,
     known_encrypted: bool,
-) -> anyhow::Result<bool> {
+) -> anyhow::Result<StoreFormat> {
     let inner = crate::store::open_unsealed(store).await?;
     let existing = format::read(inner.as_ref())
         .await
@@ -79,7 +79,7 @@ pub async fn set_up_store(
     match existing {
         Some(f) if f.encryption.is_some() => {
             join(store, inner.as_ref()).await?;
-            Ok(true)
+            Ok(f)
         }
         Some(_) if known_encrypted => bail!(
             "{}/{FORMAT_KEY} says the store is not encrypted, but this device set it up encrypted: \
@@ -91,10 +91,7 @@ pub async fn set_up_store(
              (encrypting an existing one is not supported)",
             inner.describe()
         ),
-        Some(_) => {
-            format::check(inner.as_ref()).await?;
-            Ok(false)
-        }
+        Some(_) => format::check(inner.as_ref()).await,
         None if encrypt => {
             if !inner.list("").await?.is_empty() {
                 bail!(
@@ -102,13 +99,12 @@ pub async fn set_up_store(
                     inner.describe()
                 );
             }
-            create(store, inner).await?;
-            Ok(true)
+            create(store, inner.clone()).await?;
+            format::read(inner.as_ref())
+                .await?
+                .with_context(|| format!("{FORMAT_KEY} vanished from {}", inner.describe()))
         }
-        None => {
-            format::ensure_in(inner.as_ref()).await?;
-            Ok(false)
-        }
+        None => format::ensure_in(inner.as_ref()).await,
     }
 }
 

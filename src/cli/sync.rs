@@ -68,8 +68,10 @@ fn sync(a: &SyncArgs, stream: Option<&JsonStream>) -> anyhow::Result<()> {
     })?;
     let rt = super::runtime()?;
     let store = rt
-        .block_on(crate::store::open(&cfg.store))
+        .block_on(crate::store::open_checked(&cfg))
         .with_context(|| format!("cannot open the store {}", cfg.store.url))?;
+    // Not this device's store (a disk not attached): stop before reading or writing.
+    rt.block_on(store.verify())?;
     let mut files = None;
     if crate::daemon::running_pid(&home).is_none() {
         if let Some(s) = stream {
@@ -82,11 +84,12 @@ fn sync(a: &SyncArgs, stream: Option<&JsonStream>) -> anyhow::Result<()> {
         }
         let ns = ns?;
         if cfg.db_path.is_none() {
+            let errors = ns.errors.clone();
             match stream {
                 Some(s) => s.summary(&SummaryLine::new(Some(ns), None)),
                 None => println!("{}", crate::daemon::sync_loop::ns_line(&ns)),
             }
-            return Ok(());
+            return logs_refused(&errors);
         }
         files = Some(ns);
     }
@@ -109,20 +112,28 @@ fn sync(a: &SyncArgs, stream: Option<&JsonStream>) -> anyhow::Result<()> {
     if let Some(s) = stream {
         s.progress(Phase::Send, None, None);
     }
-    let summary = cycle::run_with_progress(&cfg, &home, store, &handle, opts, Some(&progress));
+    let summary =
+        cycle::run_with_progress(&cfg, &home, store.clone(), &handle, opts, Some(&progress));
     if let Some(b) = &bar {
         b.finish_and_clear();
     }
     let summary = summary.context("sync failed")?;
+    let mut errors = files.as_ref().map(|f| f.errors.clone()).unwrap_or_default();
     match stream {
         Some(s) => s.summary(&SummaryLine::new(files, Some(&summary))),
         None => println!("{}", summary.human()),
     }
-    if !summary.errors.is_empty() {
+    errors.extend(summary.errors.iter().cloned());
+    logs_refused(&errors)
+}
+
+/// The sync's exit: an error naming every change log set aside or left for later.
+fn logs_refused(errors: &[String]) -> anyhow::Result<()> {
+    if !errors.is_empty() {
         anyhow::bail!(
             "{} change log(s) could not be applied (the others were): {}",
-            summary.errors.len(),
-            summary.errors.join("; ")
+            errors.len(),
+            errors.join("; ")
         );
     }
     Ok(())

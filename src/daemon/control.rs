@@ -94,23 +94,33 @@ impl Response {
 pub struct Served {
     pub catalog: Arc<Catalog>,
     pub cache: Arc<Cache>,
+    /// The store, its identity checked (an evict asks it whether it holds the blob).
+    pub store: Arc<crate::store::identity::Checked>,
     pub sync: SyncRequester,
 }
 
 /// Listens until the runtime shuts down (the mount's daemon: FUSE builds only). A stale socket file (a crashed daemon) is replaced.
 #[cfg(fuse)]
-pub async fn serve(home: Home, served: Arc<Served>) {
-    let path = socket_path(&home);
+/// Opens the control socket. Done before the pid file is written, so whoever sees the
+/// daemon running can reach it (a `songfs sync` that found the pid but no socket would
+/// run a second, standalone cycle beside the mount's). Needs a tokio runtime entered.
+pub fn bind(home: &Home) -> Option<tokio::net::UnixListener> {
+    let path = socket_path(home);
     let _ = std::fs::remove_file(&path);
-    let listener = match tokio::net::UnixListener::bind(&path) {
-        Ok(l) => l,
+    match tokio::net::UnixListener::bind(&path) {
+        Ok(l) => {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600));
+            Some(l)
+        }
         Err(e) => {
             tracing::warn!(path = %path.display(), error = %e, "cannot open the control socket: `songfs sync`/`pin` will not reach this mount");
-            return;
+            None
         }
-    };
-    use std::os::unix::fs::PermissionsExt;
-    let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600));
+    }
+}
+
+pub async fn serve(listener: tokio::net::UnixListener, served: Arc<Served>) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
@@ -212,6 +222,24 @@ async fn one_file(s: &Arc<Served>, path: &str, a: Action) -> Response {
             }
             Action::Unpin => s.cache.unpin(&hash).map_err(|e| e.to_string()),
             Action::Evict => {
+                // The local copy may be the only one: free it only once this device's
+                // store (its identity checked) holds the blob.
+                if n.size > 0 {
+                    use crate::store::ObjectStore;
+                    s.store.verify().await.map_err(|e| format!("not evicted: {e}"))?;
+                    let held = s
+                        .store
+                        .head(&crate::content::blob_key(&hash))
+                        .await
+                        .map_err(|e| format!("not evicted: {e}"))?;
+                    if held != Some(n.size) {
+                        return Err(format!(
+                            "not evicted: the store {} does not hold its content yet, and the \
+                             copy here may be the only one (it is kept; try again after the upload)",
+                            s.store.describe()
+                        ));
+                    }
+                }
                 // "Free up space" also ends "always keep".
                 s.cache.unpin(&hash).map_err(|e| e.to_string())?;
                 s.cache.evict(&hash).map(|_| ()).map_err(|e| e.to_string())

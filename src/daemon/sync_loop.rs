@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::catalog::Catalog;
 use crate::config::{Config, Home};
-use crate::store::ObjectStore;
+use crate::store::identity::Checked;
 use crate::sync::cycle::{self, Summary};
 use crate::sync::namespace::{NamespaceSync, NsSummary, Touched};
 
@@ -94,7 +94,8 @@ impl CycleLock {
 pub struct CycleContext {
     pub home: Home,
     pub cfg: Config,
-    pub store: Arc<dyn ObjectStore>,
+    /// Checked against the store id at the start of every cycle (`Checked::verify`).
+    pub store: Arc<Checked>,
     pub catalog: Arc<Catalog>,
     pub rt: tokio::runtime::Handle,
     /// Inodes with unsaved writes in the mount (see `NamespaceSync::with_busy`).
@@ -119,6 +120,19 @@ pub fn run_cycle(ctx: &CycleContext, inval: Option<&dyn Invalidate>, number: u64
             };
         }
     };
+    if let Err(e) = ctx.rt.block_on(ctx.store.verify()) {
+        // Not this device's store (a disk not attached): nothing is read or written, the
+        // changes stay queued here.
+        let msg = e.to_string();
+        return CycleReport {
+            started_at,
+            finished_at: chrono::Utc::now().to_rfc3339(),
+            summary: msg.clone(),
+            error: Some(msg),
+            cycle_number: number,
+            ..CycleReport::default()
+        };
+    }
     let mut errors = Vec::new();
     let mut parts = Vec::new();
     let ns = NamespaceSync::open(
@@ -372,17 +386,19 @@ impl SyncRequester {
 }
 
 /// The namespace part of `songfs sync` with no daemon running: on the catalog in
-/// `state.db` (safe: no mount holds it). The caller holds the cycle lock.
+/// `mount.db` (safe: no mount holds it). The caller holds the cycle lock and has checked
+/// the store's identity.
 pub fn namespace_standalone(
     home: &Home,
     cfg: &Config,
-    store: Arc<dyn ObjectStore>,
+    store: Arc<Checked>,
     rt: &tokio::runtime::Runtime,
 ) -> anyhow::Result<NsSummary> {
     use anyhow::Context;
     let (uid, gid) = crate::os::uid_gid();
-    let catalog = Catalog::open(&home.state_db_path(), uid, gid)
-        .with_context(|| format!("cannot open {}", home.state_db_path().display()))?;
+    let mount_db = crate::db::mount_db(home)?;
+    let catalog = Catalog::open(&mount_db, uid, gid)
+        .with_context(|| format!("cannot open {}", mount_db.display()))?;
     let mut ns = NamespaceSync::open(
         cfg,
         &home.state_db_path(),

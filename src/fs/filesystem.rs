@@ -19,7 +19,7 @@ use crate::cache::Cache;
 use crate::catalog::{AttrChange, Catalog, CatalogError, Kind, Node, RenameMode};
 
 /// SHA-256 of zero bytes: the content of every new file.
-pub const EMPTY_HASH: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+pub use crate::content::EMPTY_HASH;
 
 /// What the filesystem needs besides the catalog and the cache.
 pub struct FsOptions {
@@ -32,16 +32,9 @@ pub struct FsOptions {
 }
 
 impl FsOptions {
-    /// A name is local-only if it matches a pattern, or is the SQLite journal/WAL of one
-    /// (a backup being written has a `-journal` beside it with the same secrets).
+    /// The one local-only rule (`config::name_is_local_only`).
     pub fn is_local_only(&self, name: &str) -> bool {
-        let base = ["-journal", "-wal", "-shm"]
-            .iter()
-            .find_map(|s| name.strip_suffix(s))
-            .unwrap_or(name);
-        self.local_only_patterns
-            .iter()
-            .any(|p| p.matches(name) || p.matches(base))
+        crate::config::name_is_local_only(&self.local_only_patterns, name)
     }
 }
 

@@ -127,6 +127,41 @@ error_reply!(
 );
 
 /// The one place errors are logged and replied.
+impl FuseAdapter {
+    /// A change to a file's bytes (write, fallocate): done here when its content is on
+    /// this machine, else on the runtime after `prepare_staging` brought it (a download
+    /// never blocks a FUSE thread).
+    fn staged_change<T: Send + 'static>(
+        &self,
+        op: &'static str,
+        ino: INodeNo,
+        change: impl Fn(&SongFs) -> Result<Option<T>, FsError> + Send + 'static,
+        done: impl FnOnce(Result<T, FsError>) + Send + 'static,
+    ) {
+        match change(&self.fs) {
+            Ok(Some(v)) => done(Ok(v)),
+            Ok(None) => {
+                let fs = self.fs.clone();
+                self.rt.spawn(async move {
+                    let r = match fs.prepare_staging(ino.0).await {
+                        Ok(()) => change(&fs),
+                        Err(e) => Err(e),
+                    };
+                    done(match r {
+                        Ok(Some(v)) => Ok(v),
+                        Ok(None) => Err(FsError::new(
+                            libc::EIO,
+                            format!("{op}: content vanished while staging"),
+                        )),
+                        Err(e) => Err(e),
+                    })
+                });
+            }
+            Err(e) => done(Err(e)),
+        }
+    }
+}
+
 fn fail(op: &str, e: FsError, reply: impl ErrorReply) {
     if e.is_routine() {
         tracing::debug!(op, errno = e.errno, "{e}");
@@ -406,29 +441,37 @@ impl fuser::Filesystem for FuseAdapter {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        match self.fs.write(fh.0, offset, data) {
-            Ok(Some(n)) => reply.written(n),
-            Ok(None) => {
-                let fs = self.fs.clone();
-                let data = data.to_vec();
-                self.rt.spawn(async move {
-                    let r = match fs.prepare_staging(ino.0).await {
-                        Ok(()) => fs.write(fh.0, offset, &data),
-                        Err(e) => Err(e),
-                    };
-                    match r {
-                        Ok(Some(n)) => reply.written(n),
-                        Ok(None) => fail(
-                            "write",
-                            FsError::new(libc::EIO, "content vanished while staging"),
-                            reply,
-                        ),
-                        Err(e) => fail("write", e, reply),
-                    }
-                });
-            }
-            Err(e) => fail("write", e, reply),
-        }
+        let data = data.to_vec();
+        self.staged_change(
+            "write",
+            ino,
+            move |fs| fs.write(fh.0, offset, &data),
+            move |r| match r {
+                Ok(n) => reply.written(n),
+                Err(e) => fail("write", e, reply),
+            },
+        );
+    }
+
+    fn fallocate(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        length: u64,
+        mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        self.staged_change(
+            "fallocate",
+            ino,
+            move |fs| fs.fallocate(fh.0, offset, length, mode),
+            move |r| match r {
+                Ok(()) => reply.ok(),
+                Err(e) => fail("fallocate", e, reply),
+            },
+        );
     }
 
     fn flush(

@@ -9,6 +9,7 @@
 //! files: it never fetches, and never decides where committed bytes go.
 
 use std::fs::{File, OpenOptions};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -138,6 +139,27 @@ impl Staged {
             };
         }
         self.size = size;
+        self.dirty = true;
+        self.mtime_ns = now_ns();
+        Ok(())
+    }
+
+    /// fallocate(2) on the staging file, in any mode its filesystem supports (reserve,
+    /// keep the size, punch a hole, zero, collapse or insert a range); the staged size is
+    /// the file's length afterwards, whatever the mode did to it.
+    pub fn fallocate(&mut self, offset: u64, len: u64, mode: i32) -> std::io::Result<()> {
+        let f = self.file()?;
+        let too_big = |_| std::io::Error::from_raw_os_error(libc::EFBIG);
+        let (offset, len) = (
+            i64::try_from(offset).map_err(too_big)?,
+            i64::try_from(len).map_err(too_big)?,
+        );
+        // SAFETY: a plain syscall on a file descriptor this struct owns.
+        if unsafe { libc::fallocate(f.as_raw_fd(), mode, offset, len) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        self.size = f.metadata()?.len();
+        self.hasher = None; // bytes may have changed anywhere: hash at commit
         self.dirty = true;
         self.mtime_ns = now_ns();
         Ok(())

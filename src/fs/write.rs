@@ -157,6 +157,20 @@ impl SongFs {
     /// Writes at any offset. `Ok(None)`: the inode must be staged from content that is
     /// not local yet — run `prepare_staging` on the runtime, then call again.
     pub fn write(&self, fh: u64, offset: u64, data: &[u8]) -> FsResult<Option<u32>> {
+        self.change_staged(fh, |g| g.write(offset, data))
+    }
+
+    /// fallocate(2) through a handle open for writing, as `write` (`Ok(None)`: stage first).
+    pub fn fallocate(&self, fh: u64, offset: u64, len: u64, mode: i32) -> FsResult<Option<()>> {
+        self.change_staged(fh, |g| g.fallocate(offset, len, mode))
+    }
+
+    /// Runs `change` on the handle's staged bytes, staging them from local content first.
+    fn change_staged<T>(
+        &self,
+        fh: u64,
+        change: impl FnOnce(&mut Staged) -> std::io::Result<T>,
+    ) -> FsResult<Option<T>> {
         let h = self.handle(fh)?;
         if !h.writable {
             return Err(ebadf());
@@ -169,7 +183,7 @@ impl SongFs {
                 return Ok(None);
             }
         }
-        Ok(Some(g.write(offset, data)?))
+        Ok(Some(change(&mut g)?))
     }
 
     /// Stages an inode from bytes already on this machine; false if they are not.

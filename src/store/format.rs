@@ -1,7 +1,8 @@
 //! `songfs.json` at the store root: the store's format version, so a build never
-//! misreads a store written by a newer one, and, for an encrypted store, its key record
-//! (the master key wrapped by the passphrase, doc/FORMAT.md §2). The only object an
-//! encrypted store keeps in the clear.
+//! misreads a store written by a newer one, its id, so a device never writes into a
+//! store that is not its own (`identity.rs`), and, for an encrypted store, its key
+//! record (the master key wrapped by the passphrase, doc/FORMAT.md §2). The only object
+//! an encrypted store keeps in the clear.
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -17,6 +18,10 @@ pub const FORMAT_VERSION: u32 = 1;
 pub struct StoreFormat {
     pub format_version: u32,
     pub created_at: String,
+    /// Made once, at the store's first `songfs init`; every device records it and writes
+    /// only to a store that carries it (`identity.rs`). None in stores made before.
+    #[serde(default)]
+    pub store_id: Option<String>,
     /// None: objects are stored in the clear. Some: every other object is sealed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub encryption: Option<KeyRecord>,
@@ -27,6 +32,7 @@ impl StoreFormat {
         StoreFormat {
             format_version: FORMAT_VERSION,
             created_at: chrono::Utc::now().to_rfc3339(),
+            store_id: Some(crate::config::new_device_id()),
             encryption,
         }
     }
@@ -61,13 +67,13 @@ pub async fn read(store: &dyn ObjectStore) -> StoreResult<Option<StoreFormat>> {
 }
 
 /// Reads the store's format record, writing a new one if the store is empty; fails if
-/// the store is unreachable or was written by an unknown version.
-pub async fn ensure(cfg: &Config) -> anyhow::Result<()> {
+/// the store is unreachable or was written by an unknown version. Returns the record.
+pub async fn ensure(cfg: &Config) -> anyhow::Result<StoreFormat> {
     let store = super::open(&cfg.store).await?;
     ensure_in(store.as_ref()).await
 }
 
-pub async fn ensure_in(store: &dyn ObjectStore) -> anyhow::Result<()> {
+pub async fn ensure_in(store: &dyn ObjectStore) -> anyhow::Result<StoreFormat> {
     store
         .put_if_absent(FORMAT_KEY, StoreFormat::new(None).to_bytes())
         .await
@@ -76,8 +82,8 @@ pub async fn ensure_in(store: &dyn ObjectStore) -> anyhow::Result<()> {
 }
 
 /// Fails unless the store holds a format record this build understands, and the store
-/// was opened the way the record says (sealed or in the clear).
-pub async fn check(store: &dyn ObjectStore) -> anyhow::Result<()> {
+/// was opened the way the record says (sealed or in the clear); returns it.
+pub async fn check(store: &dyn ObjectStore) -> anyhow::Result<StoreFormat> {
     let format = read(store)
         .await
         .map_err(|e| anyhow::anyhow!("cannot use the store {}: {e}", store.describe()))?;
@@ -97,6 +103,6 @@ pub async fn check(store: &dyn ObjectStore) -> anyhow::Result<()> {
              refusing to use it (someone may have replaced {FORMAT_KEY}); restore it from another device",
             store.describe()
         ),
-        _ => Ok(()),
+        _ => Ok(format),
     }
 }

@@ -2,7 +2,9 @@
 //!
 //! Every object is written to a temporary name in its final folder and renamed into
 //! place, so a reader never sees half of it; put-if-absent uses `link(2)`, which fails
-//! if the target exists. Blocking file I/O runs on tokio's blocking pool.
+//! if the target exists. Blocking file I/O runs on tokio's blocking pool. The root folder
+//! is never created here (`songfs init` makes it): a missing root is a disk that is not
+//! attached, and writes must wait for it, not land in a new empty folder.
 
 use std::io::Write;
 use std::ops::Range;
@@ -15,11 +17,27 @@ use super::{ObjectStore, StoreError, StoreResult};
 
 pub struct LocalStore {
     root: PathBuf,
+    /// Make the root folder on the first write (a store made here, by tests). A device's
+    /// store (`attached`) never does.
+    make_root: bool,
 }
 
 impl LocalStore {
+    /// A store in `root`, made on the first write if it is not there yet.
     pub fn new(root: impl Into<PathBuf>) -> LocalStore {
-        LocalStore { root: root.into() }
+        LocalStore {
+            root: root.into(),
+            make_root: true,
+        }
+    }
+
+    /// The store of a device: `root` must exist (it is the attached disk); a write while
+    /// it is missing fails as unreachable.
+    pub fn attached(root: impl Into<PathBuf>) -> LocalStore {
+        LocalStore {
+            root: root.into(),
+            make_root: false,
+        }
     }
 
     fn path_of(&self, key: &str) -> StoreResult<PathBuf> {
@@ -34,13 +52,21 @@ impl LocalStore {
         Ok(self.root.join(key))
     }
 
-    /// Writes `data` to a fresh temp file beside `path`; returns the temp path.
+    /// Writes `data` to a fresh temp file beside `path`; returns the temp path. The
+    /// folders below the root are made as needed, the root never: a missing root is a
+    /// disk not attached, and a folder made in its place would take writes that belong
+    /// on that disk.
     fn write_temp(
+        root: &Path,
+        make_root: bool,
         path: &Path,
         fill: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>,
     ) -> StoreResult<PathBuf> {
         let dir = path.parent().expect("object paths have a parent");
-        std::fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
+        if make_root {
+            std::fs::create_dir_all(root).map_err(|e| io_err(root, e))?;
+        }
+        make_dirs_below(root, dir)?;
         let tmp = dir.join(format!(
             ".tmp-{}-{}",
             std::process::id(),
@@ -57,6 +83,29 @@ impl LocalStore {
         }
         Ok(tmp)
     }
+}
+
+/// `create_dir_all` of `dir`, but only below an existing `root`.
+fn make_dirs_below(root: &Path, dir: &Path) -> StoreResult<()> {
+    if !root.is_dir() {
+        return Err(StoreError::Unreachable {
+            detail: format!(
+                "the store folder {} is not there (disk not attached?)",
+                root.display()
+            ),
+        });
+    }
+    let rel = dir.strip_prefix(root).unwrap_or(Path::new(""));
+    let mut at = root.to_path_buf();
+    for part in rel.components() {
+        at.push(part);
+        match std::fs::create_dir(&at) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(io_err(&at, e)),
+        }
+    }
+    Ok(())
 }
 
 fn io_err(path: &Path, e: std::io::Error) -> StoreError {
@@ -78,8 +127,9 @@ async fn blocking<T: Send + 'static>(
 impl ObjectStore for LocalStore {
     async fn put(&self, key: &str, data: Bytes) -> StoreResult<()> {
         let path = self.path_of(key)?;
+        let (root, make_root) = (self.root.clone(), self.make_root);
         blocking(move || {
-            let tmp = Self::write_temp(&path, |f| f.write_all(&data))?;
+            let tmp = Self::write_temp(&root, make_root, &path, |f| f.write_all(&data))?;
             std::fs::rename(&tmp, &path).map_err(|e| io_err(&path, e))
         })
         .await
@@ -88,9 +138,12 @@ impl ObjectStore for LocalStore {
     async fn put_file(&self, key: &str, src: &Path) -> StoreResult<()> {
         let path = self.path_of(key)?;
         let src = src.to_path_buf();
+        let (root, make_root) = (self.root.clone(), self.make_root);
         blocking(move || {
             let mut input = std::fs::File::open(&src).map_err(|e| io_err(&src, e))?;
-            let tmp = Self::write_temp(&path, |f| std::io::copy(&mut input, f).map(|_| ()))?;
+            let tmp = Self::write_temp(&root, make_root, &path, |f| {
+                std::io::copy(&mut input, f).map(|_| ())
+            })?;
             std::fs::rename(&tmp, &path).map_err(|e| io_err(&path, e))
         })
         .await
@@ -98,8 +151,9 @@ impl ObjectStore for LocalStore {
 
     async fn put_if_absent(&self, key: &str, data: Bytes) -> StoreResult<bool> {
         let path = self.path_of(key)?;
+        let (root, make_root) = (self.root.clone(), self.make_root);
         blocking(move || {
-            let tmp = Self::write_temp(&path, |f| f.write_all(&data))?;
+            let tmp = Self::write_temp(&root, make_root, &path, |f| f.write_all(&data))?;
             let linked = std::fs::hard_link(&tmp, &path);
             let _ = std::fs::remove_file(&tmp);
             match linked {

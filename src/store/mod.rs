@@ -8,6 +8,7 @@
 pub mod encrypted;
 pub mod faulty;
 pub mod format;
+pub mod identity;
 pub mod local;
 pub mod s3;
 
@@ -44,6 +45,12 @@ pub enum StoreError {
     Unauthentic { key: String, why: String },
     #[error("{store} is encrypted and {why}")]
     Locked { store: String, why: String },
+    #[error(
+        "offline: the store at {store} is not the one this device was set up with (disk not \
+         attached?): {why}. Nothing is written there; changes wait on this device and go out \
+         once the right store is back"
+    )]
+    WrongStore { store: String, why: String },
     #[error("store error: {0}")]
     Other(String),
 }
@@ -51,7 +58,10 @@ pub enum StoreError {
 impl StoreError {
     /// Worth retrying later (network trouble), as opposed to a permanent refusal.
     pub fn is_transient(&self) -> bool {
-        matches!(self, StoreError::Unreachable { .. } | StoreError::Other(_))
+        matches!(
+            self,
+            StoreError::Unreachable { .. } | StoreError::WrongStore { .. } | StoreError::Other(_)
+        )
     }
 }
 
@@ -91,6 +101,16 @@ pub trait ObjectStore: Send + Sync + 'static {
     }
 }
 
+/// Opens this device's store, every write checked against the store id it recorded at
+/// init (`identity.rs`). Everything that writes to the store on a device's behalf opens it
+/// this way; `open` is for `init` and tests.
+pub async fn open_checked(cfg: &crate::config::Config) -> StoreResult<Arc<identity::Checked>> {
+    Ok(Arc::new(identity::Checked::new(
+        open(&cfg.store).await?,
+        cfg.store_id.clone(),
+    )))
+}
+
 /// Opens the store a config names. Does not contact it (see `check_reachable`), unless
 /// it is encrypted: then its key record is read and unwrapped (`encrypted::unlock`).
 pub async fn open(cfg: &StoreConfig) -> StoreResult<Arc<dyn ObjectStore>> {
@@ -110,7 +130,7 @@ pub async fn open_unsealed(cfg: &StoreConfig) -> StoreResult<Arc<dyn ObjectStore
                 why: "a folder store needs an absolute path, e.g. file:///srv/nas/songfs".into(),
             });
         }
-        return Ok(Arc::new(local::LocalStore::new(path)));
+        return Ok(Arc::new(local::LocalStore::attached(path)));
     }
     if cfg.url.starts_with("s3://") {
         let store = s3::S3Store::open(cfg, s3::S3Options::default()).await?;

@@ -26,7 +26,7 @@ use super::capture::{canonical, is_private, Counts, LocalRow};
 use super::conflicts::ConflictRecord;
 use super::identity::{self, IdMap};
 use super::merge::{Row, RowId, Value};
-use super::schema::{LocalKey, Schema, Table, SYNCED_TABLES};
+use super::schema::{LocalKey, Schema, Table, SYNCED_TABLES, UNIQUE_NAME_TABLES};
 use super::state::{Intent, ShadowRow, StateDb};
 use super::translate::{self, Translator};
 use super::SyncError;
@@ -251,6 +251,7 @@ pub fn execute(
             deferred.push((i, shadow));
         }
     }
+    let mut swapped = false;
     while !deferred.is_empty() {
         let before = deferred.len();
         let mut again = Vec::new();
@@ -260,7 +261,13 @@ pub fn execute(
             }
         }
         if again.len() == before {
-            // No progress: these really clash; written off with a conflict record each.
+            // No progress. Names that only block each other (two rows swapping names) are
+            // moved in one step; what still clashes is written off with a conflict record each.
+            if !swapped && swap_names(&tx, schema, &again)? {
+                swapped = true;
+                deferred = again;
+                continue;
+            }
             for (i, shadow) in again {
                 write(i, shadow, &mut out, true)?;
             }
@@ -287,6 +294,89 @@ pub fn execute(
     stx.execute("DELETE FROM sync_intent", [])?;
     stx.commit()?;
     Ok(out)
+}
+
+/// Upserts that each wait for a UNIQUE name another of them holds (a cycle: row A takes B's
+/// name while B takes A's) never go through one at a time. This moves the names of all such
+/// rows at once, inside a savepoint: each first to a placeholder no row can hold, then to the
+/// name the merge gave it. Only names songfs may write are moved (the live name still equals
+/// the shadow: not edited here since the last capture). If any of them is still taken (by a
+/// row outside the batch), the savepoint is rolled back and nothing moved. True if moved.
+fn swap_names(
+    tx: &Connection,
+    schema: &Schema,
+    stuck: &[(&Intent, &Option<ShadowRow>)],
+) -> Result<bool, SyncError> {
+    let mut moves = Vec::new();
+    for (i, shadow) in stuck {
+        let (Some(t), Some(key), Some(data), Some(shadow)) =
+            (schema.table(&i.table), &i.key, &i.data, shadow)
+        else {
+            continue;
+        };
+        if !UNIQUE_NAME_TABLES.contains(&t.name.as_str()) {
+            continue;
+        }
+        let target: LocalRow = serde_json::from_str(data).unwrap_or_default();
+        let seen: LocalRow = serde_json::from_str(&shadow.data).unwrap_or_default();
+        let Some(live) = read_row(tx, t, key)? else {
+            continue;
+        };
+        let (Some(want), Some(have)) = (target.get("name"), live.get("name")) else {
+            continue;
+        };
+        if want != have && seen.get("name") == Some(have) {
+            moves.push((t, key, &i.gid, want.clone()));
+        }
+    }
+    if moves.len() < 2 {
+        return Ok(false);
+    }
+    tx.execute_batch("SAVEPOINT swap_names")?;
+    let set_name = |t: &Table, key: &str, name: rusqlite::types::Value| {
+        let mut vals = vec![name];
+        vals.extend(key_values(key));
+        let wher = t
+            .key_columns()
+            .iter()
+            .enumerate()
+            .map(|(n, c)| format!("\"{c}\" = ?{}", n + 2))
+            .collect::<Vec<_>>()
+            .join(" AND ");
+        tx.execute(
+            &format!("UPDATE \"{}\" SET \"name\" = ?1 WHERE {wher}", t.name),
+            params_from_iter(vals),
+        )
+    };
+    let mut result = Ok(true);
+    for (t, key, gid, _) in &moves {
+        // A control character and the row's global id: no name the app writes.
+        let placeholder = rusqlite::types::Value::Text(format!("\u{1}songfs moving {gid}"));
+        if let Err(e) = set_name(t, key, placeholder) {
+            result = Err(e);
+            break;
+        }
+    }
+    if matches!(result, Ok(true)) {
+        for (t, key, _, want) in &moves {
+            match set_name(t, key, translate::to_sql(want)) {
+                Ok(_) => {}
+                Err(e) if is_constraint(&e) => {
+                    result = Ok(false);
+                    break;
+                }
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            }
+        }
+    }
+    match result {
+        Ok(true) => tx.execute_batch("RELEASE swap_names")?,
+        _ => tx.execute_batch("ROLLBACK TO swap_names; RELEASE swap_names")?,
+    }
+    Ok(result?)
 }
 
 fn key_where(t: &Table) -> String {

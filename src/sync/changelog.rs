@@ -1,5 +1,5 @@
-//! Change logs and snapshots in the store: format, validation, reading and writing,
-//! compaction.
+//! The change-log format: encoding, validation, and how a device's changes compact. The
+//! keys, numbering and moving of logs are the transport's (`transport/`).
 //!
 //! `logs/<device_id>/<seq>.json` (seq zero-padded to 12 digits so listings sort) is one
 //! device's changes of one cycle, written once with put-if-absent and never changed:
@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use super::merge::{Change, Event};
 use super::schema::{is_plain_name, Schema};
-use super::SyncError;
+use super::transport::TransportError;
 
 /// The change log format this build writes and reads (the seed's format was 1).
 pub const SYNC_VERSION: u32 = 2;
@@ -44,35 +44,12 @@ pub struct LogFile {
     pub changes: Vec<Change>,
 }
 
-pub fn log_key(device: &str, seq: u64) -> String {
-    format!("logs/{device}/{seq:012}.json")
-}
-
-pub fn snapshot_key(device: &str, seq: u64) -> String {
-    format!("snapshots/{device}/{seq:012}.json")
-}
-
-/// `(device, seq)` of a `logs/…` or `snapshots/…` key.
-pub fn parse_key(key: &str) -> Option<(String, u64)> {
-    let mut parts = key.split('/');
-    let kind = parts.next()?;
-    if kind != "logs" && kind != "snapshots" {
-        return None;
-    }
-    let device = parts.next()?;
-    let seq = parts.next()?.strip_suffix(".json")?.parse().ok()?;
-    if parts.next().is_some() || !device.chars().all(|c| c.is_ascii_alphanumeric()) {
-        return None;
-    }
-    Some((device.to_string(), seq))
-}
-
 pub fn encode(log: &LogFile) -> Vec<u8> {
     serde_json::to_vec(log).expect("a log always encodes")
 }
 
-fn bad(key: &str, why: impl Into<String>) -> SyncError {
-    SyncError::BadLog {
+fn bad(key: &str, why: impl Into<String>) -> TransportError {
+    TransportError::BadLog {
         key: key.to_string(),
         why: why.into(),
     }
@@ -80,7 +57,7 @@ fn bad(key: &str, why: impl Into<String>) -> SyncError {
 
 /// Parses and checks a log or snapshot read from `key`. Checks that do not depend on the
 /// local schema; see [`check_against`] for those that do.
-pub fn decode(key: &str, bytes: &[u8]) -> Result<LogFile, SyncError> {
+pub fn decode(key: &str, bytes: &[u8]) -> Result<LogFile, TransportError> {
     if bytes.len() > MAX_OBJECT_BYTES {
         return Err(bad(
             key,
@@ -114,17 +91,6 @@ pub fn decode(key: &str, bytes: &[u8]) -> Result<LogFile, SyncError> {
     }
     let log: LogFile = serde_json::from_slice(bytes)
         .map_err(|e| bad(key, format!("is not a songfs change log ({e})")))?;
-    if let Some((device, seq)) = parse_key(key) {
-        if device != log.device_id || seq != log.seq {
-            return Err(bad(
-                key,
-                format!(
-                    "says it is {}/{} but is stored as {device}/{seq}",
-                    log.device_id, log.seq
-                ),
-            ));
-        }
-    }
     for c in &log.changes {
         if !is_plain_name(&c.row.table) {
             return Err(bad(
@@ -152,7 +118,7 @@ pub fn decode(key: &str, bytes: &[u8]) -> Result<LogFile, SyncError> {
 
 /// Checks a log against the local schema: every table must exist here. (A column this
 /// database does not have yet is fine: the merge state keeps it until the column exists.)
-pub fn check_against(key: &str, log: &LogFile, schema: &Schema) -> Result<(), SyncError> {
+pub fn check_against(key: &str, log: &LogFile, schema: &Schema) -> Result<(), TransportError> {
     for c in &log.changes {
         if schema.table(&c.row.table).is_none() {
             return Err(bad(
@@ -264,17 +230,6 @@ mod tests {
     }
 
     #[test]
-    fn keys_round_trip_and_reject_odd_names() {
-        assert_eq!(parse_key(&log_key("ab12", 7)), Some(("ab12".into(), 7)));
-        assert_eq!(
-            parse_key(&snapshot_key("ab12", 9)),
-            Some(("ab12".into(), 9))
-        );
-        assert_eq!(parse_key("logs/../x/1.json"), None);
-        assert_eq!(parse_key("logs/a/b/1.json"), None);
-    }
-
-    #[test]
     fn bad_logs_are_refused_with_the_reason() {
         let e = decode("logs/a/000000000001.json", b"{not json").unwrap_err();
         assert!(e.to_string().contains("not valid JSON"), "{e}");
@@ -291,12 +246,6 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("not a plain name"), "{e}");
-        let e = decode(
-            "logs/a/000000000002.json",
-            br#"{"device_id":"a","sync_version":2,"timestamp":"","seq":1,"changes":[]}"#,
-        )
-        .unwrap_err();
-        assert!(e.to_string().contains("stored as"), "{e}");
     }
 
     /// Compaction must not change what a receiver resolves, even when another device's

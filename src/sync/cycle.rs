@@ -24,7 +24,7 @@ use serde::Serialize;
 
 use super::apply;
 use super::capture::{self, CaptureContext, Counts};
-use super::changelog::{self, LogFile, COMPACT_AFTER_LOGS, MAX_CHANGES_PER_LOG};
+use super::changelog::{self, LogFile, MAX_CHANGES_PER_LOG};
 use super::clock::{Clock, Hlc};
 use super::conflicts::{self, ConflictRecord};
 use super::invariants;
@@ -32,9 +32,13 @@ use super::merge::{Change, MergeState, Row, RowId, Rules, Value};
 use super::schema::{self, Schema};
 use super::state::StateDb;
 use super::translate::refs_in;
+use super::transport::compact::compact_own;
+use super::transport::send::send_queued;
+use super::transport::state::DATABASE_TABLES;
+use super::transport::{self, BlockingStore, Stream, StreamState, TransportError};
 use super::{open_app_db, SyncError};
 use crate::config::{Config, Home};
-use crate::store::{ObjectStore, StoreError};
+use crate::store::ObjectStore;
 
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Options {
@@ -71,18 +75,11 @@ fn now_ms() -> u64 {
 }
 
 fn load_clock(cfg: &Config, st: &StateDb) -> Result<Clock, SyncError> {
-    let last: Option<Hlc> = st
-        .meta("clock")?
-        .and_then(|t| serde_json::from_str(&t).ok());
-    Ok(Clock::new(&cfg.device_id, last))
+    Ok(st.stream().clock(&cfg.device_id)?)
 }
 
 fn save_clock(conn: &Connection, clock: &Clock) -> Result<(), SyncError> {
-    StateDb::set_meta(
-        conn,
-        "clock",
-        &serde_json::to_string(clock.last()).expect("encodes"),
-    )
+    Ok(StreamState::new(conn, &DATABASE_TABLES).save_clock(clock)?)
 }
 
 const MARKER_KEY: &str = "songfs_cycle";
@@ -244,12 +241,7 @@ fn capture_and_queue(
     // Unchecked: reads through `st` in between see (and belong to) this transaction.
     let tx = super::state::write_tx(&st.conn)?;
     merge_into_state(st, &captured.changes, &mut cache)?;
-    for chunk in captured.changes.chunks(MAX_CHANGES_PER_LOG) {
-        tx.execute(
-            "INSERT INTO sync_outbox(changes) VALUES (?1)",
-            [serde_json::to_vec(chunk).expect("changes encode")],
-        )?;
-    }
+    StreamState::new(&tx, &DATABASE_TABLES).queue(&captured.changes, MAX_CHANGES_PER_LOG)?;
     for (t, row) in &captured.shadow_puts {
         StateDb::put_shadow(&tx, t, row)?;
     }
@@ -339,6 +331,7 @@ pub fn run_with_progress(
     opts: Options,
     progress: Option<&Progress>,
 ) -> Result<Summary, SyncError> {
+    let store = BlockingStore::new(store, rt.clone());
     let db = cfg.db_path.as_ref().ok_or(SyncError::NoDatabase)?;
     let mut app = open_app_db(db)?;
     let mut st = StateDb::open(&home.state_db_path())?;
@@ -368,7 +361,7 @@ pub fn run_with_progress(
     capture_and_queue(cfg, &app, &st, &schema, &mut summary.sent)?;
 
     // 4. Upload.
-    summary.logs_sent += upload(cfg, &*store, rt, &mut st)?;
+    summary.logs_sent += send_queued(&store, Stream::DATABASE, st.stream(), &cfg.device_id)?;
 
     // 5. Other devices.
     let mut ctx = ApplyContext {
@@ -378,7 +371,18 @@ pub fn run_with_progress(
         follow_up: false,
         progress,
     };
-    pull(&mut ctx, &mut app, &mut st, &*store, rt, &mut summary)?;
+    let report = transport::pull(
+        &store,
+        Stream::DATABASE,
+        &cfg.device_id,
+        &mut DbReceiver {
+            ctx: &mut ctx,
+            app: &mut app,
+            st: &mut st,
+            summary: &mut summary,
+        },
+    )?;
+    summary.errors.extend(report.errors);
 
     // 6. The invariants after this device's own edits: a local edit can end a correction
     // (a rename frees the name another row was moved off), and no remote log may come to
@@ -406,108 +410,29 @@ pub fn run_with_progress(
     // 8. What the apply changed here on its own.
     if ctx.follow_up {
         capture_and_queue(cfg, &app, &st, &schema, &mut summary.sent)?;
-        summary.logs_sent += upload(cfg, &*store, rt, &mut st)?;
+        summary.logs_sent += send_queued(&store, Stream::DATABASE, st.stream(), &cfg.device_id)?;
     }
 
     // 9. Compaction.
-    if let Err(e) = compact_own(cfg, &*store, rt) {
+    if let Err(e) = compact_own(&store, Stream::DATABASE, &cfg.device_id) {
         tracing::warn!(error = %e, "compacting this device's logs failed; retried next cycle");
     }
 
     // 10. Stamp.
     stamp(cfg, &app, &st)?;
-    let _ = rt.block_on(
-        store.put(
-            &format!("devices/{}.json", cfg.device_id),
-            Bytes::from(
-                serde_json::to_vec(&serde_json::json!({
-                    "device_id": cfg.device_id, "name": cfg.device_name,
-                    "last_seen": apply::now_text(),
-                }))
-                .expect("encodes"),
-            ),
+    let _ = store.put(
+        &format!("devices/{}.json", cfg.device_id),
+        Bytes::from(
+            serde_json::to_vec(&serde_json::json!({
+                "device_id": cfg.device_id, "name": cfg.device_name,
+                "last_seen": apply::now_text(),
+            }))
+            .expect("encodes"),
         ),
     );
     summary.conflicts = ctx.conflicts.len();
     conflicts::append(&cfg.conflicts_log_path(), &ctx.conflicts);
     Ok(summary)
-}
-
-/// Numbers and uploads queued logs. Returns how many went up.
-fn upload(
-    cfg: &Config,
-    store: &dyn ObjectStore,
-    rt: &tokio::runtime::Handle,
-    st: &mut StateDb,
-) -> Result<usize, SyncError> {
-    let mut sent = 0;
-    for entry in st.outbox()? {
-        let (seq, body) = match (entry.seq, entry.log) {
-            (Some(s), Some(b)) => (s, b),
-            _ => {
-                let changes: Vec<Change> = serde_json::from_slice(&entry.changes)
-                    .map_err(|e| SyncError::Other(format!("state.db outbox is unreadable: {e}")))?;
-                if changes.is_empty() {
-                    st.conn
-                        .execute("DELETE FROM sync_outbox WHERE id = ?1", [entry.id])?;
-                    continue;
-                }
-                let seq = next_seq(cfg, store, rt, st)?;
-                let log = LogFile {
-                    device_id: cfg.device_id.clone(),
-                    sync_version: changelog::SYNC_VERSION,
-                    timestamp: apply::now_text(),
-                    seq,
-                    changes,
-                };
-                let body = changelog::encode(&log);
-                let tx = super::state::write_tx(&st.conn)?;
-                tx.execute(
-                    "UPDATE sync_outbox SET seq = ?1, log = ?2 WHERE id = ?3",
-                    rusqlite::params![seq as i64, body, entry.id],
-                )?;
-                StateDb::set_meta(&tx, "next_seq", &(seq + 1).to_string())?;
-                tx.commit()?;
-                (seq, body)
-            }
-        };
-        let key = changelog::log_key(&cfg.device_id, seq);
-        let written = rt.block_on(store.put_if_absent(&key, Bytes::from(body.clone())))?;
-        if !written {
-            let existing = rt.block_on(store.get(&key))?;
-            if existing.as_ref() != body.as_slice() {
-                return Err(SyncError::Other(format!(
-                    "{key} already exists in the store with other content: another songfs uses this \
-                     device id (copy of ~/.songfs?); run `songfs init --force` on one of them"
-                )));
-            }
-        }
-        st.conn
-            .execute("DELETE FROM sync_outbox WHERE id = ?1", [entry.id])?;
-        sent += 1;
-    }
-    Ok(sent)
-}
-
-fn next_seq(
-    cfg: &Config,
-    store: &dyn ObjectStore,
-    rt: &tokio::runtime::Handle,
-    st: &StateDb,
-) -> Result<u64, SyncError> {
-    if let Some(n) = st.meta("next_seq")?.and_then(|s| s.parse().ok()) {
-        return Ok(n);
-    }
-    // First upload from this state: continue after whatever this device id already wrote.
-    let mut max = 0;
-    for prefix in ["logs", "snapshots"] {
-        for k in rt.block_on(store.list(&format!("{prefix}/{}/", cfg.device_id)))? {
-            if let Some((_, s)) = changelog::parse_key(&k) {
-                max = max.max(s);
-            }
-        }
-    }
-    Ok(max + 1)
 }
 
 struct ApplyContext<'a> {
@@ -518,219 +443,49 @@ struct ApplyContext<'a> {
     progress: Option<&'a Progress>,
 }
 
-/// Reads and applies the other devices' snapshots and logs after their cursors.
-fn pull(
-    ctx: &mut ApplyContext<'_>,
-    app: &mut Connection,
-    st: &mut StateDb,
-    store: &dyn ObjectStore,
-    rt: &tokio::runtime::Handle,
-    summary: &mut Summary,
-) -> Result<(), SyncError> {
-    let mut logs: BTreeMap<String, Vec<u64>> = BTreeMap::new();
-    let mut snaps: BTreeMap<String, u64> = BTreeMap::new();
-    for k in rt.block_on(store.list("logs/"))? {
-        if let Some((d, s)) = changelog::parse_key(&k) {
-            logs.entry(d).or_default().push(s);
-        }
-    }
-    for k in rt.block_on(store.list("snapshots/"))? {
-        if let Some((d, s)) = changelog::parse_key(&k) {
-            let e = snaps.entry(d).or_default();
-            *e = (*e).max(s);
-        }
-    }
-    let devices: BTreeSet<String> = logs.keys().chain(snaps.keys()).cloned().collect();
-    let already: BTreeSet<(String, u64)> =
-        st.rejected()?.into_iter().map(|(d, s, _)| (d, s)).collect();
-    let (mut done, mut total) = (0, 0);
-    for device in devices.iter().filter(|d| **d != ctx.cfg.device_id) {
-        // What the loop below will apply: the newest snapshot past the cursor (if any),
-        // then the logs after it.
-        let cursor = st.cursor(device)?;
-        let from = snaps.get(device).copied().filter(|s| *s > cursor);
-        let after = from.unwrap_or(cursor);
-        total += usize::from(from.is_some())
-            + logs
-                .get(device)
-                .map_or(0, |v| v.iter().filter(|s| **s > after).count());
-    }
-    if let Some(p) = ctx.progress.filter(|_| total > 0) {
-        p(0, total);
-    }
-    let mut step = |ctx: &ApplyContext<'_>| {
-        done += 1;
-        if let Some(p) = ctx.progress {
-            p(done.min(total), total);
-        }
-    };
-    for device in devices.iter().filter(|d| **d != ctx.cfg.device_id) {
-        let mut cursor = st.cursor(device)?;
-        if let Some(&s) = snaps.get(device) {
-            if s > cursor {
-                let key = changelog::snapshot_key(device, s);
-                let applied = apply_object(ctx, app, st, store, rt, &key, device, s, summary)?;
-                step(ctx);
-                if !applied {
-                    continue;
-                }
-                cursor = s;
-            }
-        }
-        let mut seqs = logs.get(device).cloned().unwrap_or_default();
-        seqs.sort();
-        let refused = |s: &u64| already.contains(&(device.clone(), *s));
-        for seq in seqs.into_iter().filter(|s| *s > cursor && !refused(s)) {
-            let key = changelog::log_key(device, seq);
-            let applied = apply_object(ctx, app, st, store, rt, &key, device, seq, summary)?;
-            step(ctx);
-            if !applied {
-                break;
-            }
-        }
-    }
-    let set_aside_now: BTreeSet<(String, u64)> = st
-        .rejected()?
-        .into_iter()
-        .map(|(d, s, _)| (d, s))
-        .filter(|k| !already.contains(k))
-        .collect();
-    // Logs set aside in earlier cycles (unknown table, newer format, ...): this database
-    // or this songfs may know them now. Their error was reported when they were set aside.
-    for (device, seq, _) in st.rejected()? {
-        if set_aside_now.contains(&(device.clone(), seq)) {
-            continue;
-        }
-        let key = changelog::log_key(&device, seq);
-        let fetched = match rt.block_on(store.head(&key)) {
-            Ok(Some(size)) if size as usize <= changelog::MAX_OBJECT_BYTES => {
-                rt.block_on(store.get(&key)).map(Some)
-            }
-            Ok(Some(_)) => Ok(None),
-            Ok(None) => {
-                st.conn.execute(
-                    "DELETE FROM sync_rejected WHERE device = ?1 AND seq = ?2",
-                    rusqlite::params![device, seq as i64],
-                )?;
-                continue;
-            }
-            Err(e) => Err(e),
-        };
-        let bytes = match fetched {
-            Ok(Some(b)) => b,
-            Ok(None) => continue,
-            Err(e) => {
-                tracing::debug!(key, error = %e, "set-aside log not retried");
-                continue;
-            }
-        };
-        match parse_checked(ctx, &key, &bytes) {
-            Ok(log) => {
-                apply_log(ctx, app, st, &log, &device, None, summary)?;
-                st.conn.execute(
-                    "DELETE FROM sync_rejected WHERE device = ?1 AND seq = ?2",
-                    rusqlite::params![device, seq as i64],
-                )?;
-                tracing::info!(key, "a log set aside earlier is applied now");
-            }
-            Err(e) => tracing::debug!(error = %e, "set-aside log still refused"),
-        }
-    }
-    Ok(())
+/// The database as a stream's receiver: each log is checked against the local schema,
+/// merged and applied.
+struct DbReceiver<'r, 'c> {
+    ctx: &'r mut ApplyContext<'c>,
+    app: &'r mut Connection,
+    st: &'r mut StateDb,
+    summary: &'r mut Summary,
 }
 
-fn parse_checked(ctx: &ApplyContext<'_>, key: &str, bytes: &[u8]) -> Result<LogFile, SyncError> {
-    let log = changelog::decode(key, bytes)?;
-    changelog::check_against(key, &log, ctx.schema)?;
-    Ok(log)
-}
+impl transport::Receiver for DbReceiver<'_, '_> {
+    type Error = SyncError;
 
-/// Fetches, checks and applies one object. Returns false when the device's remaining
-/// logs must wait (the store failed); a bad log is set aside and the cursor moves on.
-#[allow(clippy::too_many_arguments)]
-fn apply_object(
-    ctx: &mut ApplyContext<'_>,
-    app: &mut Connection,
-    st: &mut StateDb,
-    store: &dyn ObjectStore,
-    rt: &tokio::runtime::Handle,
-    key: &str,
-    device: &str,
-    seq: u64,
-    summary: &mut Summary,
-) -> Result<bool, SyncError> {
-    if let Some(size) = rt.block_on(store.head(key))? {
-        if size as usize > changelog::MAX_OBJECT_BYTES {
-            let e = SyncError::BadLog {
-                key: key.into(),
-                why: format!("{size} bytes is over the size limit; it was not read"),
-            };
-            set_aside(st, device, seq, &e, summary)?;
-            return Ok(true);
+    fn state(&self) -> StreamState<'_> {
+        self.st.stream()
+    }
+
+    fn check(&self, key: &str, log: &LogFile) -> Result<(), TransportError> {
+        changelog::check_against(key, log, self.ctx.schema)
+    }
+
+    fn apply(
+        &mut self,
+        _key: &str,
+        device: &str,
+        cursor: Option<u64>,
+        log: &LogFile,
+    ) -> Result<(), SyncError> {
+        apply_log(
+            self.ctx,
+            self.app,
+            self.st,
+            log,
+            device,
+            cursor,
+            self.summary,
+        )
+    }
+
+    fn progress(&self, done: usize, total: usize) {
+        if let Some(p) = self.ctx.progress {
+            p(done, total);
         }
     }
-    let bytes = match rt.block_on(store.get(key)) {
-        Ok(b) => b,
-        Err(e @ StoreError::Unauthentic { .. }) => {
-            // An encrypted store's log no device of the user wrote: nothing from it applies.
-            // The cursor stays: a forged log with a high seq must not hide the real ones.
-            let e = SyncError::BadLog {
-                key: key.into(),
-                why: e.to_string(),
-            };
-            record_rejected(st, device, seq, &e, summary, false)?;
-            return Ok(true);
-        }
-        Err(e) => {
-            // Compacted away meanwhile, or the store is down: the next cycle re-lists.
-            summary.errors.push(format!("{key}: {e}"));
-            return Ok(false);
-        }
-    };
-    match parse_checked(ctx, key, &bytes) {
-        Ok(log) => {
-            apply_log(ctx, app, st, &log, device, Some(seq), summary)?;
-            Ok(true)
-        }
-        Err(e) => {
-            set_aside(st, device, seq, &e, summary)?;
-            Ok(true)
-        }
-    }
-}
-
-fn set_aside(
-    st: &mut StateDb,
-    device: &str,
-    seq: u64,
-    e: &SyncError,
-    summary: &mut Summary,
-) -> Result<(), SyncError> {
-    record_rejected(st, device, seq, e, summary, true)
-}
-
-/// Remembers a refused log (retried in later cycles); `past` moves the device's cursor
-/// beyond it.
-fn record_rejected(
-    st: &mut StateDb,
-    device: &str,
-    seq: u64,
-    e: &SyncError,
-    summary: &mut Summary,
-    past: bool,
-) -> Result<(), SyncError> {
-    tracing::warn!(error = %e, "change log set aside");
-    summary.errors.push(e.to_string());
-    let tx = super::state::write_tx(&st.conn)?;
-    tx.execute(
-        "INSERT OR REPLACE INTO sync_rejected(device, seq, reason) VALUES (?1, ?2, ?3)",
-        rusqlite::params![device, seq as i64, e.to_string()],
-    )?;
-    if past {
-        StateDb::set_cursor(&tx, device, seq)?;
-    }
-    tx.commit()?;
-    Ok(())
 }
 
 /// Merges one log and applies the affected rows.
@@ -917,7 +672,7 @@ fn apply_rows(
     let tx = super::state::write_tx(&st.conn)?;
     save_rows(st, &m, &rows)?;
     if let Some((device, seq)) = cursor {
-        StateDb::set_cursor(&tx, device, seq)?;
+        StreamState::new(&tx, &DATABASE_TABLES).set_cursor(device, seq)?;
     }
     save_clock(&tx, &clock)?;
     for i in &intents {
@@ -964,57 +719,4 @@ fn field_conflicts(m: &MergeState, rules: &Rules, rows: &BTreeSet<RowId>) -> Vec
         }
     }
     out
-}
-
-/// Folds this device's logs into a snapshot once they pile up, then deletes them.
-fn compact_own(
-    cfg: &Config,
-    store: &dyn ObjectStore,
-    rt: &tokio::runtime::Handle,
-) -> Result<(), SyncError> {
-    let mut seqs: Vec<u64> = rt
-        .block_on(store.list(&format!("logs/{}/", cfg.device_id)))?
-        .iter()
-        .filter_map(|k| changelog::parse_key(k).map(|(_, s)| s))
-        .collect();
-    if seqs.len() < COMPACT_AFTER_LOGS {
-        return Ok(());
-    }
-    seqs.sort();
-    let snaps: Vec<u64> = rt
-        .block_on(store.list(&format!("snapshots/{}/", cfg.device_id)))?
-        .iter()
-        .filter_map(|k| changelog::parse_key(k).map(|(_, s)| s))
-        .collect();
-    let mut changes = Vec::new();
-    if let Some(&prev) = snaps.iter().max() {
-        let key = changelog::snapshot_key(&cfg.device_id, prev);
-        changes.extend(changelog::decode(&key, &rt.block_on(store.get(&key))?)?.changes);
-    }
-    for &s in &seqs {
-        let key = changelog::log_key(&cfg.device_id, s);
-        changes.extend(changelog::decode(&key, &rt.block_on(store.get(&key))?)?.changes);
-    }
-    let upto = *seqs.last().expect("not empty");
-    let snap = LogFile {
-        device_id: cfg.device_id.clone(),
-        sync_version: changelog::SYNC_VERSION,
-        timestamp: apply::now_text(),
-        seq: upto,
-        changes: changelog::compact(changes),
-    };
-    let key = changelog::snapshot_key(&cfg.device_id, upto);
-    rt.block_on(store.put_if_absent(&key, Bytes::from(changelog::encode(&snap))))?;
-    for &s in &seqs {
-        rt.block_on(store.delete(&changelog::log_key(&cfg.device_id, s)))?;
-    }
-    for s in snaps.into_iter().filter(|s| *s < upto) {
-        rt.block_on(store.delete(&changelog::snapshot_key(&cfg.device_id, s)))?;
-    }
-    tracing::info!(
-        upto,
-        logs = seqs.len(),
-        "this device's logs compacted into a snapshot"
-    );
-    Ok(())
 }

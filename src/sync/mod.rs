@@ -25,6 +25,7 @@ pub mod presync;
 pub mod schema;
 pub mod state;
 pub mod translate;
+pub mod transport;
 pub mod words;
 
 use std::path::Path;
@@ -54,7 +55,21 @@ pub enum SyncError {
     #[error("songfs has no database to sync: run `songfs init --store ... --db ~/.songfactory/songfactory.db`")]
     NoDatabase,
     #[error("{0}")]
+    Transport(transport::TransportError),
+    #[error("{0}")]
     Other(String),
+}
+
+impl From<transport::TransportError> for SyncError {
+    fn from(e: transport::TransportError) -> SyncError {
+        use transport::TransportError as T;
+        match e {
+            T::Store(e) => SyncError::Store(e),
+            T::Db(e) => SyncError::Sql(e),
+            T::BadLog { key, why } | T::Unauthentic { key, why } => SyncError::BadLog { key, why },
+            e @ T::SlotTaken { .. } => SyncError::Transport(e),
+        }
+    }
 }
 
 /// Crash simulation for tests: true when `SONGFS_FAILPOINT` names this point. The
@@ -80,6 +95,46 @@ pub fn open_app_db(path: &Path) -> Result<Connection, SyncError> {
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "foreign_keys", "OFF")?;
     Ok(conn)
+}
+
+/// The key of a change log whose slot another writer took, if a sync found one (in the
+/// database's or the namespace's stream).
+pub fn slot_taken(home: &Home) -> anyhow::Result<Option<String>> {
+    if !home.state_db_path().exists() {
+        return Ok(None);
+    }
+    let st = state::StateDb::open(&home.state_db_path())?;
+    for tables in [
+        &transport::state::DATABASE_TABLES,
+        &transport::state::NAMESPACE_TABLES,
+    ] {
+        let s = transport::StreamState::new(&st.conn, tables);
+        s.create()?;
+        if let Some(k) = s.meta("slot_taken")? {
+            return Ok(Some(k));
+        }
+    }
+    Ok(None)
+}
+
+/// Prepares the sync state for a fresh device id (`init --force --new-device-id`): every
+/// batch not sent yet is numbered again under the new id; nothing queued is dropped.
+/// Returns how many batches wait.
+pub fn move_to_new_device_id(home: &Home) -> anyhow::Result<usize> {
+    if !home.state_db_path().exists() {
+        return Ok(0);
+    }
+    let st = state::StateDb::open(&home.state_db_path())?;
+    let mut n = 0;
+    for tables in [
+        &transport::state::DATABASE_TABLES,
+        &transport::state::NAMESPACE_TABLES,
+    ] {
+        let s = transport::StreamState::new(&st.conn, tables);
+        s.create()?;
+        n += s.renumber_all()?;
+    }
+    Ok(n)
 }
 
 /// `songfs init --db`: takes the first snapshot of the database (the shadow copy and

@@ -1,6 +1,6 @@
 //! songfs's own sync tables in `state.db` (all prefixed `sync_`): the shadow copy of the
-//! app database, the merged state of every row, the outbox of logs not yet uploaded,
-//! the per-device cursors, the pending intent of an apply, logs that were rejected.
+//! app database, the merged state of every row, the pending intent of an apply; and the
+//! database stream's bookkeeping (outbox, cursors, logs set aside: `transport/state.rs`).
 //!
 //! Must never touch the app database; every multi-step change is one transaction here.
 
@@ -10,6 +10,8 @@ use std::path::Path;
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::merge::{RowId, RowState};
+use super::transport::state::DATABASE_TABLES;
+use super::transport::StreamState;
 use super::SyncError;
 
 pub struct StateDb {
@@ -23,14 +25,6 @@ pub struct ShadowRow {
     pub gid: String,
     /// The row's local column values as canonical JSON text (a sorted object).
     pub data: String,
-}
-
-#[derive(Debug, Clone)]
-pub struct OutboxEntry {
-    pub id: i64,
-    pub changes: Vec<u8>,
-    pub seq: Option<u64>,
-    pub log: Option<Vec<u8>>,
 }
 
 /// What an apply is about to write for one row (kept until the shadow is updated, so a
@@ -47,7 +41,6 @@ pub struct Intent {
 }
 
 const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS sync_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS sync_shadow (
     tbl TEXT NOT NULL, key TEXT NOT NULL, gid TEXT NOT NULL, data TEXT NOT NULL,
     hash BLOB NOT NULL, PRIMARY KEY (tbl, key));
@@ -60,11 +53,6 @@ CREATE TABLE IF NOT EXISTS sync_parents (
     parent TEXT NOT NULL, child_tbl TEXT NOT NULL, child_gid TEXT NOT NULL, col TEXT NOT NULL,
     PRIMARY KEY (parent, child_tbl, child_gid, col));
 CREATE INDEX IF NOT EXISTS sync_parents_child ON sync_parents(child_tbl, child_gid);
-CREATE TABLE IF NOT EXISTS sync_outbox (
-    id INTEGER PRIMARY KEY AUTOINCREMENT, changes BLOB NOT NULL, seq INTEGER, log BLOB);
-CREATE TABLE IF NOT EXISTS sync_cursors (device TEXT PRIMARY KEY, seq INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS sync_rejected (
-    device TEXT NOT NULL, seq INTEGER NOT NULL, reason TEXT NOT NULL, PRIMARY KEY (device, seq));
 CREATE TABLE IF NOT EXISTS sync_intent (
     tbl TEXT NOT NULL, gid TEXT NOT NULL, key TEXT, data TEXT, PRIMARY KEY (tbl, gid));
 ";
@@ -84,30 +72,23 @@ impl StateDb {
             std::fs::create_dir_all(dir)
                 .map_err(|e| SyncError::Other(format!("cannot create {}: {e}", dir.display())))?;
         }
-        let conn = Connection::open(path)?;
-        conn.busy_timeout(super::BUSY_TIMEOUT)?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        let conn = crate::db::open(path)?;
+        StreamState::new(&conn, &DATABASE_TABLES).create()?;
         conn.execute_batch(SCHEMA)?;
         Ok(StateDb { conn })
     }
 
+    /// The database stream's bookkeeping (outbox, cursors, logs set aside, clock).
+    pub fn stream(&self) -> StreamState<'_> {
+        StreamState::new(&self.conn, &DATABASE_TABLES)
+    }
+
     pub fn meta(&self, key: &str) -> Result<Option<String>, SyncError> {
-        Ok(self
-            .conn
-            .query_row("SELECT value FROM sync_meta WHERE key = ?1", [key], |r| {
-                r.get(0)
-            })
-            .optional()?)
+        Ok(self.stream().meta(key)?)
     }
 
     pub fn set_meta(conn: &Connection, key: &str, value: &str) -> Result<(), SyncError> {
-        conn.execute(
-            "INSERT INTO sync_meta(key, value) VALUES (?1, ?2)
-             ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-            params![key, value],
-        )?;
-        Ok(())
+        Ok(StreamState::new(conn, &DATABASE_TABLES).set_meta(key, value)?)
     }
 
     /// True once a first capture has been taken.
@@ -274,43 +255,6 @@ impl StateDb {
             .optional()?)
     }
 
-    pub fn cursor(&self, device: &str) -> Result<u64, SyncError> {
-        Ok(self
-            .conn
-            .query_row(
-                "SELECT seq FROM sync_cursors WHERE device = ?1",
-                [device],
-                |r| r.get::<_, i64>(0),
-            )
-            .optional()?
-            .unwrap_or(0) as u64)
-    }
-
-    pub fn set_cursor(conn: &Connection, device: &str, seq: u64) -> Result<(), SyncError> {
-        conn.execute(
-            "INSERT INTO sync_cursors(device, seq) VALUES (?1, ?2)
-             ON CONFLICT(device) DO UPDATE SET seq = MAX(seq, excluded.seq)",
-            params![device, seq as i64],
-        )?;
-        Ok(())
-    }
-
-    /// Captured batches not yet in the store: (id, changes JSON, seq and log once numbered).
-    pub fn outbox(&self) -> Result<Vec<OutboxEntry>, SyncError> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT id, changes, seq, log FROM sync_outbox ORDER BY id")?;
-        let rows = stmt.query_map([], |r| {
-            Ok(OutboxEntry {
-                id: r.get(0)?,
-                changes: r.get(1)?,
-                seq: r.get::<_, Option<i64>>(2)?.map(|s| s as u64),
-                log: r.get(3)?,
-            })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
-    }
-
     /// The parents `child` references (`"<table>/<gid>"`, column).
     pub fn parents(&self, child: &RowId) -> Result<Vec<(String, String)>, SyncError> {
         let mut stmt = self.conn.prepare_cached(
@@ -318,16 +262,6 @@ impl StateDb {
         )?;
         let rows = stmt.query_map(params![child.table, child.gid], |r| {
             Ok((r.get(0)?, r.get(1)?))
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
-    }
-
-    pub fn rejected(&self) -> Result<Vec<(String, u64, String)>, SyncError> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT device, seq, reason FROM sync_rejected ORDER BY device, seq")?;
-        let rows = stmt.query_map([], |r| {
-            Ok((r.get(0)?, r.get::<_, i64>(1)? as u64, r.get(2)?))
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }

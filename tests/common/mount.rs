@@ -70,6 +70,22 @@ impl Mount {
         m
     }
 
+    /// Another device on an existing folder store (`store`, shared with another Mount),
+    /// mounted.
+    pub fn on_folder_store(store: &Path, name: &str) -> Mount {
+        let mut m = Mount::bare(&[]);
+        m.store = store.to_path_buf();
+        run_ok(m.songfs().args([
+            "init",
+            "--store",
+            &format!("file://{}", m.store.display()),
+            "--device-name",
+            name,
+        ]));
+        m.mount();
+        m
+    }
+
     /// A home set up (`songfs init`) but not mounted yet.
     pub fn init_only(args: &[&str]) -> Mount {
         let m = Mount::bare(args);

@@ -55,6 +55,13 @@ impl Device {
         cfg.db_path = Some(db.clone());
         cfg.conflicts_log = Some(dir.path().join("sync_conflicts.log"));
         cfg.mount_point = Some(PathBuf::from(format!("/mnt/{name}/audio")));
+        // The store's format record and its id, as `songfs init` writes and records them
+        // (the `songfs` binary refuses a store without them).
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        cfg.store_id = rt
+            .block_on(songfs::store::format::ensure(&cfg))
+            .unwrap()
+            .store_id;
         cfg.save(&home).unwrap();
         songfs::sync::snapshot_on_init(&cfg, &home).unwrap();
         Device { dir, cfg, home, db }

@@ -1,0 +1,499 @@
+//! The one sync transport on real mounts and both stores: what happens when the store is
+//! not the one this device was set up with (a folder whose disk is not attached, an S3
+//! prefix answering with another store id), when this device's change-log slot is taken
+//! by another writer (a copied `~/.songfs`), and when another device's log is bad or too
+//! big. Each of these lost data or stopped a device for good before the transport was one.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use common::mount::{bytes, run_ok, sha256_hex, wait_until, Mount};
+use common::s3server::S3Server;
+
+const SCHEMA_SQL: &str = include_str!("fixtures/songfactory-v5.sql");
+const SEED_SQL: &str = include_str!("fixtures/seed-rows.sql");
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn device_id(home: &Path) -> String {
+    let cfg: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(home.join("config.json")).unwrap()).unwrap();
+    cfg["device_id"].as_str().unwrap().to_string()
+}
+
+/// Every file under `dir` (recursively) whose content contains `needle`.
+fn files_containing(dir: &Path, needle: &str) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if std::fs::read(&p).is_ok_and(|b| String::from_utf8_lossy(&b).contains(needle))
+            {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+/// The highest seq of `device`'s logs in a folder store under `prefix` (`ns/` or ``).
+fn highest_seq(store: &Path, prefix: &str, device: &str) -> u64 {
+    std::fs::read_dir(store.join(format!("{prefix}logs/{device}")))
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| {
+                    e.file_name()
+                        .to_string_lossy()
+                        .strip_suffix(".json")
+                        .and_then(|s| s.parse().ok())
+                })
+                .max()
+                .unwrap_or(0)
+        })
+        .unwrap_or(0)
+}
+
+fn write_file(path: &Path, data: &[u8]) {
+    std::fs::write(path, data).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+}
+
+/// A namespace log of `device` at `seq` that creates empty files at `paths`.
+fn ns_log(device: &str, seq: u64, paths: &[&str]) -> Vec<u8> {
+    let empty = sha256_hex(b"");
+    let mut changes = Vec::new();
+    for (i, p) in paths.iter().enumerate() {
+        let clock = |n: u64| serde_json::json!({"wall_ms": 1_000_000 + seq * 100 + i as u64 * 2 + n, "counter": 0, "device": device});
+        changes.push(serde_json::json!({"row": {"table": "ns", "gid": p}, "event": {"Live": {"clock": clock(0)}}}));
+        changes.push(
+            serde_json::json!({"row": {"table": "ns", "gid": p}, "event": {"Set": {
+            "column": "file",
+            "value": {"hash": empty, "size": 0, "mtime_ns": 0, "mode": 420, "by": "elsewhere"},
+            "clock": clock(1), "replaces": []}}}),
+        );
+    }
+    serde_json::to_vec(&serde_json::json!({
+        "device_id": device, "sync_version": 2, "timestamp": "2026-01-01T00:00:00Z",
+        "seq": seq, "changes": changes,
+    }))
+    .unwrap()
+}
+
+/// Issue 14, 1: the folder store's disk goes away while mounted. Nothing is created in its
+/// place, the file written meanwhile is not "sent", evicting it is refused, and once the
+/// disk is back everything goes out.
+#[test]
+fn a_folder_store_that_goes_missing_is_not_recreated_and_everything_goes_out_when_back() {
+    let mut m = Mount::new();
+    write_file(&m.path("first.mp3"), &bytes(1, 100_000));
+    assert!(m.wait_uploads(Duration::from_secs(30)));
+    run_ok(m.songfs().arg("sync"));
+    let me = device_id(&m.home);
+
+    let away = m.root().join("store-unplugged");
+    std::fs::rename(&m.store, &away).unwrap();
+    let late = bytes(2, 80_000);
+    write_file(&m.path("late.mp3"), &late);
+    let out = m.songfs().arg("sync").output().unwrap();
+    let said = text(&out);
+    assert!(
+        !out.status.success(),
+        "sync succeeded with no store: {said}"
+    );
+    assert!(
+        said.contains("not the one this device was set up with"),
+        "{said}"
+    );
+    assert!(!said.contains("change(s) sent"), "{said}");
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        !m.store.exists(),
+        "a folder was made where the unplugged disk belongs"
+    );
+    // The only copy is here: evict must refuse.
+    let out = m
+        .songfs()
+        .arg("evict")
+        .arg(m.path("late.mp3"))
+        .output()
+        .unwrap();
+    let said = text(&out);
+    assert!(
+        !out.status.success() && said.contains("not evicted"),
+        "evict of a file the store does not hold: {said}"
+    );
+    assert_eq!(std::fs::read(m.path("late.mp3")).unwrap(), late);
+
+    std::fs::rename(&away, &m.store).unwrap();
+    assert!(
+        m.wait_uploads(Duration::from_secs(90)),
+        "the queued upload never went out once the store was back"
+    );
+    run_ok(m.songfs().arg("sync"));
+    assert!(m.store_blob(&sha256_hex(&late)).exists());
+    assert!(
+        !files_containing(&m.store.join("ns/logs").join(&me), "late.mp3").is_empty(),
+        "no namespace log names the file written while the store was away"
+    );
+    // Now the store holds it: evict frees the local copy, and a read fetches it back.
+    run_ok(m.songfs().arg("evict").arg(m.path("late.mp3")));
+    m.empty_cache();
+    assert_eq!(std::fs::read(m.path("late.mp3")).unwrap(), late);
+}
+
+fn make_db(path: &Path) {
+    let c = rusqlite::Connection::open(path).unwrap();
+    c.execute_batch(SCHEMA_SQL).unwrap();
+    c.execute_batch(SEED_SQL).unwrap();
+}
+
+/// A device with a database and no mount, driven through the `songfs` binary.
+struct DbDevice {
+    _dir: tempfile::TempDir,
+    home: PathBuf,
+    db: PathBuf,
+}
+
+impl DbDevice {
+    fn new(store: &Path, name: &str) -> DbDevice {
+        let dir = tempfile::tempdir().unwrap();
+        let home = dir.path().join("home");
+        let db = dir.path().join("songfactory.db");
+        make_db(&db);
+        let d = DbDevice {
+            _dir: dir,
+            home,
+            db,
+        };
+        run_ok(d.songfs().args([
+            "init",
+            "--store",
+            &format!("file://{}", store.display()),
+            "--db",
+            d.db.to_str().unwrap(),
+            "--device-name",
+            name,
+        ]));
+        d
+    }
+
+    fn songfs(&self) -> Command {
+        let mut c = Command::new(common::mount::songfs_bin());
+        c.env("SONGFS_HOME", &self.home)
+            .env("HOME", self.home.parent().unwrap())
+            .env("RUST_LOG", "songfs=info,warn");
+        c
+    }
+
+    fn exec(&self, sql: &str) {
+        let c = rusqlite::Connection::open(&self.db).unwrap();
+        c.busy_timeout(Duration::from_secs(5)).unwrap();
+        c.execute_batch(sql).unwrap();
+    }
+
+    fn title(&self, id: i64) -> String {
+        let c = rusqlite::Connection::open(&self.db).unwrap();
+        c.query_row("SELECT title FROM songs WHERE id = ?1", [id], |r| r.get(0))
+            .unwrap()
+    }
+}
+
+/// Issue 14, 1 (database side): a database-only `songfs sync` with the store folder gone
+/// creates nothing and sends nothing; the edit goes out once the folder is back.
+#[test]
+fn a_database_sync_with_the_store_folder_gone_creates_nothing_and_sends_later() {
+    let store_dir = tempfile::tempdir().unwrap();
+    let store = store_dir.path().join("store");
+    let a = DbDevice::new(&store, "desk");
+    run_ok(a.songfs().arg("sync"));
+    let away = store_dir.path().join("unplugged");
+    std::fs::rename(&store, &away).unwrap();
+    a.exec("UPDATE songs SET title = 'Written while the disk was away' WHERE id = 3");
+    let out = a.songfs().arg("sync").output().unwrap();
+    let said = text(&out);
+    assert!(!out.status.success(), "{said}");
+    assert!(
+        said.contains("not the one this device was set up with"),
+        "{said}"
+    );
+    assert!(
+        !store.exists(),
+        "a store folder was made in the disk's place"
+    );
+    std::fs::rename(&away, &store).unwrap();
+    let out = run_ok(a.songfs().arg("sync"));
+    assert!(text(&out).contains("1 local change sent"), "{}", text(&out));
+    let b = DbDevice::new(&store, "laptop");
+    run_ok(b.songfs().arg("sync"));
+    assert_eq!(b.title(3), "Written while the disk was away");
+}
+
+/// Issue 14, 1 (S3): the bucket prefix answers with another store id (an endpoint now
+/// pointing at another store). Nothing goes into it; everything goes out once the right
+/// store answers again.
+#[test]
+fn an_s3_store_answering_with_another_store_id_gets_nothing() {
+    let s3 = S3Server::start();
+    let m = Mount::with_s3(&s3, "lib", &[]);
+    write_file(&m.path("one.mp3"), &bytes(3, 50_000));
+    assert!(m.wait_uploads(Duration::from_secs(30)));
+    run_ok(m.songfs().arg("sync"));
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let store = rt.block_on(s3.open_store("lib"));
+    let own = rt.block_on(store.get("songfs.json")).unwrap();
+    let mut other: serde_json::Value = serde_json::from_slice(&own).unwrap();
+    other["store_id"] = serde_json::json!("0123456789abcdef0123456789abcdef");
+    rt.block_on(store.put(
+        "songfs.json",
+        bytes::Bytes::from(serde_json::to_vec(&other).unwrap()),
+    ))
+    .unwrap();
+
+    let two = bytes(4, 60_000);
+    let key = songfs::content::blob_key(&sha256_hex(&two));
+    write_file(&m.path("two.mp3"), &two);
+    let out = m.songfs().arg("sync").output().unwrap();
+    let said = text(&out);
+    assert!(!out.status.success(), "{said}");
+    assert!(
+        said.contains("not the one this device was set up with") && said.contains("store id"),
+        "{said}"
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        rt.block_on(store.head(&key)).unwrap(),
+        None,
+        "a blob went into a store that is not this device's"
+    );
+
+    rt.block_on(store.put("songfs.json", own)).unwrap();
+    assert!(m.wait_uploads(Duration::from_secs(90)));
+    run_ok(m.songfs().arg("sync"));
+    assert_eq!(
+        rt.block_on(store.head(&key)).unwrap(),
+        Some(two.len() as u64)
+    );
+}
+
+/// Issue 14, 2 and 3 (namespace): another writer took this device's next namespace log
+/// slot (a copy of ~/.songfs). The upload stops with a message saying what to do instead
+/// of "sent"; `songfs init --force` moves the device to a fresh id, and the change it had
+/// not sent reaches another device.
+#[test]
+fn a_taken_namespace_slot_stops_the_upload_and_init_force_recovers() {
+    let mut m = Mount::new();
+    write_file(&m.path("before.mp3"), &bytes(5, 30_000));
+    assert!(m.wait_uploads(Duration::from_secs(30)));
+    run_ok(m.songfs().arg("sync"));
+    let old = device_id(&m.home);
+    let next = highest_seq(&m.store, "ns/", &old) + 1;
+    // The clone's log at this device's next number.
+    write_file(
+        &m.store.join(format!("ns/logs/{old}/{next:012}.json")),
+        &ns_log(&old, next, &["from-the-clone.mp3"]),
+    );
+
+    write_file(&m.path("after.mp3"), &bytes(6, 30_000));
+    assert!(m.wait_uploads(Duration::from_secs(30)));
+    let out = m.songfs().arg("sync").output().unwrap();
+    let said = text(&out);
+    assert!(!out.status.success(), "{said}");
+    assert!(
+        said.contains("already exists in the store with other content")
+            && said.contains("init --force"),
+        "{said}"
+    );
+    assert!(!said.contains("change(s) sent"), "{said}");
+
+    m.unmount();
+    let out = run_ok(m.songfs().args([
+        "init",
+        "--force",
+        "--store",
+        &format!("file://{}", m.store.display()),
+    ]));
+    let new = device_id(&m.home);
+    assert_ne!(new, old, "init --force kept the device id: {}", text(&out));
+    m.mount();
+    run_ok(m.songfs().arg("sync"));
+    assert!(
+        !files_containing(&m.store.join("ns/logs").join(&new), "after.mp3").is_empty(),
+        "the unsent change did not go out under the new id"
+    );
+    let other = Mount::on_folder_store(&m.store, "laptop");
+    for f in ["before.mp3", "after.mp3", "from-the-clone.mp3"] {
+        assert!(
+            wait_until(Duration::from_secs(20), || other.path(f).exists()),
+            "{f} never reached the other device"
+        );
+    }
+    // And the moved device takes the clone's change too (it is another device now).
+    assert!(m.path("from-the-clone.mp3").exists());
+}
+
+/// Issue 14, 2 and 3 (database): the same with the database's change log.
+#[test]
+fn a_taken_database_slot_stops_the_upload_and_init_force_recovers() {
+    let store_dir = tempfile::tempdir().unwrap();
+    let store = store_dir.path().join("store");
+    let a = DbDevice::new(&store, "desk");
+    run_ok(a.songfs().arg("sync"));
+    let old = device_id(&a.home);
+    let next = highest_seq(&store, "", &old) + 1;
+    write_file(
+        &store.join(format!("logs/{old}/{next:012}.json")),
+        format!(
+            r#"{{"device_id":"{old}","sync_version":2,"timestamp":"x","seq":{next},"changes":[]}}"#
+        )
+        .as_bytes(),
+    );
+    a.exec("UPDATE songs SET title = 'Edited on the original' WHERE id = 5");
+    let out = a.songfs().arg("sync").output().unwrap();
+    let said = text(&out);
+    assert!(!out.status.success(), "{said}");
+    assert!(said.contains("--new-device-id"), "{said}");
+    // Stays stopped until the user acts (a second try says the same).
+    assert!(!a.songfs().arg("sync").output().unwrap().status.success());
+
+    run_ok(a.songfs().args([
+        "init",
+        "--force",
+        "--store",
+        &format!("file://{}", store.display()),
+        "--db",
+        a.db.to_str().unwrap(),
+    ]));
+    assert_ne!(device_id(&a.home), old);
+    run_ok(a.songfs().arg("sync"));
+    let b = DbDevice::new(&store, "laptop");
+    run_ok(b.songfs().arg("sync"));
+    assert_eq!(b.title(5), "Edited on the original");
+}
+
+/// Issue 14, 4: the namespace pull caps the size of what it reads and sets a bad log
+/// aside, applies the device's later logs, and retries the bad one at every sync.
+#[test]
+fn the_namespace_pull_caps_sizes_and_retries_a_bad_log() {
+    let mut m = Mount::new();
+    // Unmounted while the logs appear: the mount's own cycles would take them first, and
+    // this `songfs sync` (standalone) is the pull whose report is read here.
+    m.unmount();
+    let other = "c0ffee00c0ffee00c0ffee00c0ffee00";
+    let dir = m.store.join(format!("ns/logs/{other}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let at = |seq: u64| dir.join(format!("{seq:012}.json"));
+    write_file(&at(1), b"{not json");
+    write_file(&at(2), &ns_log(other, 2, &["second.mp3"]));
+    // 300 MiB, sparse: costs no disk, and must never be read.
+    std::fs::File::create(at(3))
+        .unwrap()
+        .set_len(300 << 20)
+        .unwrap();
+    write_file(&at(4), &ns_log(other, 4, &["fourth.mp3"]));
+
+    let out = m.songfs().arg("sync").output().unwrap();
+    let said = text(&out);
+    assert!(!out.status.success(), "{said}");
+    assert!(
+        said.contains(&format!("ns/logs/{other}/000000000001.json")),
+        "{said}"
+    );
+    assert!(
+        said.contains(&format!("ns/logs/{other}/000000000003.json"))
+            && said.contains("over the size limit (256 MiB)"),
+        "{said}"
+    );
+    m.mount();
+    assert!(m.path("second.mp3").exists() && m.path("fourth.mp3").exists());
+
+    // The bad log is fixed (or this songfs updated): the next sync takes it.
+    write_file(&at(1), &ns_log(other, 1, &["first.mp3"]));
+    run_ok(m.songfs().arg("sync"));
+    assert!(
+        m.path("first.mp3").exists(),
+        "a log set aside once was never retried"
+    );
+}
+
+/// The mount never waits on the sync: with a sync write transaction held open on the
+/// sync's database for seconds, `ls -l`, `stat`, reads of cached files and a small write
+/// through the mount stay fast.
+#[test]
+fn the_mount_does_not_wait_on_a_long_sync_transaction() {
+    let m = Mount::new();
+    let dir = m.path("album");
+    std::fs::create_dir(&dir).unwrap();
+    let data: Vec<Vec<u8>> = (0..8).map(|i| bytes(100 + i, 200_000)).collect();
+    for (i, d) in data.iter().enumerate() {
+        write_file(&dir.join(format!("{i}.mp3")), d);
+    }
+    assert!(m.wait_uploads(Duration::from_secs(30)));
+    run_ok(m.songfs().arg("sync"));
+
+    let state_db = m.home.join("state.db");
+    let (held_tx, held_rx) = std::sync::mpsc::channel();
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    let holder = std::thread::spawn(move || {
+        let c = songfs::db::open(&state_db).unwrap();
+        c.execute_batch("BEGIN IMMEDIATE; INSERT INTO nsync_dirs(path) VALUES ('lock-test');")
+            .unwrap();
+        held_tx.send(()).unwrap();
+        let _ = done_rx.recv_timeout(Duration::from_secs(30));
+        c.execute_batch("ROLLBACK").unwrap();
+    });
+    held_rx.recv().unwrap();
+    let mut timings: Vec<(String, Duration)> = Vec::new();
+    let started = std::time::Instant::now();
+    let mut round = 0;
+    while started.elapsed() < Duration::from_secs(4) {
+        let t = std::time::Instant::now();
+        let out = Command::new("ls").arg("-l").arg(&dir).output().unwrap();
+        assert!(out.status.success());
+        timings.push(("ls -l".into(), t.elapsed()));
+        for (i, d) in data.iter().enumerate() {
+            let p = dir.join(format!("{i}.mp3"));
+            let t = std::time::Instant::now();
+            let md = std::fs::metadata(&p).unwrap();
+            timings.push(("stat".into(), t.elapsed()));
+            assert_eq!(md.len(), d.len() as u64);
+            let t = std::time::Instant::now();
+            assert_eq!(&std::fs::read(&p).unwrap(), d);
+            timings.push(("read".into(), t.elapsed()));
+        }
+        let t = std::time::Instant::now();
+        write_file(&m.path(&format!("note-{round}.txt")), b"small write");
+        timings.push(("write".into(), t.elapsed()));
+        round += 1;
+    }
+    done_tx.send(()).unwrap();
+    holder.join().unwrap();
+    let mut worst: std::collections::BTreeMap<String, (Duration, usize)> = Default::default();
+    for (op, d) in &timings {
+        let e = worst.entry(op.clone()).or_default();
+        e.0 = e.0.max(*d);
+        e.1 += 1;
+    }
+    for (op, (max, n)) in &worst {
+        eprintln!("while the sync transaction was held: {op:6} x{n:4}, slowest {max:?}");
+    }
+    let slowest = timings.iter().map(|(_, d)| *d).max().unwrap();
+    assert!(
+        slowest < Duration::from_millis(500),
+        "an operation through the mount waited {slowest:?} on the sync's transaction"
+    );
+}
