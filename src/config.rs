@@ -268,6 +268,7 @@ mod tests {
                 url: "file:///x".into(),
                 s3_endpoint: None,
                 s3_region: None,
+                encrypted: false,
             },
             "desk".into(),
         );
