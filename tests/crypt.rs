@@ -858,3 +858,44 @@ fn two_devices_on_an_encrypted_store_sync_files_and_the_database_and_refuse_a_fo
     );
     assert_passphrase_nowhere(&[&a.home, &b.home, &a.store], &[&out.stdout, &out.stderr]);
 }
+
+#[test]
+fn an_encrypted_s3_mount_started_while_the_store_is_down_comes_up_offline() {
+    let tmp = tempfile::tempdir().unwrap();
+    let right = pass_file(tmp.path(), "right", PASSPHRASE);
+    let mut s3 = S3Server::start();
+    let mut env: Vec<(String, String)> = s3.env();
+    env.push((WEAK_KDF.0.into(), WEAK_KDF.1.into()));
+    env.push(("SONGFS_PASSPHRASE_FILE".into(), right.clone()));
+    let env_ref: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let endpoint = s3.endpoint();
+    let mut m = Mount::init_with(
+        Some(&s3.url("enc")),
+        &["--encrypt", "--s3-endpoint", &endpoint],
+        &env_ref,
+        &["--fetch-timeout", "1"],
+    );
+    m.set_env("SONGFS_PASSPHRASE_FILE", None);
+    m.mount();
+    std::fs::write(m.path("a.wav"), b"before the outage").unwrap();
+    m.unmount();
+    s3.stop();
+    m.mount();
+    let s = m.status();
+    assert_eq!(s["store_encrypted"], true, "{s}");
+    assert_eq!(s["daemon"]["store_reachable"], false, "{s}");
+    assert_eq!(
+        std::fs::read(m.path("a.wav")).unwrap(),
+        b"before the outage"
+    );
+    std::fs::write(m.path("b.wav"), b"written offline").unwrap();
+    s3.restart();
+    assert!(m.wait_uploads(std::time::Duration::from_secs(60)));
+    let objects = all_files(&s3.data_dir());
+    assert!(objects
+        .iter()
+        .all(|(_, b)| !contains(b, b"written offline")));
+    assert!(objects
+        .iter()
+        .any(|(p, _)| p.to_string_lossy().contains("blobs/hmac")));
+}

@@ -34,7 +34,25 @@ const HEADER_MEMORY: usize = 4096;
 
 /// Opens the encrypted store `inner` with the passphrase this device keeps for it.
 pub async fn unlock(inner: Arc<dyn ObjectStore>, cfg: &StoreConfig) -> StoreResult<EncryptedStore> {
-    let record = key_record(inner.as_ref()).await?;
+    let home = Home::from_env();
+    let record = match key_record(inner.as_ref()).await {
+        Ok(r) => {
+            remember_record(&home, &r);
+            r
+        }
+        // Store down or disk not attached: the copy kept at the last unlock lets the
+        // mount come up offline (it is the wrapped key, useless without the passphrase).
+        Err(e @ (StoreError::NotFound { .. } | StoreError::Unreachable { .. })) => {
+            match remembered_record(&home) {
+                Some(r) => {
+                    tracing::warn!(store = %inner.describe(), error = %e, "key record not readable from the store: using the copy kept at the last unlock");
+                    r
+                }
+                None => return Err(e),
+            }
+        }
+        Err(e) => return Err(e),
+    };
     let locked = |why: String| StoreError::Locked {
         store: inner.describe(),
         why,
@@ -56,8 +74,32 @@ pub async fn unlock(inner: Arc<dyn ObjectStore>, cfg: &StoreConfig) -> StoreResu
         ),
         e => locked(e.to_string()),
     })?;
-    let scratch = Home::from_env().root.join("sealing");
-    Ok(EncryptedStore::new(inner, &master, scratch))
+    Ok(EncryptedStore::new(
+        inner,
+        &master,
+        home.root.join("sealing"),
+    ))
+}
+
+/// Where a device keeps the copy of its store's key record (not a secret).
+fn record_copy(home: &Home) -> PathBuf {
+    home.root.join("store-key.json")
+}
+
+fn remember_record(home: &Home, record: &KeyRecord) {
+    let path = record_copy(home);
+    let tmp = path.with_extension("json.tmp");
+    let written = serde_json::to_vec_pretty(record)
+        .map_err(std::io::Error::other)
+        .and_then(|b| std::fs::write(&tmp, b))
+        .and_then(|()| std::fs::rename(&tmp, &path));
+    if let Err(e) = written {
+        tracing::debug!(path = %path.display(), error = %e, "key record copy not kept");
+    }
+}
+
+fn remembered_record(home: &Home) -> Option<KeyRecord> {
+    serde_json::from_slice(&std::fs::read(record_copy(home)).ok()?).ok()
 }
 
 /// The key record in the store's `songfs.json`; an error if it has none.
