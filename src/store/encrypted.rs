@@ -332,7 +332,15 @@ fn seal_file(keys: &Subkeys, name: &str, src: &Path, dir: &Path) -> std::io::Res
     }
 }
 
+/// Creates `dir` (and parents) readable only by this user (elsewhere than Unix the
+/// user's profile folder is already private).
+#[cfg(not(unix))]
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)
+}
+
 /// Creates `dir` (and parents) readable only by this user.
+#[cfg(unix)]
 pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
     std::fs::DirBuilder::new()
