@@ -60,6 +60,9 @@ pub struct DaemonStatus {
     pub store: String,
     /// The store answered when the mount started.
     pub store_reachable: bool,
+    /// Why the mount started offline (the store did not answer, or is not this device's).
+    #[serde(default)]
+    pub offline_reason: Option<String>,
     pub cache_bytes: u64,
     pub cache_limit: u64,
     pub cache_pinned_bytes: u64,
@@ -125,42 +128,45 @@ pub fn read_status(home: &Home) -> Option<DaemonStatus> {
 /// answers for another store): mount anyway, offline — cached files read, writes queue
 /// for upload and go out once the right store answers. Reachable but refusing access, or
 /// written by a format this build does not understand: refuse.
-async fn check_store(store: &Checked, timeout: Duration) -> anyhow::Result<bool> {
-    match tokio::time::timeout(timeout, store.verify()).await {
-        Err(_) => {
-            tracing::warn!(store = %store.describe(), "the store did not answer within {timeout:?}: mounting offline (cached files only; writes upload later)");
-            Ok(false)
-        }
-        Ok(Err(e @ StoreError::WrongStore { .. })) => {
-            tracing::warn!("{e}");
-            eprintln!("songfs: {e}");
-            Ok(false)
-        }
+async fn check_store(store: &Checked, timeout: Duration) -> anyhow::Result<Offline> {
+    let offline = match tokio::time::timeout(timeout, store.verify()).await {
+        Err(_) => format!(
+            "the store {} did not answer within {timeout:?}: mounted offline (cached files only; writes upload later)",
+            store.describe()
+        ),
+        Ok(Err(e @ StoreError::WrongStore { .. })) => e.to_string(),
         Ok(Err(
             e @ (StoreError::Denied { .. }
             | StoreError::NoSuchBucket { .. }
             | StoreError::BadUrl { .. }),
-        )) => Err(anyhow::anyhow!(
-            "cannot use the store {}: {e}",
-            store.describe()
-        )),
-        Ok(Err(e)) => {
-            tracing::warn!(store = %store.describe(), error = %e, "the store is unreachable: mounting offline (cached files only; writes upload later)");
-            Ok(false)
+        )) => {
+            return Err(anyhow::anyhow!(
+                "cannot use the store {}: {e}",
+                store.describe()
+            ))
         }
+        Ok(Err(e)) => format!(
+            "the store {} is unreachable ({e}): mounted offline (cached files only; writes upload later)",
+            store.describe()
+        ),
         Ok(Ok(())) => {
             format::check(store).await?;
-            Ok(true)
+            return Ok(None);
         }
-    }
+    };
+    tracing::warn!("{offline}");
+    Ok(Some(offline))
 }
+
+/// Why the mount started offline; None when the store answered as this device's.
+type Offline = Option<String>;
 
 /// What the mount is made of, built before anything is mounted.
 #[cfg(fuse)]
 struct Parts {
     rt: tokio::runtime::Runtime,
     store: Arc<Checked>,
-    reachable: bool,
+    offline: Offline,
     cache: Arc<Cache>,
     uploader: Arc<Uploader>,
     catalog: Arc<Catalog>,
@@ -196,7 +202,7 @@ fn build(home: &Home, cfg: &Config, opts: &DaemonOptions) -> anyhow::Result<Part
         .enable_all()
         .build()?;
     let store = rt.block_on(store::open_checked(cfg))?;
-    let reachable = rt.block_on(check_store(&store, opts.fetch_timeout))?;
+    let offline = rt.block_on(check_store(&store, opts.fetch_timeout))?;
     let dyn_store: Arc<dyn ObjectStore> = store.clone();
 
     std::fs::create_dir_all(home.cache_dir())
@@ -255,7 +261,7 @@ fn build(home: &Home, cfg: &Config, opts: &DaemonOptions) -> anyhow::Result<Part
     Ok(Parts {
         rt,
         store,
-        reachable,
+        offline,
         cache,
         uploader,
         catalog,
@@ -314,20 +320,19 @@ fn start(
     let Parts {
         rt,
         store,
-        reachable,
+        offline,
         cache,
         uploader,
         catalog,
         fs,
     } = parts;
-    let reachable = *reachable;
     // Status first, then (below) the pid file that `songfs mount` waits for: whoever sees
     // this daemon running never reads the previous mount's status.
     write_status(
         home,
         &opts.mountpoint,
         &store.describe(),
-        reachable,
+        offline,
         cache,
         uploader,
         &std::sync::Mutex::new(sync_loop::SyncStatus::default()),
@@ -397,7 +402,7 @@ fn start(
         home.clone(),
         opts.mountpoint.clone(),
         store.describe(),
-        reachable,
+        offline.clone(),
         cache.clone(),
         uploader.clone(),
         sync.status.clone(),
@@ -416,7 +421,7 @@ fn shut_down(parts: Parts, running: Running, home: &Home, opts: &DaemonOptions) 
     let Parts {
         rt,
         store,
-        reachable,
+        offline,
         cache,
         uploader,
         fs,
@@ -449,7 +454,7 @@ fn shut_down(parts: Parts, running: Running, home: &Home, opts: &DaemonOptions) 
         home,
         &opts.mountpoint,
         &store.describe(),
-        reachable,
+        &offline,
         &cache,
         &uploader,
         &sync_status,
@@ -470,7 +475,7 @@ async fn write_status_loop(
     home: Home,
     mountpoint: PathBuf,
     store: String,
-    reachable: bool,
+    offline: Offline,
     cache: Arc<Cache>,
     uploader: Arc<Uploader>,
     sync: Arc<std::sync::Mutex<sync_loop::SyncStatus>>,
@@ -480,7 +485,7 @@ async fn write_status_loop(
             &home,
             &mountpoint,
             &store,
-            reachable,
+            &offline,
             &cache,
             &uploader,
             &sync,
@@ -493,7 +498,7 @@ fn write_status(
     home: &Home,
     mountpoint: &Path,
     store: &str,
-    reachable: bool,
+    offline: &Offline,
     cache: &Cache,
     uploader: &Uploader,
     sync: &std::sync::Mutex<sync_loop::SyncStatus>,
@@ -510,7 +515,8 @@ fn write_status(
         pid: std::process::id(),
         mountpoint: mountpoint.to_path_buf(),
         store: store.to_string(),
-        store_reachable: reachable,
+        store_reachable: offline.is_none(),
+        offline_reason: offline.clone(),
         cache_bytes: bytes,
         cache_limit: limit,
         cache_pinned_bytes: pinned_bytes,

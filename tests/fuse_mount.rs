@@ -39,13 +39,27 @@ fn mount_refuses_bad_setups_with_a_clear_message() {
     c.arg("unmount").arg(&m.dir);
     assert!(stderr_of(c).contains("not mounted"));
 
-    // The store folder is gone (a NAS or USB disk not attached): say so, mount nothing.
+    // The store folder is gone (a NAS or USB disk not attached): the mount comes up
+    // offline and says why at once; nothing is created in the store's place.
     std::fs::rename(&m.store, m.root().join("store-away")).unwrap();
-    let mut c = m.songfs();
-    c.arg("mount").arg(&m.dir);
-    let e = stderr_of(c);
-    assert!(e.contains("attached"), "{e}");
-    assert_eq!(std::fs::read_dir(&m.dir).unwrap().count(), 0);
+    let mut m = m;
+    let out = m.mount_output();
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{e}");
+    assert!(e.contains("warning") && e.contains("attached"), "{e}");
+    let st = m.status();
+    assert_eq!(st["daemon"]["store_reachable"], false, "{st}");
+    assert!(
+        st["daemon"]["offline_reason"]
+            .as_str()
+            .unwrap()
+            .contains("attached"),
+        "{st}"
+    );
+    assert!(
+        !m.store.exists(),
+        "a store was created in place of the missing one"
+    );
 }
 
 #[test]

@@ -274,6 +274,10 @@ fn start_background(home: &Home, a: &MountArgs, mountpoint: &Path) -> anyhow::Re
                 child.id(),
                 log_path.display()
             );
+            // Mounted, but offline: the user must hear why now, not find it in the log.
+            if let Some(why) = daemon::read_status(home).and_then(|s| s.offline_reason) {
+                eprintln!("songfs: warning: {why}");
+            }
             return Ok(());
         }
         if let Some(status) = child.try_wait()? {
@@ -455,10 +459,11 @@ pub fn run_status(a: StatusArgs) -> anyhow::Result<()> {
                 human(s.pending_bytes)
             )?;
             if !s.store_reachable {
-                writeln!(
-                    out,
-                    "warning:  the store was unreachable when the mount started (offline)"
-                )?;
+                let why = s
+                    .offline_reason
+                    .as_deref()
+                    .unwrap_or("the store was unreachable when the mount started (offline)");
+                writeln!(out, "warning:  {why}")?;
             }
             if let Some(e) = &s.last_error {
                 writeln!(out, "last error: {e}")?;

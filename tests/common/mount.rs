@@ -169,10 +169,28 @@ impl Mount {
         let mut c = self.songfs();
         c.arg("mount").arg(&self.dir).args(&self.extra_args);
         run_ok(&mut c);
+        self.record_pid();
+        assert!(self.pid.is_some(), "the daemon wrote no pid file");
+    }
+
+    /// `songfs mount` whatever it answers (its stderr is what the test checks); a daemon
+    /// it started is stopped with the test.
+    pub fn mount_output(&mut self) -> Output {
+        let out = self
+            .songfs()
+            .arg("mount")
+            .arg(&self.dir)
+            .args(&self.extra_args)
+            .output()
+            .unwrap();
+        self.record_pid();
+        out
+    }
+
+    fn record_pid(&mut self) {
         self.pid = std::fs::read_to_string(self.home.join("daemon.pid"))
             .ok()
             .and_then(|s| s.trim().parse().ok());
-        assert!(self.pid.is_some(), "the daemon wrote no pid file");
     }
 
     /// `songfs unmount` (waits for the daemon to drain uploads and exit).
