@@ -61,6 +61,7 @@ fn store_config(url: String, endpoint: Option<String>) -> StoreConfig {
         url,
         s3_endpoint: endpoint,
         s3_region: None,
+        encrypted: false,
     }
 }
 

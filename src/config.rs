@@ -50,6 +50,10 @@ pub struct StoreConfig {
     /// S3 region; defaults to the AWS credential chain's region, else `us-east-1`.
     #[serde(default)]
     pub s3_region: Option<String>,
+    /// The store is encrypted (doc/FORMAT.md): set by `init`, never a secret. A device
+    /// that knows this refuses a `songfs.json` that says otherwise.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub encrypted: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -264,6 +268,7 @@ mod tests {
                 url: "file:///x".into(),
                 s3_endpoint: None,
                 s3_region: None,
+                encrypted: false,
             },
             "desk".into(),
         );
@@ -292,6 +297,7 @@ mod tests {
             url: "file:///tmp/x".into(),
             s3_endpoint: None,
             s3_region: None,
+            encrypted: false,
         };
         let a = Config::new(store.clone(), "desk".into());
         a.save(&home).unwrap();
@@ -315,6 +321,7 @@ mod tests {
                 url: "file:///x".into(),
                 s3_endpoint: None,
                 s3_region: None,
+                encrypted: false,
             },
             "d".into(),
         );

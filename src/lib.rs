@@ -10,6 +10,7 @@ pub mod catalog;
 pub mod cli;
 pub mod config;
 pub mod content;
+pub mod crypt;
 pub mod daemon;
 pub mod db;
 #[cfg(fuse)]

@@ -33,6 +33,7 @@ impl World {
             url: format!("file://{}", store_dir.path().display()),
             s3_endpoint: None,
             s3_region: None,
+            encrypted: false,
         };
         let store = rt.block_on(store::open(&sc)).unwrap();
         World {
@@ -49,6 +50,7 @@ impl World {
                 url: "file:///unused".into(),
                 s3_endpoint: None,
                 s3_region: None,
+                encrypted: false,
             },
             name.into(),
         );

@@ -375,6 +375,7 @@ async fn s3_dead_endpoint_is_unreachable_within_seconds() {
         url: "s3://bucket/p".into(),
         s3_endpoint: Some(format!("http://127.0.0.1:{}", s3server::free_port())),
         s3_region: None,
+        encrypted: false,
     };
     let store = S3Store::open(&cfg, test_options()).await.unwrap();
     let started = Instant::now();
@@ -401,6 +402,7 @@ async fn s3_silent_endpoint_times_out() {
         url: "s3://bucket/p".into(),
         s3_endpoint: Some(format!("http://127.0.0.1:{port}")),
         s3_region: None,
+        encrypted: false,
     };
     let opts = S3Options {
         first_byte_timeout: Duration::from_millis(500),

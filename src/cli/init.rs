@@ -31,6 +31,10 @@ pub struct InitArgs {
     /// took this device's change-log slots: then it moves to a fresh one, see below).
     #[arg(long)]
     pub force: bool,
+    /// Encrypt a new store (asks for a passphrase twice; scripts: SONGFS_PASSPHRASE_FILE).
+    /// A store that is already encrypted is detected and its passphrase asked for.
+    #[arg(long)]
+    pub encrypt: bool,
     /// With --force: move this device to a fresh device id. For a copy of ~/.songfs (or a
     /// restored backup of it) that shares its id with another device: changes not sent
     /// yet go out under the new id, and the old id's logs are read like another device's.
@@ -59,14 +63,25 @@ pub fn run(a: InitArgs) -> anyhow::Result<()> {
         url: a.store.clone(),
         s3_endpoint: a.s3_endpoint.clone(),
         s3_region: a.s3_region.clone(),
+        encrypted: false,
     };
+    let mut known_encrypted = false;
     let mut cfg = match Config::load(&home) {
-        Ok(existing) if !a.force && existing.store != store_cfg => anyhow::bail!(
-            "{} is already set up for the store {}: pass --force to switch stores",
-            home.root.display(),
-            existing.store.url
-        ),
+        Ok(existing)
+            if !a.force
+                && StoreConfig {
+                    encrypted: false,
+                    ..existing.store.clone()
+                } != store_cfg =>
+        {
+            anyhow::bail!(
+                "{} is already set up for the store {}: pass --force to switch stores",
+                home.root.display(),
+                existing.store.url
+            )
+        }
         Ok(mut existing) => {
+            known_encrypted = existing.store.encrypted && existing.store.url == store_cfg.url;
             existing.store = store_cfg;
             existing
         }
@@ -90,7 +105,12 @@ pub fn run(a: InitArgs) -> anyhow::Result<()> {
             .with_context(|| format!("cannot create the store folder {path}"))?;
     }
     let rt = super::runtime()?;
-    let format = rt.block_on(crate::store::format::ensure(&cfg))?;
+    let format = rt.block_on(super::passphrase::set_up_store(
+        &cfg.store,
+        a.encrypt,
+        known_encrypted,
+    ))?;
+    cfg.store.encrypted = format.encryption.is_some();
     cfg.store_id = format.store_id;
     let taken = crate::sync::slot_taken(&home)?;
     if a.new_device_id || taken.is_some() {

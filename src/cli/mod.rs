@@ -8,6 +8,7 @@ pub mod import;
 pub mod init;
 pub mod mount;
 pub mod ondisk;
+pub mod passphrase;
 pub mod sync;
 pub mod sync_json;
 
@@ -53,6 +54,8 @@ pub enum Command {
     /// Puts a conflict copy (under <mount>/.conflicts/) back in its place; the version
     /// there now is kept as a conflict copy.
     Restore(conflicts::RestoreArgs),
+    /// The passphrase of an encrypted store: `change` it, or `enter` the one another device set.
+    Passphrase(passphrase::PassphraseArgs),
     /// Print shell completions (e.g. `songfs completions bash > /etc/bash_completion.d/songfs`).
     Completions(generate::CompletionsArgs),
     /// Write the man pages (songfs.1, songfs-mount.1, ...) into a directory.
@@ -76,6 +79,7 @@ pub fn main() -> ExitCode {
         Command::Unpin(a) => files::run_unpin(a),
         Command::Evict(a) => files::run_evict(a),
         Command::Restore(a) => conflicts::run_restore(a),
+        Command::Passphrase(a) => passphrase::run(a),
         Command::Completions(a) => generate::run_completions(a),
         Command::Man(a) => generate::run_man(a),
     };

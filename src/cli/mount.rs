@@ -391,6 +391,7 @@ pub fn run_status(a: StatusArgs) -> anyhow::Result<()> {
             "device_id": cfg.device_id,
             "device_name": cfg.device_name,
             "store": cfg.store.url,
+            "store_encrypted": cfg.store.encrypted,
             "mountpoint": mountpoint,
             "mounted": mounted,
             "daemon_pid": pid,
@@ -412,7 +413,12 @@ pub fn run_status(a: StatusArgs) -> anyhow::Result<()> {
     }
     let mut out = std::io::stdout().lock();
     writeln!(out, "device:   {} ({})", cfg.device_name, cfg.device_id)?;
-    writeln!(out, "store:    {}", cfg.store.url)?;
+    let sealed = if cfg.store.encrypted {
+        " (encrypted)"
+    } else {
+        " (not encrypted)"
+    };
+    writeln!(out, "store:    {}{sealed}", cfg.store.url)?;
     match (&mountpoint, mounted) {
         (Some(m), true) => writeln!(
             out,

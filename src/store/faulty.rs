@@ -176,4 +176,7 @@ impl ObjectStore for FaultyStore {
     fn describe(&self) -> String {
         format!("{} (fault-injecting wrapper)", self.inner.describe())
     }
+    fn is_encrypted(&self) -> bool {
+        self.inner.is_encrypted()
+    }
 }

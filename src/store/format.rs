@@ -1,12 +1,15 @@
 //! `songfs.json` at the store root: the store's format version, so a build never
-//! misreads a store written by a newer one, and its id, so a device never writes into a
-//! store that is not its own (`identity.rs`). Room is left for encryption parameters.
+//! misreads a store written by a newer one, its id, so a device never writes into a
+//! store that is not its own (`identity.rs`), and, for an encrypted store, its key
+//! record (the master key wrapped by the passphrase, doc/FORMAT.md §2). The only object
+//! an encrypted store keeps in the clear.
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use super::{ObjectStore, StoreError};
+use super::{ObjectStore, StoreError, StoreResult};
 use crate::config::Config;
+use crate::crypt::keys::KeyRecord;
 
 pub const FORMAT_KEY: &str = "songfs.json";
 pub const FORMAT_VERSION: u32 = 1;
@@ -19,9 +22,48 @@ pub struct StoreFormat {
     /// only to a store that carries it (`identity.rs`). None in stores made before.
     #[serde(default)]
     pub store_id: Option<String>,
-    /// None: objects are stored in the clear. A later version records its cipher here.
-    #[serde(default)]
-    pub encryption: Option<serde_json::Value>,
+    /// None: objects are stored in the clear. Some: every other object is sealed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<KeyRecord>,
+}
+
+impl StoreFormat {
+    pub fn new(encryption: Option<KeyRecord>) -> StoreFormat {
+        StoreFormat {
+            format_version: FORMAT_VERSION,
+            created_at: chrono::Utc::now().to_rfc3339(),
+            store_id: Some(crate::config::new_device_id()),
+            encryption,
+        }
+    }
+
+    pub fn to_bytes(&self) -> Bytes {
+        Bytes::from(serde_json::to_vec_pretty(self).expect("a format record always encodes"))
+    }
+}
+
+/// The store's format record, None if it has none yet (a new store). Fails on a record
+/// this build cannot read.
+pub async fn read(store: &dyn ObjectStore) -> StoreResult<Option<StoreFormat>> {
+    let raw = match store.get(FORMAT_KEY).await {
+        Ok(b) => b,
+        Err(StoreError::NotFound { .. }) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let format: StoreFormat = serde_json::from_slice(&raw).map_err(|e| {
+        StoreError::Other(format!(
+            "{}/{FORMAT_KEY} is damaged or of a newer songfs ({e}): upgrade songfs, or restore it from a backup",
+            store.describe()
+        ))
+    })?;
+    if format.format_version != FORMAT_VERSION {
+        return Err(StoreError::Other(format!(
+            "{} has store format {} but this songfs understands only {FORMAT_VERSION}: upgrade songfs",
+            store.describe(),
+            format.format_version
+        )));
+    }
+    Ok(Some(format))
 }
 
 /// Reads the store's format record, writing a new one if the store is empty; fails if
@@ -32,47 +74,35 @@ pub async fn ensure(cfg: &Config) -> anyhow::Result<StoreFormat> {
 }
 
 pub async fn ensure_in(store: &dyn ObjectStore) -> anyhow::Result<StoreFormat> {
-    let fresh = StoreFormat {
-        format_version: FORMAT_VERSION,
-        created_at: chrono::Utc::now().to_rfc3339(),
-        store_id: Some(crate::config::new_device_id()),
-        encryption: None,
-    };
     store
-        .put_if_absent(FORMAT_KEY, Bytes::from(serde_json::to_vec_pretty(&fresh)?))
+        .put_if_absent(FORMAT_KEY, StoreFormat::new(None).to_bytes())
         .await
         .map_err(|e| anyhow::anyhow!("cannot use the store {}: {e}", store.describe()))?;
     check(store).await
 }
 
-/// Fails unless the store holds a format record this build understands; returns it.
+/// Fails unless the store holds a format record this build understands, and the store
+/// was opened the way the record says (sealed or in the clear); returns it.
 pub async fn check(store: &dyn ObjectStore) -> anyhow::Result<StoreFormat> {
-    let raw = match store.get(FORMAT_KEY).await {
-        Ok(b) => b,
-        Err(StoreError::NotFound { .. }) => anyhow::bail!(
+    let format = read(store)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot use the store {}: {e}", store.describe()))?;
+    let Some(format) = format else {
+        anyhow::bail!(
             "{} is not a songfs store (no {FORMAT_KEY}): run `songfs init` with this store first",
             store.describe()
-        ),
-        Err(e) => anyhow::bail!("cannot use the store {}: {e}", store.describe()),
-    };
-    let format: StoreFormat = serde_json::from_slice(&raw).map_err(|e| {
-        anyhow::anyhow!(
-            "{}/{FORMAT_KEY} is damaged ({e}): restore it from a backup",
-            store.describe()
         )
-    })?;
-    if format.format_version != FORMAT_VERSION {
-        anyhow::bail!(
-            "{} has store format {} but this songfs understands only {FORMAT_VERSION}: upgrade songfs",
-            store.describe(),
-            format.format_version
-        );
-    }
-    if format.encryption.is_some() {
-        anyhow::bail!(
-            "{} is encrypted, which this songfs cannot read: upgrade songfs",
+    };
+    match (format.encryption.is_some(), store.is_encrypted()) {
+        (true, false) => anyhow::bail!(
+            "{} is encrypted: run `songfs init --store URL` again on this device to give it the passphrase",
             store.describe()
-        );
+        ),
+        (false, true) => anyhow::bail!(
+            "{}/{FORMAT_KEY} says the store is not encrypted, but this device set it up encrypted: \
+             refusing to use it (someone may have replaced {FORMAT_KEY}); restore it from another device",
+            store.describe()
+        ),
+        _ => Ok(format),
     }
-    Ok(format)
 }

@@ -114,4 +114,7 @@ impl ObjectStore for Checked {
     fn describe(&self) -> String {
         self.inner.describe()
     }
+    fn is_encrypted(&self) -> bool {
+        self.inner.is_encrypted()
+    }
 }

@@ -5,6 +5,7 @@
 //! so that a reader never sees half of it. This layer knows nothing of files, caches or
 //! databases; it must never retry forever: callers bound their waits.
 
+pub mod encrypted;
 pub mod faulty;
 pub mod format;
 pub mod identity;
@@ -38,6 +39,12 @@ pub enum StoreError {
     },
     #[error("bad store URL {url}: {why}")]
     BadUrl { url: String, why: String },
+    #[error(
+        "{key}: refused, it does not authenticate under this store's key ({why}); it was not used"
+    )]
+    Unauthentic { key: String, why: String },
+    #[error("{store} is encrypted and {why}")]
+    Locked { store: String, why: String },
     #[error(
         "offline: the store at {store} is not the one this device was set up with (disk not \
          attached?): {why}. Nothing is written there; changes wait on this device and go out \
@@ -87,6 +94,11 @@ pub trait ObjectStore: Send + Sync + 'static {
 
     /// Human description for messages, e.g. `file:///srv/nas/songfs`.
     fn describe(&self) -> String;
+
+    /// True when this store seals what it writes (`encrypted::EncryptedStore`).
+    fn is_encrypted(&self) -> bool {
+        false
+    }
 }
 
 /// Opens this device's store, every write checked against the store id it recorded at
@@ -99,8 +111,18 @@ pub async fn open_checked(cfg: &crate::config::Config) -> StoreResult<Arc<identi
     )))
 }
 
-/// Opens the store a config names. Does not contact it (see `check_reachable`).
+/// Opens the store a config names. Does not contact it (see `check_reachable`), unless
+/// it is encrypted: then its key record is read and unwrapped (`encrypted::unlock`).
 pub async fn open(cfg: &StoreConfig) -> StoreResult<Arc<dyn ObjectStore>> {
+    let inner = open_unsealed(cfg).await?;
+    if cfg.encrypted {
+        return Ok(Arc::new(encrypted::unlock(inner, cfg).await?));
+    }
+    Ok(inner)
+}
+
+/// The store a config names as it is, without the encryption layer (init, passphrase).
+pub async fn open_unsealed(cfg: &StoreConfig) -> StoreResult<Arc<dyn ObjectStore>> {
     if let Some(path) = cfg.url.strip_prefix("file://") {
         if !path.starts_with('/') {
             return Err(StoreError::BadUrl {

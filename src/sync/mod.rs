@@ -66,7 +66,7 @@ impl From<transport::TransportError> for SyncError {
         match e {
             T::Store(e) => SyncError::Store(e),
             T::Db(e) => SyncError::Sql(e),
-            T::BadLog { key, why } => SyncError::BadLog { key, why },
+            T::BadLog { key, why } | T::Unauthentic { key, why } => SyncError::BadLog { key, why },
             e @ T::SlotTaken { .. } => SyncError::Transport(e),
         }
     }

@@ -99,6 +99,38 @@ impl Mount {
         m
     }
 
+    /// A home set up with `songfs init --store URL` (this test's folder store if None)
+    /// plus `init_args`, every run with `env`; not mounted yet.
+    pub fn init_with(
+        store_url: Option<&str>,
+        init_args: &[&str],
+        env: &[(&str, &str)],
+        args: &[&str],
+    ) -> Mount {
+        let mut m = Mount::bare(args);
+        m.env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let url = store_url
+            .map(str::to_string)
+            .unwrap_or_else(|| format!("file://{}", m.store.display()));
+        run_ok(
+            m.songfs()
+                .args(["init", "--store", &url, "--device-name", "test"])
+                .args(init_args),
+        );
+        m
+    }
+
+    /// Sets (or with None removes) a variable for every later `songfs` run.
+    pub fn set_env(&mut self, key: &str, value: Option<&str>) {
+        self.env.retain(|(k, _)| k != key);
+        if let Some(v) = value {
+            self.env.push((key.into(), v.into()));
+        }
+    }
+
     fn bare(args: &[&str]) -> Mount {
         let root = tempfile::Builder::new()
             .prefix("songfs-mount-test-")

@@ -120,6 +120,7 @@ impl S3Server {
             url: self.url(prefix),
             s3_endpoint: Some(self.endpoint()),
             s3_region: None,
+            encrypted: false,
         }
     }
 

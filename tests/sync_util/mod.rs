@@ -36,6 +36,7 @@ pub fn folder_store(dir: &Path) -> StoreConfig {
         url: format!("file://{}", dir.display()),
         s3_endpoint: None,
         s3_region: None,
+        encrypted: false,
     }
 }
 

@@ -83,7 +83,9 @@ impl From<TransportError> for NamespaceError {
         match e {
             TransportError::Store(e) => NamespaceError::Store(e),
             TransportError::Db(e) => NamespaceError::Db(e),
-            TransportError::BadLog { key, why } => NamespaceError::BadLog { key, why },
+            TransportError::BadLog { key, why } | TransportError::Unauthentic { key, why } => {
+                NamespaceError::BadLog { key, why }
+            }
             e @ TransportError::SlotTaken { .. } => NamespaceError::Transport(e),
         }
     }

@@ -58,6 +58,10 @@ pub enum TransportError {
     Db(#[from] rusqlite::Error),
     #[error("change log {key}: {why}")]
     BadLog { key: String, why: String },
+    /// An encrypted store's object that does not open under its key: none of the user's
+    /// devices wrote it. Set aside like a bad log, but the cursor stays where it is.
+    #[error("change log {key}: {why}")]
+    Unauthentic { key: String, why: String },
     #[error(
         "{key} already exists in the store with other content: another songfs wrote this \
          device's next change log under its device id (a copy of ~/.songfs, or a restored \

@@ -87,6 +87,10 @@ fn fetch(store: &BlockingStore, key: &str) -> Result<Option<bytes::Bytes>, Trans
     match store.get(key) {
         Ok(b) => Ok(Some(b)),
         Err(crate::store::StoreError::NotFound { .. }) => Ok(None),
+        Err(e @ crate::store::StoreError::Unauthentic { .. }) => Err(TransportError::Unauthentic {
+            key: key.into(),
+            why: e.to_string(),
+        }),
         Err(e) => Err(e.into()),
     }
 }
@@ -135,6 +139,14 @@ fn receive<R: Receiver>(
             r.state().reject(device, seq, &e.to_string())?;
             Ok(Outcome::SetAside)
         }
+        Err(e @ TransportError::Unauthentic { .. }) => {
+            // Not moving the cursor: a forged log with a high seq must not make this
+            // device skip the real logs below it.
+            tracing::error!(error = %e, "change log refused: it does not authenticate under the store's key");
+            report.errors.push(e.to_string());
+            r.state().reject_in_place(device, seq, &e.to_string())?;
+            Ok(Outcome::SetAside)
+        }
         Err(e) => {
             report.errors.push(format!("{key}: {e}"));
             Ok(Outcome::Wait)
@@ -179,6 +191,11 @@ pub fn pull<R: Receiver>(
         .into_iter()
         .map(|(d, s, _)| (d, s))
         .collect();
+    // Objects refused earlier stay out of the plan (the retries below see them again).
+    for (device, seqs) in logs.iter_mut() {
+        seqs.retain(|s| !already.contains(&(device.clone(), *s)));
+    }
+    snaps.retain(|d, s| !already.contains(&(d.clone(), *s)));
     // What each device has for us: the newest snapshot past the cursor, then the logs
     // after it.
     let mut plan: Vec<(String, Vec<(u64, String)>)> = Vec::new();

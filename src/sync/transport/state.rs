@@ -159,6 +159,27 @@ impl<'a> StreamState<'a> {
 
     /// Sets a log aside and moves the cursor past it, in one transaction.
     pub fn reject(&self, device: &str, seq: u64, reason: &str) -> Result<(), TransportError> {
+        self.set_aside(device, seq, reason, true)
+    }
+
+    /// Sets a log aside and leaves the cursor where it is (a log none of the user's
+    /// devices wrote says nothing about how far that device got).
+    pub fn reject_in_place(
+        &self,
+        device: &str,
+        seq: u64,
+        reason: &str,
+    ) -> Result<(), TransportError> {
+        self.set_aside(device, seq, reason, false)
+    }
+
+    fn set_aside(
+        &self,
+        device: &str,
+        seq: u64,
+        reason: &str,
+        past: bool,
+    ) -> Result<(), TransportError> {
         let tx = crate::sync::state::write_tx(self.conn)?;
         tx.execute(
             &format!(
@@ -167,7 +188,9 @@ impl<'a> StreamState<'a> {
             ),
             params![device, seq as i64, reason],
         )?;
-        self.set_cursor(device, seq)?;
+        if past {
+            self.set_cursor(device, seq)?;
+        }
         tx.commit()?;
         Ok(())
     }

@@ -1,0 +1,27 @@
+//! Encryption at rest, format SFE1 (doc/FORMAT.md): pure functions over bytes and keys.
+//!
+//! `keys` holds the master key and its passphrase wrap (Argon2id + AES-256-GCM), `names`
+//! turns a blob's plaintext hash into a keyed name, `chunks` seals and opens one object
+//! in authenticated 64 KiB chunks, `keyring` keeps a device's passphrase in the system
+//! keyring. Nothing here does store I/O (that is `store::encrypted`), prints, or logs a
+//! secret: keys are zeroized on drop and never formatted.
+
+pub mod chunks;
+pub mod keyring;
+pub mod keys;
+pub mod names;
+
+/// Why an object or a key record did not open.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CryptError {
+    #[error("not an SFE1 object ({0})")]
+    NotSealed(String),
+    #[error("chunk {chunk} does not authenticate (altered, truncated, reordered, or moved from another object)")]
+    Unauthentic { chunk: u64 },
+    #[error("the object is {got} bytes but its header says {want}: truncated or padded")]
+    BadLength { got: u64, want: u64 },
+    #[error("the passphrase is wrong (or the key record was altered)")]
+    WrongPassphrase,
+    #[error("bad key record: {0}")]
+    BadKeyRecord(String),
+}

@@ -1,0 +1,491 @@
+//! The encrypting store: a decorator over any `ObjectStore` that seals every object but
+//! `songfs.json` on the way in and authenticates it on the way out (doc/FORMAT.md).
+//!
+//! Callers keep using plain keys (`blobs/sha256/..`, `logs/..`); blob keys are mapped to
+//! their keyed names, every body is sealed in 64 KiB AES-256-GCM chunks bound to its
+//! name. A ranged read fetches and opens only the chunks it covers. Anything that does
+//! not authenticate is refused with `StoreError::Unauthentic` naming its key, and logged;
+//! it is never handed up, so never cached or applied. `unlock` reads the passphrase
+//! (keyring or `$SONGFS_PASSPHRASE_FILE`) only to unwrap the master key, and keeps the
+//! key in memory only; this layer never writes plaintext anywhere but memory.
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use super::format::FORMAT_KEY;
+use super::{ObjectStore, StoreError, StoreResult};
+use crate::config::{Home, StoreConfig};
+use crate::crypt::chunks::{self, Header, ObjectCipher, CHUNK, HEADER_LEN, SEALED_CHUNK};
+use crate::crypt::keys::{KeyRecord, MasterKey, Subkeys};
+use crate::crypt::{keyring, names, CryptError};
+
+/// Objects at least this large are sealed and opened on the blocking pool, so a big
+/// blob does not stall the async workers.
+const OFFLOAD_BYTES: usize = 256 * 1024;
+/// Headers of immutable blobs remembered for ranged reads (cleared when full).
+const HEADER_MEMORY: usize = 4096;
+
+/// Opens the encrypted store `inner` with the passphrase this device keeps for it.
+pub async fn unlock(inner: Arc<dyn ObjectStore>, cfg: &StoreConfig) -> StoreResult<EncryptedStore> {
+    let home = Home::from_env();
+    let record = match key_record(inner.as_ref()).await {
+        Ok(r) => {
+            remember_record(&home, &r);
+            r
+        }
+        // Store down or disk not attached: the copy kept at the last unlock lets the
+        // mount come up offline (it is the wrapped key, useless without the passphrase).
+        Err(e @ (StoreError::NotFound { .. } | StoreError::Unreachable { .. })) => {
+            match remembered_record(&home) {
+                Some(r) => {
+                    tracing::warn!(store = %inner.describe(), error = %e, "key record not readable from the store: using the copy kept at the last unlock");
+                    r
+                }
+                None => return Err(e),
+            }
+        }
+        Err(e) => return Err(e),
+    };
+    let locked = |why: String| StoreError::Locked {
+        store: inner.describe(),
+        why,
+    };
+    let passphrase = keyring::stored_passphrase(&cfg.url)
+        .map_err(&locked)?
+        .ok_or_else(|| {
+            locked(format!(
+                "this device keeps no passphrase for it: run `songfs passphrase enter` on a terminal \
+                 (or set {}=FILE)",
+                keyring::PASSPHRASE_FILE_ENV
+            ))
+        })?;
+    let master = unwrap_key(record, passphrase).await?.map_err(|e| match e {
+        CryptError::WrongPassphrase => locked(
+            "the passphrase this device keeps for it does not open it (changed on another device?): \
+             run `songfs passphrase enter` to give the new one"
+                .into(),
+        ),
+        e => locked(e.to_string()),
+    })?;
+    Ok(EncryptedStore::new(
+        inner,
+        &master,
+        home.root.join("sealing"),
+    ))
+}
+
+/// Where a device keeps the copy of its store's key record (not a secret).
+fn record_copy(home: &Home) -> PathBuf {
+    home.root.join("store-key.json")
+}
+
+fn remember_record(home: &Home, record: &KeyRecord) {
+    let path = record_copy(home);
+    let tmp = path.with_extension("json.tmp");
+    let written = serde_json::to_vec_pretty(record)
+        .map_err(std::io::Error::other)
+        .and_then(|b| std::fs::write(&tmp, b))
+        .and_then(|()| std::fs::rename(&tmp, &path));
+    if let Err(e) = written {
+        tracing::debug!(path = %path.display(), error = %e, "key record copy not kept");
+    }
+}
+
+fn remembered_record(home: &Home) -> Option<KeyRecord> {
+    serde_json::from_slice(&std::fs::read(record_copy(home)).ok()?).ok()
+}
+
+/// The key record in the store's `songfs.json`; an error if it has none.
+pub async fn key_record(inner: &dyn ObjectStore) -> StoreResult<KeyRecord> {
+    match super::format::read(inner).await? {
+        Some(f) => f.encryption.ok_or_else(|| StoreError::Locked {
+            store: inner.describe(),
+            why: format!(
+                "its {FORMAT_KEY} now says it is not: refusing to use it in the clear \
+                 (someone may have replaced {FORMAT_KEY}; restore it from another device)"
+            ),
+        }),
+        None => Err(StoreError::NotFound {
+            key: FORMAT_KEY.into(),
+        }),
+    }
+}
+
+/// Argon2id is slow on purpose: it runs on the blocking pool.
+pub async fn unwrap_key(
+    record: KeyRecord,
+    passphrase: zeroize::Zeroizing<String>,
+) -> StoreResult<Result<MasterKey, CryptError>> {
+    tokio::task::spawn_blocking(move || record.unwrap(&passphrase))
+        .await
+        .map_err(|e| StoreError::Other(format!("key derivation task failed: {e}")))
+}
+
+pub struct EncryptedStore {
+    inner: Arc<dyn ObjectStore>,
+    keys: Arc<Subkeys>,
+    /// Where `put_file` writes the sealed copy before handing it to the inner store.
+    scratch: PathBuf,
+    headers: Mutex<HashMap<String, Header>>,
+    /// Chunks opened so far (lets tests prove the cached read path never decrypts).
+    opened_chunks: AtomicU64,
+}
+
+impl EncryptedStore {
+    /// `scratch` must be a private folder on a local disk (created if missing).
+    pub fn new(
+        inner: Arc<dyn ObjectStore>,
+        master: &MasterKey,
+        scratch: PathBuf,
+    ) -> EncryptedStore {
+        EncryptedStore {
+            inner,
+            keys: Arc::new(master.subkeys()),
+            scratch,
+            headers: Mutex::new(HashMap::new()),
+            opened_chunks: AtomicU64::new(0),
+        }
+    }
+
+    /// How many chunks this store has authenticated and decrypted.
+    pub fn opened_chunks(&self) -> u64 {
+        self.opened_chunks.load(Ordering::Relaxed)
+    }
+
+    /// The object's name in the inner store.
+    pub fn stored_name(&self, key: &str) -> String {
+        names::stored_key(&self.keys.names, key)
+    }
+
+    fn refused(&self, key: &str, stored: &str, e: CryptError) -> StoreError {
+        tracing::error!(
+            key,
+            stored,
+            store = %self.inner.describe(),
+            error = %e,
+            "object refused: it does not authenticate under this store's key"
+        );
+        StoreError::Unauthentic {
+            key: key.to_string(),
+            why: e.to_string(),
+        }
+    }
+
+    fn count(&self, sealed_len: usize) {
+        let n = (sealed_len as u64)
+            .saturating_sub(HEADER_LEN)
+            .div_ceil(SEALED_CHUNK)
+            .max(1);
+        self.opened_chunks.fetch_add(n, Ordering::Relaxed);
+    }
+
+    async fn seal(&self, stored: &str, data: Bytes) -> StoreResult<Bytes> {
+        let keys = self.keys.clone();
+        let name = stored.to_string();
+        let big = self.offload_for(data.len());
+        let work = move || Bytes::from(chunks::seal(&keys.objects, &name, &data));
+        offload(work, big).await
+    }
+
+    fn offload_for(&self, len: usize) -> bool {
+        len >= OFFLOAD_BYTES
+    }
+
+    /// The header of `stored`: remembered (immutable blobs) or fetched.
+    async fn header(&self, stored: &str, key: &str) -> StoreResult<Header> {
+        if let Some(h) = self.headers.lock().expect("header memory").get(stored) {
+            return Ok(*h);
+        }
+        let raw = self
+            .inner
+            .get_range(stored, 0..HEADER_LEN)
+            .await
+            .map_err(|e| with_key(e, key))?;
+        let h = Header::parse(&raw).map_err(|e| self.refused(key, stored, e))?;
+        if names::is_blob_key(key) {
+            let mut m = self.headers.lock().expect("header memory");
+            if m.len() >= HEADER_MEMORY {
+                m.clear();
+            }
+            m.insert(stored.to_string(), h);
+        }
+        Ok(h)
+    }
+
+    async fn ranged(
+        &self,
+        key: &str,
+        stored: &str,
+        range: Range<u64>,
+        remembered: bool,
+    ) -> StoreResult<Option<Bytes>> {
+        // The chunks a range covers follow from the range alone, so the header (needed
+        // for the length and the key) is fetched at the same time, not before.
+        let first = range.start / CHUNK;
+        let last = (range.end - 1) / CHUNK;
+        let sealed = HEADER_LEN + first * SEALED_CHUNK..HEADER_LEN + (last + 1) * SEALED_CHUNK;
+        let (header, body) = tokio::join!(
+            self.header(stored, key),
+            self.inner.get_range(stored, sealed.clone())
+        );
+        let header = header?;
+        let body = body.map_err(|e| with_key(e, key))?;
+        let span = chunks::span(&header, range);
+        if span.take == 0 {
+            return Ok(Some(Bytes::new()));
+        }
+        let skip = (span.sealed.start - sealed.start) as usize;
+        let want = (span.sealed.end - span.sealed.start) as usize;
+        let part = if skip + want <= body.len() {
+            body.slice(skip..skip + want)
+        } else {
+            body.slice(body.len().min(skip)..)
+        };
+        let keys = self.keys.clone();
+        let name = stored.to_string();
+        let n = part.len();
+        let opened = offload(
+            move || {
+                let c = ObjectCipher::new(&keys.objects, &name, header);
+                c.open_span(&span, &part)
+            },
+            self.offload_for(n),
+        )
+        .await?;
+        match opened {
+            Ok(plain) => {
+                self.count(n + HEADER_LEN as usize);
+                Ok(Some(Bytes::from(plain)))
+            }
+            // A remembered header may be stale (the blob was deleted and written again
+            // with a new salt): forget it and let the caller try once more.
+            Err(_) if remembered => {
+                self.headers.lock().expect("header memory").remove(stored);
+                Ok(None)
+            }
+            Err(e) => Err(self.refused(key, stored, e)),
+        }
+    }
+}
+
+/// Runs `work` on the blocking pool when `big`, inline otherwise.
+async fn offload<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+    big: bool,
+) -> StoreResult<T> {
+    if !big {
+        return Ok(work());
+    }
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| StoreError::Other(format!("encryption task failed: {e}")))
+}
+
+/// The inner store's NotFound names the stored key; callers asked for the plain one.
+fn with_key(e: StoreError, key: &str) -> StoreError {
+    match e {
+        StoreError::NotFound { .. } => StoreError::NotFound {
+            key: key.to_string(),
+        },
+        e => e,
+    }
+}
+
+/// Seals the file at `src` as `name` into a new file in `dir`; returns its path.
+fn seal_file(keys: &Subkeys, name: &str, src: &Path, dir: &Path) -> std::io::Result<PathBuf> {
+    let mut input = std::fs::File::open(src)?;
+    let len = input.metadata()?.len();
+    create_private_dir(dir)?;
+    let out_path = dir.join(format!(
+        ".sealing-{}",
+        hex::encode(rand::random::<[u8; 8]>())
+    ));
+    let result = (|| {
+        let mut out = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&out_path)?);
+        let c = ObjectCipher::new(&keys.objects, name, Header::random(len));
+        out.write_all(c.header_bytes())?;
+        let mut buf = vec![0u8; CHUNK as usize];
+        let mut sealed = Vec::with_capacity(SEALED_CHUNK as usize);
+        for i in 0..c.header().chunk_count() {
+            let r = c.header().chunk_plain(i);
+            let n = (r.end - r.start) as usize;
+            input.read_exact(&mut buf[..n])?;
+            sealed.clear();
+            c.seal_chunk_into(i, &buf[..n], &mut sealed);
+            out.write_all(&sealed)?;
+        }
+        out.into_inner().map_err(|e| e.into_error())?.sync_all()
+    })();
+    match result {
+        Ok(()) => Ok(out_path),
+        Err(e) => {
+            let _ = std::fs::remove_file(&out_path);
+            Err(e)
+        }
+    }
+}
+
+/// Creates `dir` (and parents) readable only by this user (elsewhere than Unix the
+/// user's profile folder is already private).
+#[cfg(not(unix))]
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)
+}
+
+/// Creates `dir` (and parents) readable only by this user.
+#[cfg(unix)]
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    let mode = std::fs::metadata(dir)?.permissions().mode() & 0o777;
+    if mode != 0o700 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl ObjectStore for EncryptedStore {
+    async fn put(&self, key: &str, data: Bytes) -> StoreResult<()> {
+        if key == FORMAT_KEY {
+            return self.inner.put(key, data).await;
+        }
+        let stored = self.stored_name(key);
+        let sealed = self.seal(&stored, data).await?;
+        self.inner
+            .put(&stored, sealed)
+            .await
+            .map_err(|e| with_key(e, key))
+    }
+
+    async fn put_file(&self, key: &str, path: &Path) -> StoreResult<()> {
+        let stored = self.stored_name(key);
+        let keys = self.keys.clone();
+        let (name, src, dir) = (stored.clone(), path.to_path_buf(), self.scratch.clone());
+        let sealed = tokio::task::spawn_blocking(move || seal_file(&keys, &name, &src, &dir))
+            .await
+            .map_err(|e| StoreError::Other(format!("encryption task failed: {e}")))?
+            .map_err(|e| StoreError::Io {
+                path: path.display().to_string(),
+                source: e,
+            })?;
+        let put = self.inner.put_file(&stored, &sealed).await;
+        let _ = std::fs::remove_file(&sealed);
+        put.map_err(|e| with_key(e, key))
+    }
+
+    async fn put_if_absent(&self, key: &str, data: Bytes) -> StoreResult<bool> {
+        if key == FORMAT_KEY {
+            return self.inner.put_if_absent(key, data).await;
+        }
+        let stored = self.stored_name(key);
+        let sealed = self.seal(&stored, data).await?;
+        self.inner
+            .put_if_absent(&stored, sealed)
+            .await
+            .map_err(|e| with_key(e, key))
+    }
+
+    async fn get(&self, key: &str) -> StoreResult<Bytes> {
+        if key == FORMAT_KEY {
+            return self.inner.get(key).await;
+        }
+        let stored = self.stored_name(key);
+        let raw = self
+            .inner
+            .get(&stored)
+            .await
+            .map_err(|e| with_key(e, key))?;
+        let n = raw.len();
+        let keys = self.keys.clone();
+        let name = stored.clone();
+        let opened = offload(
+            move || chunks::open(&keys.objects, &name, &raw),
+            self.offload_for(n),
+        )
+        .await?;
+        match opened {
+            Ok(plain) => {
+                self.count(n);
+                Ok(Bytes::from(plain))
+            }
+            Err(e) => Err(self.refused(key, &stored, e)),
+        }
+    }
+
+    async fn get_range(&self, key: &str, range: Range<u64>) -> StoreResult<Bytes> {
+        if key == FORMAT_KEY {
+            return self.inner.get_range(key, range).await;
+        }
+        if range.end <= range.start {
+            return Ok(Bytes::new());
+        }
+        let stored = self.stored_name(key);
+        let remembered = self
+            .headers
+            .lock()
+            .expect("header memory")
+            .contains_key(&stored);
+        if let Some(b) = self.ranged(key, &stored, range.clone(), remembered).await? {
+            return Ok(b);
+        }
+        Ok(self
+            .ranged(key, &stored, range, false)
+            .await?
+            .expect("a fresh header never asks for a retry"))
+    }
+
+    async fn head(&self, key: &str) -> StoreResult<Option<u64>> {
+        if key == FORMAT_KEY {
+            return self.inner.head(key).await;
+        }
+        let stored = self.stored_name(key);
+        match self
+            .inner
+            .head(&stored)
+            .await
+            .map_err(|e| with_key(e, key))?
+        {
+            None => Ok(None),
+            // A size no sealed object has is still reported (as an upper bound): the read
+            // that follows refuses the object with its key, where the caller handles it.
+            Some(sealed) => Ok(Some(
+                chunks::plain_len_of(sealed).unwrap_or(sealed.saturating_sub(HEADER_LEN)),
+            )),
+        }
+    }
+
+    async fn list(&self, prefix: &str) -> StoreResult<Vec<String>> {
+        if prefix.starts_with("blobs") {
+            // Blob names are MACs: they cannot be mapped back to content hashes.
+            return Err(StoreError::Other(format!(
+                "{prefix}: blobs of an encrypted store cannot be listed by content hash"
+            )));
+        }
+        self.inner.list(prefix).await
+    }
+
+    async fn delete(&self, key: &str) -> StoreResult<()> {
+        let stored = self.stored_name(key);
+        self.headers.lock().expect("header memory").remove(&stored);
+        self.inner.delete(&stored).await
+    }
+
+    fn describe(&self) -> String {
+        format!("{} (encrypted)", self.inner.describe())
+    }
+
+    fn is_encrypted(&self) -> bool {
+        true
+    }
+}
