@@ -12,5 +12,6 @@ pub mod daemon;
 pub mod fs;
 pub mod import;
 pub mod store;
+pub mod secrets;
 pub mod sync;
 pub mod uploader;

@@ -10,9 +10,17 @@ use crate::config::{Config, Home, StoreConfig};
 
 #[derive(Args)]
 pub struct InitArgs {
-    /// file:///absolute/folder or s3://bucket/prefix
+    /// file:///absolute/folder, s3://bucket/prefix or webdav(s)://[user@]host/folder
     #[arg(long)]
     pub store: String,
+    /// S3 access key id to use instead of the AWS credential chain (its secret key is
+    /// read from stdin with --password-stdin and kept in the system keyring).
+    #[arg(long)]
+    pub s3_access_key: Option<String>,
+    /// Read the store's secret (WebDAV password, S3 secret key) from stdin's first
+    /// line and keep it in the system keyring, never in config.json.
+    #[arg(long)]
+    pub password_stdin: bool,
     /// S3 endpoint override, e.g. http://127.0.0.1:9000
     #[arg(long)]
     pub s3_endpoint: Option<String>,
@@ -77,8 +85,20 @@ pub fn run(a: InitArgs) -> anyhow::Result<()> {
             .with_context(|| format!("the database {} does not exist: check the path (the app keeps it at ~/.songfactory/songfactory.db)", db.display()))?;
         cfg.db_path = Some(db);
     }
+    let filed = super::login::file_store_secret(
+        &cfg.store,
+        &super::login::StoreSecretArgs {
+            s3_access_key: a.s3_access_key.as_deref(),
+            password_stdin: a.password_stdin,
+        },
+    )?;
     let rt = super::runtime()?;
-    rt.block_on(crate::store::format::ensure(&cfg))?;
+    if let Err(e) = rt.block_on(crate::store::format::ensure(&cfg)) {
+        if let Some(f) = filed {
+            f.undo();
+        }
+        return Err(e);
+    }
     cfg.save(&home)?;
     crate::sync::snapshot_on_init(&cfg, &home)?;
     eprintln!(

@@ -5,6 +5,7 @@ pub mod conflicts;
 pub mod files;
 pub mod import;
 pub mod init;
+pub mod login;
 pub mod mount;
 pub mod ondisk;
 pub mod sync;

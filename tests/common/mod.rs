@@ -4,8 +4,10 @@
 //! throwaway state folders. Helpers here never touch anything outside temp dirs.
 #![allow(dead_code)] // each test file uses a different subset
 
+pub mod contract;
 pub mod mount;
 pub mod s3server;
+pub mod webdav;
 
 use std::path::PathBuf;
 use std::process::Command;

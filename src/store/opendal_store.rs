@@ -1,0 +1,321 @@
+//! One `ObjectStore` over an Apache OpenDAL `Operator`: the code WebDAV, Google Drive
+//! and Dropbox share (the service files only build the operator and name the store).
+//!
+//! None of these services has a conditional create, and songfs needs none:
+//! `put_if_absent` is "stat, then write if absent". That is correct for every caller
+//! without compare-and-swap, because songfs only ever puts-if-absent objects that one
+//! writer owns (a device's own change logs and snapshots) or whose every writer
+//! writes the same bytes (content-addressed blobs, the store's format record written
+//! by `init`): two writers racing both write, and what is left is one of two equal
+//! objects. On Drive, where one folder may hold two files of the same name, `list`
+//! reports such a name once.
+//!
+//! This module must never compare-and-swap, never return a half-written object to a
+//! reader (services without atomic PUT write a temporary name and rename it), and
+//! never put a credential into an error message.
+
+use std::ops::Range;
+use std::path::Path;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use opendal::{ErrorKind, Operator};
+use tokio::io::AsyncReadExt;
+
+use super::{ObjectStore, StoreError, StoreResult};
+
+/// Where temporary uploads go before their rename (never listed as keys).
+const TMP_PREFIX: &str = ".songfs-tmp/";
+/// Bytes of a local file sent per write call of a chunked upload.
+const UPLOAD_CHUNK: usize = 8 * 1024 * 1024;
+
+/// What differs between the services behind the one adapter.
+#[derive(Debug, Clone)]
+pub struct ServiceTraits {
+    /// Short name for messages: "WebDAV", "Google Drive", "Dropbox".
+    pub name: &'static str,
+    /// A PUT may be seen half-written by a reader (plain WebDAV servers): write a
+    /// temporary name, then rename.
+    pub put_via_rename: bool,
+    /// What the user does when the service refuses the credentials.
+    pub denied_hint: String,
+}
+
+pub struct OpendalStore {
+    op: Operator,
+    url: String,
+    traits: ServiceTraits,
+}
+
+impl OpendalStore {
+    pub fn new(op: Operator, url: String, traits: ServiceTraits) -> OpendalStore {
+        OpendalStore { op, url, traits }
+    }
+
+    fn check_key(key: &str) -> StoreResult<()> {
+        if key.is_empty()
+            || key.starts_with('/')
+            || key.ends_with('/')
+            || key.starts_with(TMP_PREFIX)
+            || key.split('/').any(|c| c.is_empty() || c == "." || c == "..")
+        {
+            return Err(StoreError::Other(format!("invalid object key {key:?}")));
+        }
+        Ok(())
+    }
+
+    /// Turns an OpenDAL error into one that says what failed and what to do.
+    fn error(&self, key: &str, err: opendal::Error) -> StoreError {
+        let status = http_status(&err);
+        let name = self.traits.name;
+        let detail = one_line(err.message());
+        match (err.kind(), status) {
+            (ErrorKind::NotFound, _) => StoreError::NotFound {
+                key: key.to_string(),
+            },
+            (_, Some(401)) => StoreError::Denied {
+                detail: format!("{name} at {} refused the sign-in (401): {}", self.url, self.traits.denied_hint),
+            },
+            (ErrorKind::PermissionDenied, _) | (_, Some(403)) => StoreError::Denied {
+                detail: format!(
+                    "{name} at {} does not let this account write there (403): check the folder's permissions or sign in with another account",
+                    self.url
+                ),
+            },
+            (_, Some(507)) => StoreError::Other(format!(
+                "{name} at {} is full (507 Insufficient Storage): free some space or raise the quota; nothing was lost, songfs retries later",
+                self.url
+            )),
+            (ErrorKind::RateLimited, _) | (_, Some(429)) => StoreError::Unreachable {
+                detail: format!("{name} is throttling requests for {key} (429), songfs retries later"),
+            },
+            (ErrorKind::ConfigInvalid, _) => StoreError::BadUrl {
+                url: self.url.clone(),
+                why: detail,
+            },
+            (_, None) if err.is_temporary() || detail.contains("send http request") => {
+                StoreError::Unreachable {
+                    detail: format!("{name} at {}: {}", self.url, root_cause(&err)),
+                }
+            }
+            (_, Some(s)) if s >= 500 => StoreError::Unreachable {
+                detail: format!("{name} at {} answered {s} for {key}", self.url),
+            },
+            _ => StoreError::Other(format!("{name}: {key}: {detail}")),
+        }
+    }
+
+    async fn write_whole(&self, key: &str, data: Bytes) -> StoreResult<()> {
+        if !self.traits.put_via_rename {
+            self.op
+                .write(key, data)
+                .await
+                .map_err(|e| self.error(key, e))?;
+            return Ok(());
+        }
+        let tmp = temp_key(key);
+        self.op
+            .write(&tmp, data)
+            .await
+            .map_err(|e| self.error(key, e))?;
+        self.finish_rename(&tmp, key).await
+    }
+
+    async fn finish_rename(&self, tmp: &str, key: &str) -> StoreResult<()> {
+        if let Err(e) = self.op.rename(tmp, key).await {
+            let _ = self.op.delete(tmp).await;
+            return Err(self.error(key, e));
+        }
+        Ok(())
+    }
+}
+
+/// A unique temporary name for an upload of `key`.
+fn temp_key(key: &str) -> String {
+    format!(
+        "{TMP_PREFIX}{}-{}",
+        hex::encode(rand::random::<[u8; 8]>()),
+        key.replace('/', "_")
+    )
+}
+
+/// The HTTP status in an OpenDAL error's context, when a server answered. OpenDAL
+/// keeps it only in the formatted `response` context, hence the text search.
+fn http_status(err: &opendal::Error) -> Option<u16> {
+    let text = format!("{err:?}");
+    let at = text.find("status: ")? + "status: ".len();
+    text[at..].get(..3)?.parse().ok()
+}
+
+fn one_line(s: &str) -> String {
+    let s = s.split_whitespace().collect::<Vec<_>>().join(" ");
+    match s.char_indices().nth(200) {
+        Some((cut, _)) => format!("{}…", &s[..cut]),
+        None => s,
+    }
+}
+
+fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur = err;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    one_line(&cur.to_string())
+}
+
+#[async_trait]
+impl ObjectStore for OpendalStore {
+    async fn put(&self, key: &str, data: Bytes) -> StoreResult<()> {
+        Self::check_key(key)?;
+        self.write_whole(key, data).await
+    }
+
+    async fn put_file(&self, key: &str, path: &Path) -> StoreResult<()> {
+        Self::check_key(key)?;
+        let io = |e| StoreError::Io {
+            path: path.display().to_string(),
+            source: e,
+        };
+        let mut file = tokio::fs::File::open(path).await.map_err(io)?;
+        let target = if self.traits.put_via_rename {
+            temp_key(key)
+        } else {
+            key.to_string()
+        };
+        // Chunked: services with upload sessions (Drive resumable uploads, Dropbox
+        // upload sessions) send each chunk as it comes; the others gather the file.
+        let mut writer = self
+            .op
+            .writer_with(&target)
+            .chunk(UPLOAD_CHUNK)
+            .await
+            .map_err(|e| self.error(key, e))?;
+        let mut buf = vec![0u8; UPLOAD_CHUNK];
+        loop {
+            let n = file.read(&mut buf).await.map_err(io)?;
+            if n == 0 {
+                break;
+            }
+            if let Err(e) = writer.write(Bytes::copy_from_slice(&buf[..n])).await {
+                let _ = writer.abort().await;
+                return Err(self.error(key, e));
+            }
+        }
+        writer.close().await.map_err(|e| self.error(key, e))?;
+        if self.traits.put_via_rename {
+            self.finish_rename(&target, key).await?;
+        }
+        Ok(())
+    }
+
+    async fn put_if_absent(&self, key: &str, data: Bytes) -> StoreResult<bool> {
+        // See the module header: stat-then-write is enough for every caller.
+        if self.head(key).await?.is_some() {
+            return Ok(false);
+        }
+        self.put(key, data).await?;
+        Ok(true)
+    }
+
+    async fn get(&self, key: &str) -> StoreResult<Bytes> {
+        Self::check_key(key)?;
+        let buf = self.op.read(key).await.map_err(|e| self.error(key, e))?;
+        Ok(buf.to_bytes())
+    }
+
+    async fn get_range(&self, key: &str, range: Range<u64>) -> StoreResult<Bytes> {
+        Self::check_key(key)?;
+        if range.start >= range.end {
+            // Nothing to read, but a missing object is still an error.
+            return match self.head(key).await? {
+                Some(_) => Ok(Bytes::new()),
+                None => Err(StoreError::NotFound { key: key.into() }),
+            };
+        }
+        match self.op.read_with(key).range(range.clone()).await {
+            Ok(buf) => {
+                let mut bytes = buf.to_bytes();
+                // A server that ignores Range sends the whole object: cut it here.
+                let want = (range.end - range.start) as usize;
+                if bytes.len() > want {
+                    bytes.truncate(want);
+                }
+                Ok(bytes)
+            }
+            Err(e) if e.kind() == ErrorKind::RangeNotSatisfied || http_status(&e) == Some(416) => {
+                // The range starts past the end: empty, if the object exists.
+                match self.head(key).await? {
+                    Some(_) => Ok(Bytes::new()),
+                    None => Err(StoreError::NotFound { key: key.into() }),
+                }
+            }
+            Err(e) => Err(self.error(key, e)),
+        }
+    }
+
+    async fn head(&self, key: &str) -> StoreResult<Option<u64>> {
+        Self::check_key(key)?;
+        match self.op.stat(key).await {
+            Ok(meta) if meta.is_file() => Ok(Some(meta.content_length())),
+            Ok(_) => Ok(None),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(self.error(key, e)),
+        }
+    }
+
+    async fn list(&self, prefix: &str) -> StoreResult<Vec<String>> {
+        // List the folder the prefix names (recursively), then match as a string prefix.
+        let dir = match prefix.rfind('/') {
+            Some(i) => &prefix[..=i],
+            None => "",
+        };
+        let listed = match self.op.list_with(dir).recursive(true).await {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(self.error(prefix, e)),
+        };
+        let mut keys: Vec<String> = listed
+            .into_iter()
+            .filter(|e| e.metadata().is_file())
+            .map(|e| e.path().trim_start_matches('/').to_string())
+            .filter(|k| k.starts_with(prefix) && !k.starts_with(TMP_PREFIX))
+            .collect();
+        keys.sort();
+        // Drive may hold two files of one name (two devices uploaded the same blob).
+        keys.dedup();
+        Ok(keys)
+    }
+
+    async fn delete(&self, key: &str) -> StoreResult<()> {
+        Self::check_key(key)?;
+        match self.op.delete(key).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(self.error(key, e)),
+        }
+    }
+
+    fn describe(&self) -> String {
+        self.url.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_that_escape_the_root_or_hit_temporaries_are_refused() {
+        for bad in ["", "/a", "a/", "a//b", "a/../b", ".songfs-tmp/x"] {
+            assert!(OpendalStore::check_key(bad).is_err(), "{bad:?}");
+        }
+        OpendalStore::check_key("blobs/sha256/ab/abcd").unwrap();
+    }
+
+    #[test]
+    fn temporary_names_are_unique_and_flat() {
+        let a = temp_key("logs/dev/1.json");
+        assert!(a.starts_with(TMP_PREFIX) && !a[TMP_PREFIX.len()..].contains('/'));
+        assert_ne!(a, temp_key("logs/dev/1.json"));
+    }
+}
