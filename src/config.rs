@@ -216,20 +216,9 @@ impl Home {
     }
 }
 
-/// The user's home directory (`$HOME`, else the passwd entry).
+/// The user's home directory (see `os::home_dir`).
 pub fn home_dir() -> PathBuf {
-    if let Some(h) = std::env::var_os("HOME") {
-        return PathBuf::from(h);
-    }
-    // SAFETY: getpwuid returns a pointer into static storage or null.
-    unsafe {
-        let pw = libc::getpwuid(libc::getuid());
-        if !pw.is_null() {
-            let dir = std::ffi::CStr::from_ptr((*pw).pw_dir);
-            return PathBuf::from(dir.to_string_lossy().into_owned());
-        }
-    }
-    PathBuf::from("/")
+    crate::os::home_dir()
 }
 
 /// 128 random bits, hex: unique without coordination.

@@ -12,6 +12,10 @@
 //! every interval, on request, and a last one after unmount) and the control socket
 //! (`control.rs`) through which `songfs sync`, `pin`, `unpin`, `evict` reach it.
 
+// The mount half (`run` and what only it uses) serves a FUSE session; without FUSE only
+// the pid and status helpers are used (`songfs status`, `sync`).
+#![cfg_attr(not(fuse), allow(dead_code, unused_imports))]
+
 pub mod control;
 pub mod sync_loop;
 
@@ -25,6 +29,7 @@ use serde::{Deserialize, Serialize};
 use crate::cache::{Cache, CacheUsage};
 use crate::catalog::Catalog;
 use crate::config::{Config, Home};
+#[cfg(fuse)]
 use crate::fs::{FsOptions, FuseAdapter, SongFs};
 use crate::store::{self, format, ObjectStore, StoreError};
 use crate::uploader::Uploader;
@@ -145,6 +150,7 @@ async fn check_store(store: &dyn ObjectStore, timeout: Duration) -> anyhow::Resu
 }
 
 /// Serves the mount in this process until it is unmounted.
+#[cfg(fuse)]
 pub fn run(home: &Home, cfg: &Config, opts: DaemonOptions) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(4)
@@ -176,8 +182,7 @@ pub fn run(home: &Home, cfg: &Config, opts: DaemonOptions) -> anyhow::Result<()>
         let _enter = rt.enter();
         Arc::new(Uploader::start(cache.clone(), store.clone()))
     };
-    // SAFETY: getuid/getgid cannot fail.
-    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+    let (uid, gid) = crate::os::uid_gid();
     let catalog = Arc::new(
         Catalog::open(&home.state_db_path(), uid, gid)
             .with_context(|| format!("cannot open {}", home.state_db_path().display()))?,
@@ -221,8 +226,7 @@ pub fn run(home: &Home, cfg: &Config, opts: DaemonOptions) -> anyhow::Result<()>
         fuse_cfg.acl = fuser::SessionACL::All;
     }
     let adapter = FuseAdapter::new(fs.clone(), rt.handle().clone());
-    // SAFETY: geteuid cannot fail.
-    let as_root = unsafe { libc::geteuid() } == 0;
+    let as_root = crate::os::is_root();
     let mut session = if as_root {
         fuser::Session::new(adapter, &opts.mountpoint, &fuse_cfg)
     } else {
@@ -344,6 +348,12 @@ pub fn run(home: &Home, cfg: &Config, opts: DaemonOptions) -> anyhow::Result<()>
     }
     let _ = std::fs::remove_file(pid_path(home));
     served.context("the FUSE session failed")
+}
+
+/// Without FUSE there is no mount to serve (`songfs mount` says so before it gets here).
+#[cfg(not(fuse))]
+pub fn run(_: &Home, _: &Config, _: DaemonOptions) -> anyhow::Result<()> {
+    anyhow::bail!("this build of songfs has no FUSE mount (Linux only)")
 }
 
 async fn write_status_loop(

@@ -2,6 +2,8 @@
 //!
 //! Layers only call downward: `fs` → `cache` → `store`; `sync` → `store`.
 //! `daemon` wires them together for `songfs mount`; `cli` parses and dispatches.
+//! `fs` (the FUSE mount) exists only where build.rs sets the `fuse` cfg (Linux); `os`
+//! holds what differs between operating systems.
 
 pub mod cache;
 pub mod catalog;
@@ -9,9 +11,12 @@ pub mod cli;
 pub mod config;
 pub mod content;
 pub mod daemon;
+#[cfg(fuse)]
 pub mod fs;
 pub mod import;
-pub mod store;
+pub mod os;
+pub mod paths;
 pub mod secrets;
+pub mod store;
 pub mod sync;
 pub mod uploader;

@@ -192,7 +192,7 @@ impl Machine {
         let mut last = serde_json::Value::Null;
         for _ in 0..40 {
             let out = run_ok(self.songfs().args(["sync", "--json"]));
-            last = serde_json::from_slice(&out.stdout).expect("sync --json is JSON");
+            last = summary_line(&out.stdout);
             if last["namespace"]["waiting_for_upload"].as_u64() == Some(0) {
                 return last;
             }
@@ -275,6 +275,15 @@ fn conflict_copies(m: &Machine, mnt: &Path) -> Vec<String> {
         .map(str::to_string)
         .collect();
     v.sort();
+    v
+}
+
+/// The last line of `songfs sync --json`'s stream (doc/SYNC-JSON.md): the summary.
+fn summary_line(stdout: &[u8]) -> serde_json::Value {
+    let text = String::from_utf8_lossy(stdout);
+    let last = text.lines().last().expect("sync --json wrote lines");
+    let v: serde_json::Value = serde_json::from_str(last).expect("sync --json is JSON lines");
+    assert_eq!(v["type"], "summary", "{text}");
     v
 }
 
@@ -565,7 +574,7 @@ fn the_daemon_syncs_by_itself_and_songfs_sync_never_runs_a_second_cycle() {
         .map(|p| {
             let o = p.wait_with_output().unwrap();
             assert!(o.status.success());
-            serde_json::from_slice(&o.stdout).unwrap()
+            summary_line(&o.stdout)
         })
         .collect();
     let n0 = r[0]["cycle_number"].as_u64().unwrap();
@@ -597,7 +606,7 @@ fn the_daemon_syncs_by_itself_and_songfs_sync_never_runs_a_second_cycle() {
 
     // Without a daemon, `songfs sync` runs the cycle itself (namespace and database).
     let out = run_ok(b.songfs().args(["sync", "--json"]));
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = summary_line(&out.stdout);
     assert!(v.get("received").is_some(), "the database summary: {v}");
 }
 

@@ -10,11 +10,10 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use common::contract::{pattern, Fixture, TEST_PART};
 use common::s3server::{self, S3Server};
-use futures::StreamExt;
 use songfs::config::StoreConfig;
 use songfs::store::faulty::FaultyStore;
 use songfs::store::s3::{S3Options, S3Store};
-use songfs::store::{format, local::LocalStore, ObjectStore, StoreError};
+use songfs::store::{local::LocalStore, ObjectStore, StoreError};
 
 /// Multipart settings small enough for a test file of a few parts.
 const TEST_THRESHOLD: u64 = 6 * 1024 * 1024;
@@ -198,7 +197,7 @@ async fn s3_store_going_offline_and_back() {
 
 #[tokio::test]
 async fn faulty_store_counts_requests_and_goes_offline() {
-    let f = folder();
+    let f = folder().await;
     let faulty = FaultyStore::new(f.store.clone());
     faulty.put("a", Bytes::from_static(b"abc")).await.unwrap();
     assert_eq!(&faulty.get_range("a", 0..2).await.unwrap()[..], b"ab");

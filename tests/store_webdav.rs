@@ -53,9 +53,15 @@ async fn a_wrong_password_is_denied_with_what_to_do_and_no_password_shown() {
         let server = WebdavServer::start(kind);
         let store = server.open_store_as("x", Some("not-the-PLANTED-one"));
         let err = store.get("songfs.json").await.unwrap_err();
-        assert!(matches!(err, StoreError::Denied { .. }), "{kind:?}: {err:?}");
+        assert!(
+            matches!(err, StoreError::Denied { .. }),
+            "{kind:?}: {err:?}"
+        );
         let text = err.to_string();
-        assert!(text.contains("401") && text.contains("--password-stdin"), "{text}");
+        assert!(
+            text.contains("401") && text.contains("--password-stdin"),
+            "{text}"
+        );
         assert!(!text.contains("PLANTED"), "{text}");
         // No password at all: the same answer.
         let err = server
@@ -63,7 +69,10 @@ async fn a_wrong_password_is_denied_with_what_to_do_and_no_password_shown() {
             .put("k", Bytes::from_static(b"v"))
             .await
             .unwrap_err();
-        assert!(matches!(err, StoreError::Denied { .. }), "{kind:?}: {err:?}");
+        assert!(
+            matches!(err, StoreError::Denied { .. }),
+            "{kind:?}: {err:?}"
+        );
     }
 }
 
@@ -94,9 +103,8 @@ async fn fixed_status_server(status: &'static str) -> (u16, tokio::task::JoinHan
             tokio::spawn(async move {
                 let mut buf = vec![0u8; 64 * 1024];
                 let _ = conn.read(&mut buf).await;
-                let reply = format!(
-                    "HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
-                );
+                let reply =
+                    format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
                 let _ = conn.write_all(reply.as_bytes()).await;
                 let _ = conn.shutdown().await;
             });
@@ -134,7 +142,11 @@ async fn a_server_that_is_down_is_unreachable_within_seconds_and_back_after() {
     let err = store.get("k").await.unwrap_err();
     assert!(err.is_transient(), "{err:?}");
     assert!(matches!(err, StoreError::Unreachable { .. }), "{err:?}");
-    assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
     server.restart();
     assert_eq!(&store.get("k").await.unwrap()[..], b"v");
 }
@@ -156,7 +168,14 @@ async fn ranged_reads_fetch_only_the_range() {
 fn init_cmd(home: &std::path::Path, url: &str) -> std::process::Command {
     let mut c = common::songfs(home);
     c.env("SONGFS_KEYRING", "file")
-        .args(["init", "--store", url, "--device-name", "desk", "--password-stdin"])
+        .args([
+            "init",
+            "--store",
+            url,
+            "--device-name",
+            "desk",
+            "--password-stdin",
+        ])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped());
@@ -183,7 +202,10 @@ fn init_files_the_password_outside_config_logs_and_store() {
     let out = run_with_stdin(init_cmd(home.path(), &url), &format!("{PASSWORD}\n"));
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "init failed: {stderr}");
-    assert!(stderr.contains("no system keyring") || stderr.contains("set up"), "{stderr}");
+    assert!(
+        stderr.contains("no system keyring") || stderr.contains("set up"),
+        "{stderr}"
+    );
     // The store got its format record, so the password worked.
     assert!(server.data_dir().join("lib/songfs.json").exists());
     // A second command finds the password without being given it.
@@ -202,7 +224,11 @@ fn init_files_the_password_outside_config_logs_and_store() {
         let mode = std::fs::metadata(&creds).unwrap().permissions().mode();
         assert_eq!(mode & 0o077, 0, "credentials readable by others: {mode:o}");
     }
-    for text in [stderr.clone(), String::from_utf8_lossy(&out.stdout).into_owned(), status_out] {
+    for text in [
+        stderr.clone(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        status_out,
+    ] {
         assert!(!text.contains(PASSWORD), "printed: {text}");
     }
     for root in [home.path().to_path_buf(), server.data_dir()] {
@@ -228,10 +254,16 @@ fn init_with_a_wrong_password_fails_in_one_line_and_files_nothing() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     let last = stderr.lines().last().unwrap_or("");
-    assert!(last.contains("401") && last.contains("--password-stdin"), "{stderr}");
+    assert!(
+        last.contains("401") && last.contains("--password-stdin"),
+        "{stderr}"
+    );
     assert!(!stderr.contains("wrong-PLANTED"), "{stderr}");
     let creds = std::fs::read_to_string(home.path().join("credentials.json")).unwrap_or_default();
-    assert!(!creds.contains("wrong-PLANTED"), "the refused password stayed filed");
+    assert!(
+        !creds.contains("wrong-PLANTED"),
+        "the refused password stayed filed"
+    );
     assert!(!home.path().join("config.json").exists());
 }
 

@@ -69,11 +69,11 @@ fn sync_and_conflicts_commands_report_what_happened() {
     exec(&a, "UPDATE songs SET title = 'cli edit' WHERE id = 1; INSERT INTO genres (name, prompt_template) VALUES ('Zydeco Test', 'p')");
     let line = ok(songfs(&a, &["sync"]));
     assert!(
-        line.starts_with("Synced: ") && line.contains("local change(s) sent"),
+        line.starts_with("Synced: ") && line.contains("local changes sent"),
         "{line}"
     );
     let json: serde_json::Value =
-        serde_json::from_str(&ok(songfs(&b, &["sync", "--json"]))).unwrap();
+        serde_json::from_str(ok(songfs(&b, &["sync", "--json"])).lines().last().unwrap()).unwrap();
     assert_eq!(json["received"]["songs"]["updated"], 1, "{json}");
     assert_eq!(json["received"]["genres"]["new"], 1, "{json}");
     assert_eq!(json["conflicts"], 0, "{}", ok(songfs(&b, &["conflicts"])));

@@ -574,7 +574,7 @@ fn killed_while_applying_a_big_batch_finishes_on_rerun_without_echo() {
     let sa = a.sync();
     assert!(sa.sent.is_empty(), "A sent {:?}", sa.sent);
     assert!(sa.received.is_empty(), "A received {:?}", sa.received);
-    let sb: Value = serde_json::from_str(&cli_sync(&b, true)).unwrap();
+    let sb: Value = serde_json::from_str(cli_sync(&b, true).lines().last().unwrap()).unwrap();
     assert_eq!(sb["sent"], serde_json::json!({}), "{sb}");
     assert_eq!(sb["received"], serde_json::json!({}), "{sb}");
     assert_eq!(b.content(), before);
@@ -707,7 +707,7 @@ fn killed_while_exporting_its_own_batch_delivers_each_edit_exactly_once() {
     assert_no_conflicts(&a);
 
     // A second sync on both changes nothing and sends nothing.
-    let sb: Value = serde_json::from_str(&cli_sync(&b, true)).unwrap();
+    let sb: Value = serde_json::from_str(cli_sync(&b, true).lines().last().unwrap()).unwrap();
     assert_eq!(sb["sent"], serde_json::json!({}), "{sb}");
     assert_eq!(sb["received"], serde_json::json!({}), "{sb}");
     let sa = a.sync();

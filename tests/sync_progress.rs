@@ -163,13 +163,18 @@ fn sync_draws_a_bar_on_a_terminal_only() {
     assert!(text.contains("Synced: "), "{text}");
     has_edits(&c, 3);
 
-    // --json on a terminal: only the JSON document.
+    // --json on a terminal: only the JSON lines, the summary last.
     edits(&a, 3, 6);
     let d = Device::new(sync_util::folder_store(store.path()), "spare", true);
     let out = on_terminal(&d, "sync --json");
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(!text.contains(BAR), "{text}");
-    let v: serde_json::Value = serde_json::from_str(text.trim()).expect("only JSON");
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("only JSON lines"))
+        .collect();
+    let v = lines.last().expect("a summary line");
+    assert_eq!(v["type"], "summary", "{text}");
     assert!(
         v["logs_applied"].as_u64().unwrap() >= total as u64 + 3,
         "{v}"

@@ -113,20 +113,6 @@ impl Cache {
 }
 
 fn punch_hole(path: &Path, offset: u64, len: u64) -> std::io::Result<()> {
-    use std::os::fd::AsRawFd;
     let f = OpenOptions::new().write(true).open(path)?;
-    // SAFETY: fallocate on an fd we own, with plain integer arguments.
-    let rc = unsafe {
-        libc::fallocate(
-            f.as_raw_fd(),
-            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
-            offset as libc::off_t,
-            len as libc::off_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
+    crate::os::punch_hole(&f, offset, len)
 }

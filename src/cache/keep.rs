@@ -4,8 +4,8 @@
 //! Only bytes that passed their chunk hash ever reach a data file; a bit is set only
 //! after its bytes are written. Runs on blocking threads (called from flights).
 
+use crate::os::FileExt;
 use std::fs::{File, OpenOptions};
-use std::os::unix::fs::FileExt;
 
 use bytes::Bytes;
 

@@ -76,10 +76,10 @@ mod persist;
 mod prefetch;
 mod state;
 
+use crate::os::FileExt;
 use std::collections::HashSet;
 use std::fs::File;
 use std::io::ErrorKind;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;

@@ -254,10 +254,9 @@ pub fn sync_via_daemon(home: &Home) -> anyhow::Result<Option<CycleReport>> {
 }
 
 /// Prints a cycle report like `songfs sync` does; an error in it fails the command.
-pub fn print_report(r: &CycleReport, json: bool) -> anyhow::Result<()> {
-    if json {
-        println!("{}", serde_json::to_string(r)?);
-    } else {
+/// With `streamed` the JSON summary line was already written (`sync_json.rs`).
+pub fn print_report(r: &CycleReport, streamed: bool) -> anyhow::Result<()> {
+    if !streamed {
         println!("{}", r.summary);
     }
     if let Some(e) = &r.error {

@@ -85,9 +85,9 @@ pub fn run(a: InitArgs) -> anyhow::Result<()> {
             .with_context(|| format!("the database {} does not exist: check the path (the app keeps it at ~/.songfactory/songfactory.db)", db.display()))?;
         cfg.db_path = Some(db);
     }
-    let filed = super::login::file_store_secret(
+    let filed = super::init_secrets::file_store_secret(
         &cfg.store,
-        &super::login::StoreSecretArgs {
+        &super::init_secrets::StoreSecretArgs {
             s3_access_key: a.s3_access_key.as_deref(),
             password_stdin: a.password_stdin,
         },

@@ -3,12 +3,15 @@
 
 pub mod conflicts;
 pub mod files;
+pub mod generate;
 pub mod import;
 pub mod init;
+pub mod init_secrets;
 pub mod login;
 pub mod mount;
 pub mod ondisk;
 pub mod sync;
+pub mod sync_json;
 
 use std::process::ExitCode;
 
@@ -52,6 +55,15 @@ pub enum Command {
     /// Puts a conflict copy (under <mount>/.conflicts/) back in its place; the version
     /// there now is kept as a conflict copy.
     Restore(conflicts::RestoreArgs),
+    /// Sign in to Google Drive or Dropbox in the browser (--list: where songfs is signed in).
+    Login(login::LoginArgs),
+    /// Forget the sign-in to a provider on this machine.
+    Logout(login::LogoutArgs),
+    /// Print shell completions (e.g. `songfs completions bash > /etc/bash_completion.d/songfs`).
+    Completions(generate::CompletionsArgs),
+    /// Write the man pages (songfs.1, songfs-mount.1, ...) into a directory.
+    #[command(hide = true)]
+    Man(generate::ManArgs),
 }
 
 /// Exit codes: 0 success, 1 failure, 2 bad usage (clap's).
@@ -70,6 +82,10 @@ pub fn main() -> ExitCode {
         Command::Unpin(a) => files::run_unpin(a),
         Command::Evict(a) => files::run_evict(a),
         Command::Restore(a) => conflicts::run_restore(a),
+        Command::Login(a) => login::run_login(a),
+        Command::Logout(a) => login::run_logout(a),
+        Command::Completions(a) => generate::run_completions(a),
+        Command::Man(a) => generate::run_man(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -95,11 +95,13 @@ pub fn run_mount(a: MountArgs) -> anyhow::Result<()> {
 }
 
 fn check_fuse_installed() -> anyhow::Result<()> {
+    if !cfg!(fuse) {
+        bail!("this build of songfs has no FUSE mount (Linux only): use folder mode, `songfs mount --folder DIR`");
+    }
     if !Path::new("/dev/fuse").exists() {
         bail!("/dev/fuse is missing: install FUSE (`sudo apt install fuse3`) or load the module (`sudo modprobe fuse`)");
     }
-    // SAFETY: geteuid cannot fail.
-    let root = unsafe { libc::geteuid() } == 0;
+    let root = crate::os::is_root();
     if !root && which("fusermount3").is_none() {
         bail!("fusermount3 is not installed: run `sudo apt install fuse3`");
     }
@@ -260,15 +262,8 @@ fn start_background(home: &Home, a: &MountArgs, mountpoint: &Path) -> anyhow::Re
     cmd.stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log);
-    // SAFETY: setsid is async-signal-safe; it detaches the daemon from the terminal so
-    // closing the terminal does not kill the mount.
-    unsafe {
-        use std::os::unix::process::CommandExt;
-        cmd.pre_exec(|| {
-            libc::setsid();
-            Ok(())
-        });
-    }
+    // Closing the terminal must not kill the mount.
+    crate::os::detach_from_terminal(&mut cmd);
     let mut child = cmd.spawn().context("cannot start the songfs daemon")?;
     let started = Instant::now();
     loop {

@@ -4,6 +4,7 @@
 //! On a terminal, long work shows progress on stderr: a bar while the other devices'
 //! change logs are applied (a new device catching up), a spinner while the file list
 //! syncs or the daemon runs the cycle. Never on stdout, never with --json.
+//! With --json, stdout is the line stream of `sync_json.rs` instead.
 
 use std::io::IsTerminal;
 use std::time::Duration;
@@ -12,12 +13,14 @@ use anyhow::Context;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+use super::sync_json::{JsonStream, Phase, SummaryLine};
 use crate::config::{Config, Home};
 use crate::sync::cycle::{self, Options};
 
 #[derive(Args)]
 pub struct SyncArgs {
-    /// Machine-readable summary (the app's "Sync Now" button reads it).
+    /// A stream of JSON lines for programs (the app's "Sync Now"): progress, then the
+    /// summary as the last line (doc/SYNC-JSON.md).
     #[arg(long)]
     pub json: bool,
     /// The database was restored from a backup on purpose: send its contents to the
@@ -27,19 +30,34 @@ pub struct SyncArgs {
 }
 
 pub fn run_sync(a: SyncArgs) -> anyhow::Result<()> {
+    let stream = a.json.then(JsonStream::default);
+    let result = sync(&a, stream.as_ref());
+    if let (Err(e), Some(s)) = (&result, &stream) {
+        s.error(&super::error_line(e));
+    }
+    result
+}
+
+fn sync(a: &SyncArgs, stream: Option<&JsonStream>) -> anyhow::Result<()> {
     let home = Home::from_env();
     let cfg = Config::load(&home)?;
     // A running mount owns the live namespace: it runs the cycle (never two at once).
     let show = !a.json && std::io::stderr().is_terminal();
+    let daemon = crate::daemon::running_pid(&home).is_some();
     if !a.accept_restore {
-        let wait = (show && crate::daemon::running_pid(&home).is_some())
-            .then(|| spinner("the mount is running the sync cycle"));
+        if let Some(s) = stream.filter(|_| daemon) {
+            s.progress(Phase::Mount, None, None);
+        }
+        let wait = (show && daemon).then(|| spinner("the mount is running the sync cycle"));
         let report = super::files::sync_via_daemon(&home);
         if let Some(w) = wait {
             w.finish_and_clear();
         }
         if let Some(report) = report? {
-            return super::files::print_report(&report, a.json);
+            if let Some(s) = stream {
+                s.summary(&SummaryLine::from_report(&report));
+            }
+            return super::files::print_report(&report, stream.is_some());
         }
     }
     let _lock = crate::daemon::sync_loop::CycleLock::acquire(&home).with_context(|| {
@@ -52,7 +70,11 @@ pub fn run_sync(a: SyncArgs) -> anyhow::Result<()> {
     let store = rt
         .block_on(crate::store::open(&cfg.store))
         .with_context(|| format!("cannot open the store {}", cfg.store.url))?;
+    let mut files = None;
     if crate::daemon::running_pid(&home).is_none() {
+        if let Some(s) = stream {
+            s.progress(Phase::Files, None, None);
+        }
         let wait = show.then(|| spinner("syncing the file list"));
         let ns = crate::daemon::sync_loop::namespace_standalone(&home, &cfg, store.clone(), &rt);
         if let Some(w) = wait {
@@ -60,13 +82,13 @@ pub fn run_sync(a: SyncArgs) -> anyhow::Result<()> {
         }
         let ns = ns?;
         if cfg.db_path.is_none() {
-            if a.json {
-                println!("{}", serde_json::to_string(&ns)?);
-            } else {
-                println!("{}", crate::daemon::sync_loop::ns_line(&ns));
+            match stream {
+                Some(s) => s.summary(&SummaryLine::new(Some(ns), None)),
+                None => println!("{}", crate::daemon::sync_loop::ns_line(&ns)),
             }
             return Ok(());
         }
+        files = Some(ns);
     }
     let opts = Options {
         accept_restore: a.accept_restore,
@@ -74,21 +96,27 @@ pub fn run_sync(a: SyncArgs) -> anyhow::Result<()> {
     let handle = rt.handle().clone();
     let bar = show.then(logs_bar);
     let drawn = bar.clone();
+    let json = a.json;
     let progress = move |done: usize, total: usize| {
         if let Some(b) = &drawn {
             b.set_length(total as u64);
             b.set_position(done as u64);
         }
+        if json {
+            JsonStream::default().progress(Phase::Receive, Some(done), Some(total));
+        }
     };
+    if let Some(s) = stream {
+        s.progress(Phase::Send, None, None);
+    }
     let summary = cycle::run_with_progress(&cfg, &home, store, &handle, opts, Some(&progress));
     if let Some(b) = &bar {
         b.finish_and_clear();
     }
     let summary = summary.context("sync failed")?;
-    if a.json {
-        println!("{}", serde_json::to_string(&summary)?);
-    } else {
-        println!("{}", summary.human());
+    match stream {
+        Some(s) => s.summary(&SummaryLine::new(files, Some(&summary))),
+        None => println!("{}", summary.human()),
     }
     if !summary.errors.is_empty() {
         anyhow::bail!(

@@ -6,7 +6,11 @@
 //! only the user who mounted can drive the daemon. Must never block the FUSE threads: each
 //! request runs on the runtime, slow ones (a cycle, a download) off its worker threads.
 
+// Without FUSE, the server half is the mount's (FUSE builds); elsewhere only the client is used.
+#![cfg_attr(not(fuse), allow(dead_code, unused_imports))]
+
 use std::io::{BufRead, BufReader, Write};
+#[cfg(unix)]
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -19,6 +23,7 @@ use super::sync_loop::SyncRequester;
 use crate::cache::Cache;
 use crate::catalog::{Catalog, Node};
 use crate::config::Home;
+#[cfg(fuse)]
 use crate::fs::xattr::file_state;
 
 /// How long `songfs sync` waits for the daemon's cycle.
@@ -92,7 +97,8 @@ pub struct Served {
     pub sync: SyncRequester,
 }
 
-/// Listens until the runtime shuts down. A stale socket file (a crashed daemon) is replaced.
+/// Listens until the runtime shuts down (the mount's daemon: FUSE builds only). A stale socket file (a crashed daemon) is replaced.
+#[cfg(fuse)]
 pub async fn serve(home: Home, served: Arc<Served>) {
     let path = socket_path(&home);
     let _ = std::fs::remove_file(&path);
@@ -128,6 +134,7 @@ pub async fn serve(home: Home, served: Arc<Served>) {
     }
 }
 
+#[cfg(fuse)]
 async fn handle(s: &Arc<Served>, req: Request) -> Response {
     match req {
         Request::Sync => {
@@ -163,12 +170,14 @@ async fn handle(s: &Arc<Served>, req: Request) -> Response {
     }
 }
 
+#[cfg(fuse)]
 enum Action {
     Pin,
     Unpin,
     Evict,
 }
 
+#[cfg(fuse)]
 async fn one_file(s: &Arc<Served>, path: &str, a: Action) -> Response {
     let n = match s.catalog.resolve(path) {
         Ok(n) if !n.is_dir() => n,
@@ -216,6 +225,7 @@ async fn one_file(s: &Arc<Served>, path: &str, a: Action) -> Response {
     }
 }
 
+#[cfg(fuse)]
 fn info(s: &Served, path: &str, n: &Node) -> FileInfo {
     FileInfo {
         path: path.to_string(),
@@ -225,6 +235,7 @@ fn info(s: &Served, path: &str, n: &Node) -> FileInfo {
 }
 
 /// The files at `path` (a file, or every file under a folder), with their paths.
+#[cfg(fuse)]
 fn files_under(catalog: &Catalog, path: &str) -> Result<Vec<(String, Node)>, String> {
     let n = catalog
         .resolve(path)
@@ -252,6 +263,7 @@ fn files_under(catalog: &Catalog, path: &str) -> Result<Vec<(String, Node)>, Str
     Ok(out)
 }
 
+#[cfg(fuse)]
 fn show(p: &str) -> &str {
     if p.is_empty() {
         "the mount root"
@@ -279,6 +291,22 @@ pub enum ControlError {
 
 /// Sends one request to the running daemon. `NotRunning` when there is none.
 pub fn ask(
+    home: &Home,
+    req: &Request,
+    timeout: Option<Duration>,
+) -> Result<Response, ControlError> {
+    #[cfg(unix)]
+    return ask_socket(home, req, timeout);
+    #[cfg(not(unix))]
+    {
+        // No daemon runs on this system yet (the control socket is a Unix socket).
+        let _ = (req, timeout);
+        Err(ControlError::NotRunning(home.root.display().to_string()))
+    }
+}
+
+#[cfg(unix)]
+fn ask_socket(
     home: &Home,
     req: &Request,
     timeout: Option<Duration>,

@@ -50,6 +50,7 @@ pub trait Invalidate: Send + Sync {
     fn invalidate(&self, touched: &[Touched]);
 }
 
+#[cfg(fuse)]
 impl Invalidate for fuser::Notifier {
     fn invalidate(&self, touched: &[Touched]) {
         for t in touched {
@@ -84,12 +85,7 @@ impl CycleLock {
             .truncate(false)
             .write(true)
             .open(lock_path(home))?;
-        use std::os::fd::AsRawFd;
-        // SAFETY: flock on a descriptor we own.
-        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
-        if rc != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
+        crate::os::lock_exclusive(&file)?;
         Ok(CycleLock { _file: file })
     }
 }
@@ -384,8 +380,7 @@ pub fn namespace_standalone(
     rt: &tokio::runtime::Runtime,
 ) -> anyhow::Result<NsSummary> {
     use anyhow::Context;
-    // SAFETY: getuid/getgid cannot fail.
-    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+    let (uid, gid) = crate::os::uid_gid();
     let catalog = Catalog::open(&home.state_db_path(), uid, gid)
         .with_context(|| format!("cannot open {}", home.state_db_path().display()))?;
     let mut ns = NamespaceSync::open(

@@ -8,6 +8,7 @@
 //! must never contain filesystem logic.
 
 use std::ffi::OsStr;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -20,6 +21,7 @@ use fuser::{
 
 use super::error::FsError;
 use super::filesystem::{Opened, SetAttr, SongFs};
+use super::nodes::Creator;
 use crate::catalog::{time_to_ns, Kind, Node, RenameMode};
 
 /// How long the kernel may trust attributes and names: the namespace changes only
@@ -41,25 +43,33 @@ impl FuseAdapter {
     }
 }
 
+fn file_type(k: Kind) -> FileType {
+    match k {
+        Kind::Dir => FileType::Directory,
+        Kind::File => FileType::RegularFile,
+        Kind::Symlink => FileType::Symlink,
+        Kind::Fifo => FileType::NamedPipe,
+        Kind::Socket => FileType::Socket,
+        Kind::CharDev => FileType::CharDevice,
+        Kind::BlockDev => FileType::BlockDevice,
+    }
+}
+
 fn attr(n: &Node) -> FileAttr {
-    let (kind, nlink) = match n.kind {
-        Kind::Dir => (FileType::Directory, 2),
-        Kind::File => (FileType::RegularFile, 1),
-    };
     FileAttr {
         ino: INodeNo(n.ino),
         size: n.size,
         blocks: n.size.div_ceil(512),
-        atime: n.mtime(),
+        atime: n.atime(),
         mtime: n.mtime(),
         ctime: n.ctime(),
         crtime: n.ctime(),
-        kind,
+        kind: file_type(n.kind),
         perm: n.mode as u16,
-        nlink,
+        nlink: n.nlink,
         uid: n.uid,
         gid: n.gid,
-        rdev: 0,
+        rdev: n.rdev,
         blksize: MAX_IO,
         flags: 0,
     }
@@ -68,6 +78,13 @@ fn attr(n: &Node) -> FileAttr {
 fn name_str(name: &OsStr) -> Result<&str, FsError> {
     name.to_str()
         .ok_or_else(|| FsError::new(libc::EINVAL, "file names must be UTF-8"))
+}
+
+fn creator(req: &Request) -> Creator {
+    Creator {
+        uid: req.uid(),
+        gid: req.gid(),
+    }
 }
 
 fn open_flags(o: &Opened) -> FopenFlags {
@@ -161,7 +178,7 @@ impl fuser::Filesystem for FuseAdapter {
         uid: Option<u32>,
         gid: Option<u32>,
         size: Option<u64>,
-        _atime: Option<TimeOrNow>,
+        atime: Option<TimeOrNow>,
         mtime: Option<TimeOrNow>,
         _ctime: Option<SystemTime>,
         _fh: Option<FileHandle>,
@@ -176,6 +193,7 @@ impl fuser::Filesystem for FuseAdapter {
             uid,
             gid,
             size,
+            atime_ns: atime.map(time_ns),
             mtime_ns: mtime.map(time_ns),
         };
         match self.fs.setattr(ino.0, a) {
@@ -218,6 +236,62 @@ impl fuser::Filesystem for FuseAdapter {
             self.fs
                 .mkdir(parent.0, name, mode & !umask, req.uid(), req.gid())
         );
+        reply.entry(&TTL, &attr(&n), Generation(0));
+    }
+
+    fn mknod(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        let name = try_or_reply!("mknod", reply, name_str(name));
+        let n = try_or_reply!(
+            "mknod",
+            reply,
+            self.fs
+                .mknod(parent.0, name, mode & !umask, rdev, creator(req))
+        );
+        reply.entry(&TTL, &attr(&n), Generation(0));
+    }
+
+    fn symlink(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        link_name: &OsStr,
+        target: &Path,
+        reply: ReplyEntry,
+    ) {
+        let name = try_or_reply!("symlink", reply, name_str(link_name));
+        let target = try_or_reply!("symlink", reply, name_str(target.as_os_str()));
+        let n = try_or_reply!(
+            "symlink",
+            reply,
+            self.fs.symlink(parent.0, name, target, creator(req))
+        );
+        reply.entry(&TTL, &attr(&n), Generation(0));
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        let target = try_or_reply!("readlink", reply, self.fs.readlink(ino.0));
+        reply.data(target.as_bytes());
+    }
+
+    fn link(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        newparent: INodeNo,
+        newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        let name = try_or_reply!("link", reply, name_str(newname));
+        let n = try_or_reply!("link", reply, self.fs.link(ino.0, newparent.0, name));
         reply.entry(&TTL, &attr(&n), Generation(0));
     }
 
@@ -407,7 +481,7 @@ impl fuser::Filesystem for FuseAdapter {
             .into_iter()
             .chain(snap.entries.iter().map(|n| (n, n.name.as_str())));
         for (i, (n, name)) in all.enumerate().skip(offset as usize) {
-            let kind = attr(n).kind;
+            let kind = file_type(n.kind);
             if reply.add(INodeNo(n.ino), i as u64 + 1, kind, name) {
                 break;
             }

@@ -1,7 +1,8 @@
 //! The mount: a FUSE filesystem over the namespace (`catalog`) and the blob cache.
 //!
-//! `filesystem.rs` holds the logic (namespace operations, the write path, commit),
-//! `read.rs` the read path, `staging.rs` one file's uncommitted bytes, `fuse.rs` the thin
+//! `filesystem.rs` holds the namespace operations and the handles, `read.rs` the read
+//! path, `nodes.rs` symlinks, hard links and special files,
+//! `write.rs` the write path (staging, commit), `staging.rs` one file's uncommitted bytes, `fuse.rs` the thin
 //! fuser shim, `error.rs` the one error type at the boundary. Layers call downward only:
 //! fs → catalog and cache; never the store directly.
 
@@ -9,9 +10,11 @@ pub mod error;
 pub mod filesystem;
 pub mod fuse;
 pub mod fusermount;
+pub mod nodes;
 pub mod read;
 pub mod staging;
 pub mod statfs;
+pub mod write;
 pub mod xattr;
 
 pub use error::{FsError, FsResult};

@@ -1,10 +1,11 @@
-//! What an open handle reads from, and how.
+//! The read path: what an open handle reads from, and how.
 //!
-//! Read path, in order of preference:
+//! In order of preference:
 //! 1. the inode is staged (written and not yet committed): `pread` the staging file;
 //! 2. the file is local-only: `pread` its file under `$SONGFS_HOME/local/`;
-//! 3. the whole verified blob is in the cache (`Cache::complete_path`): open it once per
-//!    handle and `pread` it — the FUSE thread answers directly, no task, no copy through
+//! 3. the whole verified blob is in the cache: `Cache::open_complete` checks and opens
+//!    it under the cache's lock (so an eviction followed by a new partial fetch can never
+//!    slip a sparse file in between), once per handle, and the handle `pread`s it — the FUSE thread answers directly, no task, no copy through
 //!    the cache;
 //! 4. otherwise the bytes come through `Cache::read_ahead` on the tokio runtime (verified
 //!    chunks, fetched lazily, sequential prefetch per handle); the FUSE thread is free
@@ -16,7 +17,13 @@
 use std::fs::File;
 use std::sync::{Arc, Mutex};
 
+use bytes::Bytes;
+
+use super::error::FsResult;
+use super::filesystem::{lock, SongFs, EMPTY_HASH};
+use super::staging::pread;
 use crate::cache::ReadAhead;
+use crate::catalog::Node;
 use crate::content::BlobInfo;
 
 /// One open file handle.
@@ -61,6 +68,80 @@ impl Source {
                 size,
                 ..Source::default()
             };
+        }
+    }
+}
+
+impl SongFs {
+    /// Reads from local bytes when they are here. `Ok(None)`: they must be fetched —
+    /// run `read_fetch` on the runtime.
+    pub fn read(&self, fh: u64, offset: u64, len: u32) -> FsResult<Option<Vec<u8>>> {
+        let h = self.handle(fh)?;
+        if let Some(st) = self.staged_of(h.ino) {
+            let g = lock(&st);
+            if g.is_staged() {
+                return Ok(Some(g.read(offset, len)?));
+            }
+        }
+        let node = self.node_of(h.ino)?;
+        if node.local_only {
+            let f = std::fs::File::open(self.local_path(node.ino))?;
+            return Ok(Some(pread(&f, offset, len, node.size)?));
+        }
+        if offset >= node.size || len == 0 {
+            return Ok(Some(Vec::new()));
+        }
+        let mut src = h.source();
+        src.retarget(node.hash.clone(), node.size);
+        if src.file.is_none() {
+            src.file = node
+                .hash
+                .as_deref()
+                .and_then(|h| self.cache.open_complete(h))
+                .map(Arc::new);
+        }
+        match &src.file {
+            Some(f) => Ok(Some(pread(f, offset, len, node.size)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The slow read: verified bytes through the cache, fetching what is missing.
+    pub async fn read_fetch(&self, fh: u64, offset: u64, len: u32) -> FsResult<Bytes> {
+        let h = self.handle(fh)?;
+        let node = self.node_of(h.ino)?;
+        if offset >= node.size {
+            return Ok(Bytes::new());
+        }
+        let len = (len as u64).min(node.size - offset) as u32;
+        let cached = {
+            let mut src = h.source();
+            src.retarget(node.hash.clone(), node.size);
+            src.info.clone()
+        };
+        let info = match cached {
+            Some(i) => i,
+            None => {
+                let i = Arc::new(self.blob_info(&node).await?);
+                let mut src = h.source();
+                if src.hash == node.hash {
+                    src.info = Some(i.clone());
+                }
+                i
+            }
+        };
+        Ok(self
+            .cache
+            .read_ahead(&h.read_ahead, &info, offset, len)
+            .await?)
+    }
+
+    /// The blob's chunk hashes: known locally, or fetched from the store's record.
+    pub(super) async fn blob_info(&self, node: &Node) -> FsResult<BlobInfo> {
+        let hash = node.hash.as_deref().unwrap_or(EMPTY_HASH);
+        match self.cache.blob_info(hash) {
+            Some(i) => Ok(i),
+            None => Ok(self.cache.fetch_info(hash, node.size).await?),
         }
     }
 }

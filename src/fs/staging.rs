@@ -77,10 +77,27 @@ impl Staged {
 
     /// Starts a staging file holding a copy of `src` (the current content).
     pub fn stage_copy(&mut self, dir: &Path, ino: u64, src: &Path) -> std::io::Result<()> {
+        self.stage_from(dir, ino, &File::open(src)?)
+    }
+
+    /// Starts a staging file holding a copy of the open file `src` (the current content;
+    /// an open file, so it cannot be swapped between a check and the copy).
+    pub fn stage_from(&mut self, dir: &Path, ino: u64, src: &File) -> std::io::Result<()> {
         let path = new_path(dir, ino);
-        std::fs::copy(src, &path)?;
-        let f = OpenOptions::new().read(true).write(true).open(&path)?;
-        let size = f.metadata()?.len();
+        let mut f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)?;
+        // `io::copy` between files uses copy_file_range (a reflink or in-kernel copy).
+        let copied = std::io::copy(&mut &*src, &mut f);
+        let size = match copied {
+            Ok(n) => n,
+            Err(e) => {
+                let _ = std::fs::remove_file(&path);
+                return Err(e);
+            }
+        };
         self.discard();
         self.file = Some((f, path));
         self.size = size;

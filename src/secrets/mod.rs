@@ -12,6 +12,7 @@
 //! never write one anywhere but the keyring or that file.
 
 mod file;
+pub mod grant;
 
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -111,7 +112,7 @@ fn keyring() -> Option<Arc<CredentialStore>> {
             if std::env::var(BACKEND_ENV).as_deref() == Ok("file") {
                 return None;
             }
-            match os_store() {
+            match on_own_thread(os_store) {
                 Ok(store) => Some(store),
                 Err(e) => {
                     tracing::debug!(error = %e, "no system keyring");
@@ -161,9 +162,16 @@ fn unreachable(e: &keyring_core::Error) -> bool {
         E::NoDefaultStore | E::NotSupportedByStore(_) => true,
         E::PlatformFailure(p) | E::NoStorageAccess(p) => {
             let text = p.to_string().to_lowercase();
-            ["connect", "no such file", "address", "bus", "not provided", "serviceunknown"]
-                .iter()
-                .any(|w| text.contains(w))
+            [
+                "connect",
+                "no such file",
+                "address",
+                "bus",
+                "not provided",
+                "serviceunknown",
+            ]
+            .iter()
+            .any(|w| text.contains(w))
         }
         _ => false,
     }
@@ -202,11 +210,20 @@ mod tests {
         let mock = keyring_core::mock::Store::new().unwrap();
         use_store(mock);
         assert_eq!(get(SERVICE, "gdrive").unwrap(), None);
-        assert_eq!(set(SERVICE, "gdrive", "tok-SECRET-1").unwrap(), Location::Keyring);
-        assert_eq!(get(SERVICE, "gdrive").unwrap().as_deref(), Some("tok-SECRET-1"));
+        assert_eq!(
+            set(SERVICE, "gdrive", "tok-SECRET-1").unwrap(),
+            Location::Keyring
+        );
+        assert_eq!(
+            get(SERVICE, "gdrive").unwrap().as_deref(),
+            Some("tok-SECRET-1")
+        );
         assert_eq!(get("another-service", "gdrive").unwrap(), None);
         set(SERVICE, "gdrive", "tok-SECRET-2").unwrap();
-        assert_eq!(get(SERVICE, "gdrive").unwrap().as_deref(), Some("tok-SECRET-2"));
+        assert_eq!(
+            get(SERVICE, "gdrive").unwrap().as_deref(),
+            Some("tok-SECRET-2")
+        );
         assert!(delete(SERVICE, "gdrive").unwrap());
         assert!(!delete(SERVICE, "gdrive").unwrap());
         assert_eq!(get(SERVICE, "gdrive").unwrap(), None);
@@ -217,9 +234,14 @@ mod tests {
         let entry = Entry::new_in_store(&keyring().unwrap(), SERVICE, "locked").unwrap();
         entry.set_password("pw-SECRET-3").unwrap();
         let cred: &keyring_core::mock::Cred = entry.as_any().downcast_ref().unwrap();
-        cred.set_error(keyring_core::Error::NoStorageAccess("the keyring is locked".into()));
+        cred.set_error(keyring_core::Error::NoStorageAccess(
+            "the keyring is locked".into(),
+        ));
         let err = get(SERVICE, "locked").unwrap_err().to_string();
-        assert!(err.contains("locked") && err.contains("SONGFS_KEYRING"), "{err}");
+        assert!(
+            err.contains("locked") && err.contains("SONGFS_KEYRING"),
+            "{err}"
+        );
         assert!(!err.contains("pw-SECRET-3"), "{err}");
     }
 }

@@ -123,7 +123,7 @@ impl ObjectStore for LocalStore {
     }
 
     async fn get_range(&self, key: &str, range: Range<u64>) -> StoreResult<Bytes> {
-        use std::os::unix::fs::FileExt;
+        use crate::os::FileExt;
         let path = self.path_of(key)?;
         let key = key.to_string();
         blocking(move || {

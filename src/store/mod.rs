@@ -1,11 +1,12 @@
-//! The store: where everything shared lives (an S3 bucket + prefix, a folder, or a
-//! WebDAV folder).
+//! The store: where everything shared lives (an S3 bucket + prefix, a folder, a
+//! WebDAV folder, or a folder in Google Drive or Dropbox).
 //!
 //! One async trait, several backends (`open` picks one by the URL's scheme). Keys are relative to the store root
 //! (`blobs/sha256/ab/<hash>`, `logs/<device>/<seq>.json`, ...). Every object is written
 //! so that a reader never sees half of it. This layer knows nothing of files, caches or
 //! databases; it must never retry forever: callers bound their waits.
 
+pub mod cloud;
 pub mod faulty;
 pub mod format;
 pub mod local;
@@ -111,9 +112,16 @@ pub async fn open(cfg: &StoreConfig) -> StoreResult<Arc<dyn ObjectStore>> {
         let transport = opendal_http::SongfsTransport::from_env();
         return Ok(Arc::new(webdav::open(&cfg.url, password, transport)?));
     }
+    if let Some(provider) = cloud::provider_of(&cfg.url) {
+        let grant = crate::secrets::grant::load(provider).map_err(|e| StoreError::Denied {
+            detail: e.to_string(),
+        })?;
+        let transport = opendal_http::SongfsTransport::from_env();
+        return Ok(Arc::new(cloud::open(&cfg.url, grant, transport)?));
+    }
     Err(StoreError::BadUrl {
         url: webdav::redact(&cfg.url),
-        why: "expected file:///absolute/folder, s3://bucket/prefix or webdav(s)://host/folder"
+        why: "expected file:///absolute/folder, s3://bucket/prefix, webdav(s)://host/folder, gdrive://Folder or dropbox://Folder"
             .into(),
     })
 }
@@ -149,6 +157,7 @@ pub struct S3Keys {
 }
 
 fn secret(account: &str) -> StoreResult<Option<String>> {
-    crate::secrets::get(crate::secrets::SERVICE, account)
-        .map_err(|e| StoreError::Denied { detail: e.to_string() })
+    crate::secrets::get(crate::secrets::SERVICE, account).map_err(|e| StoreError::Denied {
+        detail: e.to_string(),
+    })
 }

@@ -71,6 +71,17 @@ impl SongfsTransport {
         }
     }
 
+    /// `url` as this transport would send it (for clients outside OpenDAL: sign-in).
+    pub fn rewrite_str(&self, url: &str) -> String {
+        self.rewrites
+            .iter()
+            .find_map(|(from, to)| {
+                url.strip_prefix(from.as_str())
+                    .map(|rest| format!("{to}{rest}"))
+            })
+            .unwrap_or_else(|| url.to_string())
+    }
+
     fn rewrite(&self, uri: &http::Uri) -> Option<http::Uri> {
         let text = uri.to_string();
         self.rewrites.iter().find_map(|(from, to)| {
@@ -162,10 +173,7 @@ async fn classify(
             let bytes = body.to_buffer().await?.to_bytes();
             let throttled = is_rate_limit_body(&bytes);
             let len = bytes.len() as u64;
-            let body = HttpBody::new(
-                futures::stream::iter([Ok(Buffer::from(bytes))]),
-                Some(len),
-            );
+            let body = HttpBody::new(futures::stream::iter([Ok(Buffer::from(bytes))]), Some(len));
             Ok((http::Response::from_parts(parts, body), throttled))
         }
         _ => Ok((resp, false)),
@@ -187,7 +195,9 @@ mod tests {
             parse_rewrites("https://www.googleapis.com/=http://127.0.0.1:9/, junk"),
             Throttle::default(),
         );
-        let uri: http::Uri = "https://www.googleapis.com/drive/v3/files?q=x".parse().unwrap();
+        let uri: http::Uri = "https://www.googleapis.com/drive/v3/files?q=x"
+            .parse()
+            .unwrap();
         assert_eq!(
             t.rewrite(&uri).unwrap().to_string(),
             "http://127.0.0.1:9/drive/v3/files?q=x"
@@ -214,12 +224,16 @@ mod tests {
         }
         h.insert(http::header::RETRY_AFTER, "2".parse().unwrap());
         let w = t.wait_for(1, &h);
-        assert!(w >= Duration::from_secs(2) && w <= Duration::from_secs(3), "{w:?}");
+        assert!(
+            w >= Duration::from_secs(2) && w <= Duration::from_secs(3),
+            "{w:?}"
+        );
         h.insert(http::header::RETRY_AFTER, "600".parse().unwrap());
         assert_eq!(t.wait_for(1, &h), Duration::from_secs(3));
         // Jitter: ten waits are not all the same.
-        let waits: std::collections::HashSet<_> =
-            (0..10).map(|_| t.wait_for(2, &http::HeaderMap::new())).collect();
+        let waits: std::collections::HashSet<_> = (0..10)
+            .map(|_| t.wait_for(2, &http::HeaderMap::new()))
+            .collect();
         assert!(waits.len() > 1);
     }
 

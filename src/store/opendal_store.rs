@@ -37,6 +37,9 @@ pub struct ServiceTraits {
     /// A PUT may be seen half-written by a reader (plain WebDAV servers): write a
     /// temporary name, then rename.
     pub put_via_rename: bool,
+    /// The service lists a folder tree in one recursive listing with full paths
+    /// (otherwise `list` walks the folders one listing at a time).
+    pub recursive_list: bool,
     /// What the user does when the service refuses the credentials.
     pub denied_hint: String,
 }
@@ -57,7 +60,9 @@ impl OpendalStore {
             || key.starts_with('/')
             || key.ends_with('/')
             || key.starts_with(TMP_PREFIX)
-            || key.split('/').any(|c| c.is_empty() || c == "." || c == "..")
+            || key
+                .split('/')
+                .any(|c| c.is_empty() || c == "." || c == "..")
         {
             return Err(StoreError::Other(format!("invalid object key {key:?}")));
         }
@@ -72,6 +77,9 @@ impl OpendalStore {
         match (err.kind(), status) {
             (ErrorKind::NotFound, _) => StoreError::NotFound {
                 key: key.to_string(),
+            },
+            _ if signed_out(&err) => StoreError::Denied {
+                detail: format!("{name} did not accept songfs's sign-in: {}", self.traits.denied_hint),
             },
             (_, Some(401)) => StoreError::Denied {
                 detail: format!("{name} at {} refused the sign-in (401): {}", self.url, self.traits.denied_hint),
@@ -121,6 +129,37 @@ impl OpendalStore {
         self.finish_rename(&tmp, key).await
     }
 
+    /// The files under `dir`, one listing per folder, named from `dir` down (for
+    /// services whose recursive listing loses the folder part of names). Folders that
+    /// cannot hold a key with `prefix` are not entered.
+    async fn walk(&self, dir: &str, prefix: &str) -> StoreResult<Vec<String>> {
+        let mut files = Vec::new();
+        let mut pending = vec![dir.to_string()];
+        while let Some(folder) = pending.pop() {
+            let entries = match self.op.list(&folder).await {
+                Ok(entries) => entries,
+                Err(e) if e.kind() == ErrorKind::NotFound => continue,
+                Err(e) => return Err(self.error(prefix, e)),
+            };
+            for e in entries {
+                let name = e.name().trim_end_matches('/');
+                if name.is_empty() {
+                    continue; // the folder itself
+                }
+                let path = format!("{folder}{name}");
+                if e.metadata().is_dir() {
+                    let sub = format!("{path}/");
+                    if sub.starts_with(prefix) || prefix.starts_with(&sub) {
+                        pending.push(sub);
+                    }
+                } else {
+                    files.push(path);
+                }
+            }
+        }
+        Ok(files)
+    }
+
     async fn finish_rename(&self, tmp: &str, key: &str) -> StoreResult<()> {
         if let Err(e) = self.op.rename(tmp, key).await {
             let _ = self.op.delete(tmp).await;
@@ -145,6 +184,16 @@ fn http_status(err: &opendal::Error) -> Option<u16> {
     let text = format!("{err:?}");
     let at = text.find("status: ")? + "status: ".len();
     text[at..].get(..3)?.parse().ok()
+}
+
+/// The provider refused to renew the access token (the refresh token was revoked or
+/// expired): Google answers `invalid_grant`; OpenDAL's Dropbox client fails to read
+/// the token answer, which then has no `access_token`.
+fn signed_out(err: &opendal::Error) -> bool {
+    let text = format!("{err:?}");
+    text.contains("invalid_grant")
+        || text.contains("RefreshAccessToken")
+        || text.contains("missing field `access_token`")
 }
 
 fn one_line(s: &str) -> String {
@@ -269,16 +318,22 @@ impl ObjectStore for OpendalStore {
             Some(i) => &prefix[..=i],
             None => "",
         };
-        let listed = match self.op.list_with(dir).recursive(true).await {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(self.error(prefix, e)),
+        let listed = if self.traits.recursive_list {
+            match self.op.list_with(dir).recursive(true).await {
+                Ok(entries) => entries
+                    .into_iter()
+                    .filter(|e| e.metadata().is_file())
+                    .map(|e| e.path().trim_start_matches('/').to_string())
+                    .collect(),
+                Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
+                Err(e) => return Err(self.error(prefix, e)),
+            }
+        } else {
+            self.walk(dir, prefix).await?
         };
         let mut keys: Vec<String> = listed
             .into_iter()
-            .filter(|e| e.metadata().is_file())
-            .map(|e| e.path().trim_start_matches('/').to_string())
-            .filter(|k| k.starts_with(prefix) && !k.starts_with(TMP_PREFIX))
+            .filter(|k: &String| k.starts_with(prefix) && !k.starts_with(TMP_PREFIX))
             .collect();
         keys.sort();
         // Drive may hold two files of one name (two devices uploaded the same blob).

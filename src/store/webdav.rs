@@ -35,6 +35,15 @@ pub fn parse_url(url: &str) -> StoreResult<WebdavUrl> {
         url: redact(url),
         why: why.to_string(),
     };
+    // Before parsing: the URL parser folds `a/../b` into `b` silently.
+    let after_host = url.split_once("://").map_or("", |(_, r)| r);
+    if after_host
+        .split(['/', '?', '#'])
+        .skip(1)
+        .any(|c| c == "." || c == "..")
+    {
+        return Err(bad("the folder must not contain '.' or '..'"));
+    }
     let parsed = url::Url::parse(url).map_err(|e| {
         bad(&format!(
             "{e}: a WebDAV store URL looks like webdavs://user@cloud.example.com/remote.php/dav/files/user/SongFactory"
@@ -43,25 +52,25 @@ pub fn parse_url(url: &str) -> StoreResult<WebdavUrl> {
     let http = match parsed.scheme() {
         "webdav" => "http",
         "webdavs" => "https",
-        _ => return Err(bad("a WebDAV store URL starts with webdav:// or webdavs://")),
+        _ => {
+            return Err(bad(
+                "a WebDAV store URL starts with webdav:// or webdavs://",
+            ))
+        }
     };
     if parsed.password().is_some() {
         return Err(bad(
             "leave the password out of the URL: `songfs init` asks for it and keeps it in the keyring",
         ));
     }
-    let host = parsed
-        .host_str()
-        .filter(|h| !h.is_empty())
-        .ok_or_else(|| bad("the server name is missing, e.g. webdavs://cloud.example.com/SongFactory"))?;
+    let host = parsed.host_str().filter(|h| !h.is_empty()).ok_or_else(|| {
+        bad("the server name is missing, e.g. webdavs://cloud.example.com/SongFactory")
+    })?;
     let endpoint = match parsed.port() {
         Some(p) => format!("{http}://{host}:{p}"),
         None => format!("{http}://{host}"),
     };
     let root = parsed.path().trim_end_matches('/');
-    if root.split('/').any(|c| c == "." || c == "..") {
-        return Err(bad("the folder must not contain '.' or '..'"));
-    }
     let user = Some(parsed.username())
         .filter(|u| !u.is_empty())
         .map(|u| {
@@ -70,7 +79,11 @@ pub fn parse_url(url: &str) -> StoreResult<WebdavUrl> {
         .transpose()?;
     Ok(WebdavUrl {
         endpoint,
-        root: if root.is_empty() { "/".into() } else { root.into() },
+        root: if root.is_empty() {
+            "/".into()
+        } else {
+            root.into()
+        },
         user,
     })
 }
@@ -116,7 +129,11 @@ pub fn account_for(url: &WebdavUrl) -> Option<String> {
 
 /// Opens the store with the password given (None: no authentication, or the user has
 /// none filed). Does not contact the server.
-pub fn open(url: &str, password: Option<String>, transport: SongfsTransport) -> StoreResult<OpendalStore> {
+pub fn open(
+    url: &str,
+    password: Option<String>,
+    transport: SongfsTransport,
+) -> StoreResult<OpendalStore> {
     let parsed = parse_url(url)?;
     let mut builder = Webdav::default()
         .endpoint(&parsed.endpoint)
@@ -145,6 +162,7 @@ pub fn open(url: &str, password: Option<String>, transport: SongfsTransport) -> 
         ServiceTraits {
             name: "WebDAV",
             put_via_rename: true,
+            recursive_list: true,
             denied_hint,
         },
     ))
@@ -156,7 +174,8 @@ mod tests {
 
     #[test]
     fn urls_name_endpoint_folder_and_user() {
-        let u = parse_url("webdavs://me%40home@cloud.example.com/remote.php/dav/files/me/SF/").unwrap();
+        let u =
+            parse_url("webdavs://me%40home@cloud.example.com/remote.php/dav/files/me/SF/").unwrap();
         assert_eq!(u.endpoint, "https://cloud.example.com");
         assert_eq!(u.root, "/remote.php/dav/files/me/SF");
         assert_eq!(u.user.as_deref(), Some("me@home"));

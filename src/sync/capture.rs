@@ -33,7 +33,7 @@ pub type TableRows = BTreeMap<String, (LocalRow, Vec<u8>)>;
 pub type Shadow = BTreeMap<String, (String, Vec<u8>)>;
 
 /// Per-table counts of rows inserted, updated and deleted.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Counts {
     pub new: u64,
     pub updated: u64,

@@ -43,7 +43,7 @@ pub struct Options {
 }
 
 /// What a cycle did, for `songfs sync` and the app's "Sync Now" button.
-#[derive(Debug, Default, Clone, Serialize)]
+#[derive(Debug, Default, Clone, Serialize, serde::Deserialize)]
 pub struct Summary {
     /// Rows changed in this database by other devices' edits, per table.
     pub received: BTreeMap<String, Counts>,
@@ -57,44 +57,9 @@ pub struct Summary {
 }
 
 impl Summary {
-    /// e.g. "Synced: 5 songs updated, 2 songs new, 1 conflict".
+    /// e.g. "Synced: 5 songs updated, 2 new, 1 conflict" (the words: `words.rs`).
     pub fn human(&self) -> String {
-        let mut parts = Vec::new();
-        for (t, c) in &self.received {
-            if c.updated > 0 {
-                parts.push(format!("{} {t} updated", c.updated));
-            }
-            if c.new > 0 {
-                parts.push(format!("{} {t} new", c.new));
-            }
-            if c.deleted > 0 {
-                parts.push(format!("{} {t} deleted", c.deleted));
-            }
-        }
-        let sent: u64 = self.sent.values().map(Counts::total).sum();
-        if sent > 0 {
-            parts.push(format!("{sent} local change(s) sent"));
-        }
-        if self.conflicts > 0 {
-            parts.push(format!(
-                "{} conflict{} (see `songfs conflicts`)",
-                self.conflicts,
-                if self.conflicts == 1 { "" } else { "s" }
-            ));
-        }
-        if !self.errors.is_empty() {
-            parts.push(format!(
-                "{} error{}: {}",
-                self.errors.len(),
-                if self.errors.len() == 1 { "" } else { "s" },
-                self.errors.join("; ")
-            ));
-        }
-        if parts.is_empty() {
-            "Synced: nothing new".into()
-        } else {
-            format!("Synced: {}", parts.join(", "))
-        }
+        format!("Synced: {}", super::words::message(self))
     }
 }
 

@@ -25,6 +25,7 @@ pub mod presync;
 pub mod schema;
 pub mod state;
 pub mod translate;
+pub mod words;
 
 use std::path::Path;
 use std::time::Duration;

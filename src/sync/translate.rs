@@ -13,6 +13,7 @@ use serde_json::json;
 use super::identity::{id_key, key_id, IdMap};
 use super::merge::Value;
 use super::schema::{Schema, LORE_IDS, PATH_COLUMNS};
+use crate::paths::Style;
 
 pub fn from_sql(v: ValueRef<'_>) -> Value {
     match v {
@@ -77,8 +78,10 @@ impl Translator<'_> {
         }
         if is_path_column(table, col) {
             if let (Some(mount), Some(s)) = (self.mount, v.as_str()) {
-                if let Ok(rel) = Path::new(s).strip_prefix(mount) {
-                    return json!({ "$mount": rel.to_string_lossy() });
+                // Relative with `/` whatever this machine's separators (paths/library.rs).
+                let root = mount.to_string_lossy();
+                if let Some(rel) = crate::paths::library::to_wire(s, &root, Style::HOST) {
+                    return json!({ "$mount": rel });
                 }
             }
         }
@@ -127,7 +130,11 @@ impl Translator<'_> {
                 .mount
                 .map(Path::to_path_buf)
                 .unwrap_or_else(|| crate::config::home_dir().join("SongFactory").join("audio"));
-            return Value::String(root.join(rel).to_string_lossy().into_owned());
+            return Value::String(crate::paths::library::to_native(
+                rel,
+                &root.to_string_lossy(),
+                Style::HOST,
+            ));
         }
         let _ = (table, col);
         v.clone()

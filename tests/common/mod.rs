@@ -4,6 +4,7 @@
 //! throwaway state folders. Helpers here never touch anything outside temp dirs.
 #![allow(dead_code)] // each test file uses a different subset
 
+pub mod cloudfake;
 pub mod contract;
 pub mod mount;
 pub mod s3server;

@@ -235,7 +235,12 @@ DocumentRoot {data}
             .stdout(log)
             .stderr(log2)
             .spawn()
-            .map_err(|e| format!("cannot start the {:?} server: {e} (run scripts/deps)", self.kind))?;
+            .map_err(|e| {
+                format!(
+                    "cannot start the {:?} server: {e} (run scripts/deps)",
+                    self.kind
+                )
+            })?;
         self.child = Some(child);
         let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
         let deadline = Instant::now() + START_TIMEOUT;
@@ -243,7 +248,11 @@ DocumentRoot {data}
             if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
                 return Ok(());
             }
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
                 self.child = None;
                 return Err(format!("exited with {status}: {}", self.log()));
             }

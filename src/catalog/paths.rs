@@ -1,0 +1,118 @@
+//! Path-based access for the sync, which names files by their path relative to the
+//! mount root ("2026-02-10_song/song_v1.mp3"), identical on every machine. A file with
+//! hard links is listed once per name: on another machine it becomes two paths of one
+//! blob. Special files (FIFOs, sockets, devices) and local-only files are never listed.
+
+use super::node::{AttrChange, CatalogError, CatalogResult, Kind, Node, ROOT_INO};
+use super::Catalog;
+
+impl Catalog {
+    /// The entry at `path` ("" is the root).
+    pub fn resolve(&self, path: &str) -> CatalogResult<Node> {
+        let ix = self.index();
+        let mut cur = ROOT_INO;
+        let mut reached = (ROOT_INO, String::new());
+        for part in path.split('/').filter(|p| !p.is_empty()) {
+            reached = (cur, part.to_string());
+            cur = ix.ino_at(cur, part)?;
+        }
+        if cur == ROOT_INO {
+            return ix.node(ROOT_INO);
+        }
+        Ok(ix.entry(reached.0, &reached.1, cur))
+    }
+
+    /// Every file with its path, local-only files excluded (they never leave this
+    /// machine), in path order.
+    pub fn files(&self) -> Vec<(String, Node)> {
+        let ix = self.index();
+        let mut out = Vec::new();
+        let mut stack = vec![(ROOT_INO, String::new())];
+        while let Some((dir, prefix)) = stack.pop() {
+            for (name, &ino) in ix.children.get(&dir).into_iter().flatten() {
+                let n = &ix.nodes[&ino];
+                let path = if prefix.is_empty() {
+                    name.clone()
+                } else {
+                    format!("{prefix}/{name}")
+                };
+                match n.kind {
+                    Kind::Dir => stack.push((n.ino, path)),
+                    Kind::File if !n.local_only => out.push((path, ix.entry(dir, name, ino))),
+                    _ => {}
+                }
+            }
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    /// Makes `path` a file with this content (a remote change applied by the sync):
+    /// creates missing parent directories, replaces an existing file's content. The
+    /// owner of new entries is the owner of the mount root.
+    pub fn upsert_file(
+        &self,
+        path: &str,
+        hash: &str,
+        size: u64,
+        mtime_ns: i64,
+        mode: u32,
+    ) -> CatalogResult<Node> {
+        let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
+        let Some((name, dirs)) = parts.split_last() else {
+            return Err(CatalogError::InvalidName(path.to_string()));
+        };
+        let root = self.get(ROOT_INO)?;
+        let mut parent = ROOT_INO;
+        for d in dirs {
+            parent = match self.lookup(parent, d) {
+                Ok(n) if n.is_dir() => n.ino,
+                Ok(_) => return Err(CatalogError::NotDir),
+                Err(CatalogError::NotFound) => {
+                    self.create(parent, d, Kind::Dir, 0o755, root.uid, root.gid, None, false)?
+                        .ino
+                }
+                Err(e) => return Err(e),
+            };
+        }
+        let ino = match self.lookup(parent, name) {
+            Ok(n) if n.is_dir() => return Err(CatalogError::IsDir),
+            Ok(n) => n.ino,
+            Err(CatalogError::NotFound) => {
+                self.create(
+                    parent,
+                    name,
+                    Kind::File,
+                    mode,
+                    root.uid,
+                    root.gid,
+                    Some(hash),
+                    false,
+                )?
+                .ino
+            }
+            Err(e) => return Err(e),
+        };
+        self.set_attr(
+            ino,
+            AttrChange {
+                mode: Some(mode),
+                ..AttrChange::default()
+            },
+        )?;
+        self.set_content(ino, Some(hash), size, mtime_ns, false)
+    }
+
+    /// Removes the file at `path` (a remote delete); None if there was none.
+    pub fn remove_file(&self, path: &str) -> CatalogResult<Option<Node>> {
+        let n = match self.resolve(path) {
+            Ok(n) => n,
+            Err(CatalogError::NotFound) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        if n.is_dir() {
+            return Err(CatalogError::IsDir);
+        }
+        self.unlink(n.parent, &n.name).map(Some)
+    }
+}

@@ -1,0 +1,246 @@
+//! The write path: staging an inode's new bytes and committing them.
+//!
+//! A handle opened for writing (or `create`) registers as a writer of the inode. The
+//! first write or truncate stages the inode: an empty staging file when the content is
+//! new or truncated to 0, else a copy of the current content (local-only file, complete
+//! cached blob, or — the only slow case — the blob materialized by the cache first, on
+//! the runtime). On flush, fsync, release, or a truncate with no writer open, the staged
+//! file is sealed (hashed), renamed into the cache as a dirty blob whose upload is
+//! durably queued (`Cache::commit_new`), and only then the namespace entry gets the new
+//! hash, size and mtime. So a closed file is always either the old content or the new
+//! one, both present locally, and a crash before the namespace update leaves the old
+//! entry pointing at a blob that is still there. A later write on the same handle stages
+//! again. Files whose names match the local-only patterns commit to `$SONGFS_HOME/local/`
+//! instead and are never queued for upload. This module never fetches bytes itself
+//! (`prepare_staging` asks the cache) and never touches the namespace beyond the
+//! committed entry's content.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use super::error::{FsError, FsResult};
+use super::filesystem::{ebadf, lock, SongFs, EMPTY_HASH};
+use super::staging::Staged;
+use crate::catalog::{now_ns, CatalogError, Kind, Node};
+use crate::content::BlobInfo;
+
+impl SongFs {
+    pub(super) fn staged_of(&self, ino: u64) -> Option<Arc<Mutex<Staged>>> {
+        lock(&self.staged).get(&ino).cloned()
+    }
+
+    /// True while a file holds written bytes not committed yet (open for writing): the
+    /// sync must not replace its content underneath.
+    pub fn has_unsaved_writes(&self, ino: u64) -> bool {
+        self.staged_of(ino).is_some_and(|st| lock(&st).is_staged())
+    }
+
+    pub(super) fn truncate(&self, ino: u64, size: u64) -> FsResult<bool> {
+        let node = self.catalog.get(ino)?;
+        match node.kind {
+            Kind::File => {}
+            Kind::Dir => return Err(CatalogError::IsDir.into()),
+            _ => {
+                return Err(FsError::new(
+                    libc::EINVAL,
+                    "only regular files can be truncated",
+                ))
+            }
+        }
+        let st = self.writer_entry(ino, false);
+        let result = (|| {
+            let mut g = lock(&st);
+            // Read the entry again under the lock: a commit by another handle (a close()
+            // in any process sharing the file) may have changed it meanwhile, and staging
+            // from the older content would lose that commit.
+            let node = self.catalog.get(ino)?;
+            if size == 0 {
+                g.stage_empty(&self.cache.staging_dir(), ino)?;
+                g.dirty = true;
+                g.mtime_ns = now_ns();
+            } else if !g.is_staged() && !self.stage_locally(&node, &mut g)? {
+                return Ok(false);
+            } else {
+                g.truncate(size)?;
+            }
+            if g.writers == 0 {
+                self.commit_locked(ino, &mut g)?;
+            }
+            Ok(true)
+        })();
+        self.drop_writer_entry_if_idle(ino);
+        result
+    }
+
+    /// The inode's shared write state, created if needed; `writer` counts a new handle.
+    pub(super) fn writer_entry(&self, ino: u64, writer: bool) -> Arc<Mutex<Staged>> {
+        let st = lock(&self.staged).entry(ino).or_default().clone();
+        if writer {
+            lock(&st).writers += 1;
+        }
+        st
+    }
+
+    pub(super) fn drop_writer_entry_if_idle(&self, ino: u64) {
+        let mut map = lock(&self.staged);
+        if let Some(st) = map.get(&ino) {
+            let g = lock(st);
+            if g.writers == 0 && !g.dirty {
+                drop(g);
+                map.remove(&ino);
+            }
+        }
+    }
+
+    /// close(): commit what this handle (or another writer of the inode) wrote.
+    pub fn flush(&self, fh: u64) -> FsResult<()> {
+        let h = self.handle(fh)?;
+        if h.writable {
+            self.commit(h.ino)?;
+        }
+        Ok(())
+    }
+
+    pub fn fsync(&self, fh: u64) -> FsResult<()> {
+        self.flush(fh)
+    }
+
+    pub(super) fn commit(&self, ino: u64) -> FsResult<()> {
+        let Some(st) = self.staged_of(ino) else {
+            return Ok(());
+        };
+        let mut g = lock(&st);
+        self.commit_locked(ino, &mut g)
+    }
+
+    /// Seal the staged bytes and make them the inode's content (see the module header).
+    fn commit_locked(&self, ino: u64, st: &mut Staged) -> FsResult<()> {
+        let node = match self.catalog.get(ino) {
+            Ok(n) => n,
+            Err(CatalogError::NotFound) => {
+                st.discard(); // unlinked: nobody can see these bytes any more
+                return Ok(());
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let Some(sealed) = st.seal()? else {
+            return Ok(());
+        };
+        let result = self.publish(&node, &sealed.path, &sealed.info, sealed.mtime_ns);
+        if result.is_err() && sealed.path.exists() {
+            st.restore(sealed)?;
+        }
+        result
+    }
+
+    fn publish(&self, node: &Node, staged: &Path, info: &BlobInfo, mtime_ns: i64) -> FsResult<()> {
+        if node.local_only {
+            let dst = self.local_path(node.ino);
+            std::fs::rename(staged, &dst)?;
+            self.catalog
+                .set_content(node.ino, None, info.size, mtime_ns, true)?;
+        } else {
+            if info.size > 0 {
+                self.cache.commit_new(staged, info)?;
+            } else {
+                // Empty content needs no blob: size 0 is never fetched.
+                let _ = std::fs::remove_file(staged);
+            }
+            self.catalog
+                .set_content(node.ino, Some(&info.hash), info.size, mtime_ns, false)?;
+            // The kernel's page cache already holds what was written: keep it.
+            lock(&self.last_open_hash).insert(node.ino, Some(info.hash.clone()));
+        }
+        Ok(())
+    }
+
+    /// Writes at any offset. `Ok(None)`: the inode must be staged from content that is
+    /// not local yet — run `prepare_staging` on the runtime, then call again.
+    pub fn write(&self, fh: u64, offset: u64, data: &[u8]) -> FsResult<Option<u32>> {
+        let h = self.handle(fh)?;
+        if !h.writable {
+            return Err(ebadf());
+        }
+        let st = self.writer_entry(h.ino, false);
+        let mut g = lock(&st);
+        if !g.is_staged() {
+            let node = self.node_of(h.ino)?;
+            if !self.stage_locally(&node, &mut g)? {
+                return Ok(None);
+            }
+        }
+        Ok(Some(g.write(offset, data)?))
+    }
+
+    /// Stages an inode from bytes already on this machine; false if they are not.
+    fn stage_locally(&self, node: &Node, st: &mut Staged) -> FsResult<bool> {
+        let dir = self.cache.staging_dir();
+        if node.local_only {
+            st.stage_copy(&dir, node.ino, &self.local_path(node.ino))?;
+        } else if node.size == 0 {
+            st.stage_empty(&dir, node.ino)?;
+        } else {
+            let hash = node.hash.as_deref().unwrap_or(EMPTY_HASH);
+            // Checked and opened under the cache's lock: an eviction can never hand us
+            // a sparse file being fetched again.
+            match self.cache.open_complete(hash) {
+                Some(f) => st.stage_from(&dir, node.ino, &f)?,
+                None => return Ok(false),
+            }
+        }
+        Ok(true)
+    }
+
+    /// Brings the inode's whole content into the cache so it can be staged (slow: a
+    /// download). Runs on the runtime, never on a FUSE thread.
+    pub async fn prepare_staging(&self, ino: u64) -> FsResult<()> {
+        // A commit may land while the download runs: stage only from the content the
+        // entry still names, else fetch again (a few times, then let the caller retry).
+        for _ in 0..3 {
+            let node = self.catalog.get(ino)?;
+            if node.local_only || node.size == 0 {
+                return Ok(());
+            }
+            let info = self.blob_info(&node).await?;
+            self.cache.materialize(&info).await?;
+            let st = self.writer_entry(ino, false);
+            let mut g = lock(&st);
+            if g.is_staged() {
+                return Ok(());
+            }
+            // False when a commit changed the entry or the blob was evicted meanwhile.
+            let node = self.catalog.get(ino)?;
+            if self.stage_locally(&node, &mut g)? {
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
+    /// The writer part of `release`: commit, then stop counting this handle.
+    pub(super) fn release_writer(&self, ino: u64) -> FsResult<()> {
+        let result = self.commit(ino);
+        if let Some(st) = self.staged_of(ino) {
+            let mut g = lock(&st);
+            g.writers = g.writers.saturating_sub(1);
+            if g.writers == 0 && g.dirty {
+                // The commit failed: the bytes stay staged for the next try
+                // rather than being lost; a later open/truncate commits them.
+                tracing::warn!(ino, "closing with uncommitted bytes kept in staging");
+            }
+        }
+        self.drop_writer_entry_if_idle(ino);
+        result
+    }
+
+    /// Writes every staged file (used at unmount so nothing written is lost).
+    pub fn commit_all(&self) {
+        let inos: Vec<u64> = lock(&self.staged).keys().copied().collect();
+        for ino in inos {
+            if let Err(e) = self.commit(ino) {
+                let kept = self.staged_of(ino).and_then(|st| lock(&st).keep());
+                tracing::error!(ino, error = %e, staged = ?kept, "could not commit a file at unmount; its bytes are saved to lost+found at the next mount");
+            }
+        }
+    }
+}

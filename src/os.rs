@@ -1,0 +1,220 @@
+//! What differs between operating systems, in one place, so every other module is
+//! written once: positional file I/O, an exclusive lock on a file, the user's ids and
+//! home directory, freeing a cached range (hole punching).
+//!
+//! Whether this build has the FUSE mount is decided once, by `build.rs` (the `fuse`
+//! cfg, Linux only; `Cargo.toml` pulls `fuser` for the same targets). Everything
+//! outside `fs/` and the mount daemon builds everywhere.
+//!
+//! Must never: change behaviour on Linux (each function is the call Linux used before).
+
+use std::fs::File;
+use std::io;
+use std::path::PathBuf;
+
+/// `read_exact_at` / `write_all_at` on every OS (Unix's `FileExt` names; on Windows
+/// `seek_read`/`seek_write`, which also move the cursor: the callers never use it).
+pub trait FileExt {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize>;
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<usize>;
+
+    fn read_exact_at(&self, mut buf: &mut [u8], mut offset: u64) -> io::Result<()> {
+        while !buf.is_empty() {
+            match self.read_at(buf, offset) {
+                Ok(0) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "failed to fill whole buffer",
+                    ))
+                }
+                Ok(n) => {
+                    buf = &mut buf[n..];
+                    offset += n as u64;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    fn write_all_at(&self, mut buf: &[u8], mut offset: u64) -> io::Result<()> {
+        while !buf.is_empty() {
+            match self.write_at(buf, offset) {
+                Ok(0) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::WriteZero,
+                        "failed to write whole buffer",
+                    ))
+                }
+                Ok(n) => {
+                    buf = &buf[n..];
+                    offset += n as u64;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+}
+
+impl FileExt for File {
+    #[cfg(unix)]
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        std::os::unix::fs::FileExt::read_at(self, buf, offset)
+    }
+    #[cfg(unix)]
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<usize> {
+        std::os::unix::fs::FileExt::write_at(self, buf, offset)
+    }
+    #[cfg(windows)]
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        std::os::windows::fs::FileExt::seek_read(self, buf, offset)
+    }
+    #[cfg(windows)]
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<usize> {
+        std::os::windows::fs::FileExt::seek_write(self, buf, offset)
+    }
+}
+
+/// Blocks until this process holds the exclusive lock on `file` (released when the
+/// file is closed). `flock` on Unix, `LockFileEx` on Windows (std's `File::lock`).
+pub fn lock_exclusive(file: &File) -> io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::fd::AsRawFd;
+        // SAFETY: flock on a descriptor we own.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+    // std's File::lock needs Rust 1.89: a Windows build needs that toolchain (the
+    // crate's rust-version, 1.85, holds for Linux and macOS).
+    #[cfg(not(unix))]
+    #[allow(clippy::incompatible_msrv)]
+    file.lock()
+}
+
+/// This process's real user and group ids (0, 0 where the OS has none).
+pub fn uid_gid() -> (u32, u32) {
+    #[cfg(unix)]
+    // SAFETY: getuid/getgid cannot fail and touch no memory.
+    unsafe {
+        (libc::getuid(), libc::getgid())
+    }
+    #[cfg(not(unix))]
+    (0, 0)
+}
+
+/// True when running as root (Unix); never on other systems.
+pub fn is_root() -> bool {
+    #[cfg(unix)]
+    // SAFETY: geteuid cannot fail.
+    unsafe {
+        libc::geteuid() == 0
+    }
+    #[cfg(not(unix))]
+    false
+}
+
+/// The user's home directory: `$HOME` on Unix (else the passwd entry), the profile
+/// folder on Windows.
+pub fn home_dir() -> PathBuf {
+    if let Some(h) = std::env::var_os("HOME") {
+        return PathBuf::from(h);
+    }
+    #[cfg(unix)]
+    // SAFETY: getpwuid returns a pointer into static storage or null.
+    unsafe {
+        let pw = libc::getpwuid(libc::getuid());
+        if !pw.is_null() {
+            let dir = std::ffi::CStr::from_ptr((*pw).pw_dir);
+            return PathBuf::from(dir.to_string_lossy().into_owned());
+        }
+        PathBuf::from("/")
+    }
+    #[cfg(not(unix))]
+    std::env::home_dir().unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// Starts `cmd` in its own session (Unix `setsid`; a detached process on Windows), so
+/// closing the terminal that started it does not stop it.
+pub fn detach_from_terminal(cmd: &mut std::process::Command) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: setsid is async-signal-safe, the only call made between fork and exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::setsid();
+                Ok(())
+            });
+        }
+    }
+    #[cfg(windows)]
+    {
+        use std::os::windows::process::CommandExt;
+        const DETACHED_PROCESS: u32 = 0x0000_0008;
+        const CREATE_NEW_PROCESS_GROUP: u32 = 0x0000_0200;
+        cmd.creation_flags(DETACHED_PROCESS | CREATE_NEW_PROCESS_GROUP);
+    }
+}
+
+/// Frees `len` bytes at `offset` of a cached file without changing its size (Linux
+/// `fallocate` hole punching). Elsewhere it answers `Unsupported`: the space is then
+/// freed when the whole file is evicted.
+pub fn punch_hole(file: &File, offset: u64, len: u64) -> io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        // SAFETY: fallocate on an fd we own, with plain integer arguments.
+        let rc = unsafe {
+            libc::fallocate(
+                file.as_raw_fd(),
+                libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+                offset as libc::off_t,
+                len as libc::off_t,
+            )
+        };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (file, offset, len);
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "hole punching is Linux-only",
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn positional_io_round_trips_and_reports_short_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .read(true)
+            .write(true)
+            .open(dir.path().join("f"))
+            .unwrap();
+        f.write_all_at(b"world", 6).unwrap();
+        f.write_all_at(b"hello ", 0).unwrap();
+        let mut buf = [0u8; 11];
+        f.read_exact_at(&mut buf, 0).unwrap();
+        assert_eq!(&buf, b"hello world");
+        let err = f.read_exact_at(&mut [0u8; 4], 9).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
+    }
+}
