@@ -121,12 +121,33 @@ impl OpendalStore {
                 .map_err(|e| self.error(key, e))?;
             return Ok(());
         }
-        let tmp = temp_key(key);
-        self.op
-            .write(&tmp, data)
-            .await
-            .map_err(|e| self.error(key, e))?;
-        self.finish_rename(&tmp, key).await
+        // Two writers of one key (two devices uploading the same blob) race on the
+        // server: both create the same folders and move onto the same name, and
+        // servers refuse the loser (Apache 403/409 on a folder being created,
+        // rclone 423 Locked). A short, bounded retry with jitter lets it through.
+        let mut attempt = 0;
+        loop {
+            let tmp = temp_key(key);
+            let result = match self.op.write(&tmp, data.clone()).await {
+                Ok(_) => match self.op.rename(&tmp, key).await {
+                    Ok(()) => Ok(()),
+                    Err(e) => {
+                        let _ = self.op.delete(&tmp).await;
+                        Err(e)
+                    }
+                },
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(()) => return Ok(()),
+                Err(e) if attempt < RACE_RETRIES && lost_a_race(&e) => {
+                    attempt += 1;
+                    let ms = 50 * attempt as u64 + rand::random::<u64>() % 100;
+                    tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+                }
+                Err(e) => return Err(self.error(key, e)),
+            }
+        }
     }
 
     /// The files under `dir`, one listing per folder, named from `dir` down (for
@@ -167,6 +188,15 @@ impl OpendalStore {
         }
         Ok(())
     }
+}
+
+/// Tries of a write that lost a race with another writer of the same key.
+const RACE_RETRIES: u32 = 4;
+
+/// The answers a WebDAV server gives the loser of two concurrent writes of one name.
+fn lost_a_race(err: &opendal::Error) -> bool {
+    matches!(http_status(err), Some(403 | 405 | 409 | 412 | 423))
+        || err.message().contains("Locked")
 }
 
 /// A unique temporary name for an upload of `key`.
@@ -225,6 +255,12 @@ impl ObjectStore for OpendalStore {
             path: path.display().to_string(),
             source: e,
         };
+        if !self.op.info().capability().write_can_multi {
+            // The service takes an upload in one request (OpenDAL's WebDAV, Drive and
+            // Dropbox writers): send the file whole.
+            let data = tokio::fs::read(path).await.map_err(io)?;
+            return self.write_whole(key, Bytes::from(data)).await;
+        }
         let mut file = tokio::fs::File::open(path).await.map_err(io)?;
         let target = if self.traits.put_via_rename {
             temp_key(key)
@@ -268,8 +304,15 @@ impl ObjectStore for OpendalStore {
 
     async fn get(&self, key: &str) -> StoreResult<Bytes> {
         Self::check_key(key)?;
-        let buf = self.op.read(key).await.map_err(|e| self.error(key, e))?;
-        Ok(buf.to_bytes())
+        match self.op.read(key).await {
+            Ok(buf) => Ok(buf.to_bytes()),
+            // Drive answers a read of an empty file with 416 (its range 0- is past
+            // the end): an empty object, if it exists.
+            Err(e) if e.kind() != ErrorKind::NotFound && self.head(key).await? == Some(0) => {
+                Ok(Bytes::new())
+            }
+            Err(e) => Err(self.error(key, e)),
+        }
     }
 
     async fn get_range(&self, key: &str, range: Range<u64>) -> StoreResult<Bytes> {
@@ -291,12 +334,26 @@ impl ObjectStore for OpendalStore {
                 }
                 Ok(bytes)
             }
-            Err(e) if e.kind() == ErrorKind::RangeNotSatisfied || http_status(&e) == Some(416) => {
-                // The range starts past the end: empty, if the object exists.
-                match self.head(key).await? {
-                    Some(_) => Ok(Bytes::new()),
-                    None => Err(StoreError::NotFound { key: key.into() }),
+            Err(e) if e.kind() != ErrorKind::NotFound => {
+                // A range past the end (416), or one crossing it (OpenDAL then reports
+                // "too little data"): cut it at the object's size and read again.
+                let Some(size) = self.head(key).await? else {
+                    return Err(StoreError::NotFound { key: key.into() });
+                };
+                let end = range.end.min(size);
+                if range.start >= end {
+                    return Ok(Bytes::new());
                 }
+                if end == range.end {
+                    return Err(self.error(key, e));
+                }
+                let buf = self
+                    .op
+                    .read_with(key)
+                    .range(range.start..end)
+                    .await
+                    .map_err(|e| self.error(key, e))?;
+                Ok(buf.to_bytes())
             }
             Err(e) => Err(self.error(key, e)),
         }
