@@ -190,6 +190,15 @@ impl OpendalStore {
     }
 }
 
+/// A read error that can mean "the range is past the end" (416, or OpenDAL's own
+/// short-read check), not a missing object, throttling or an unreachable server.
+fn may_be_past_the_end(e: &opendal::Error) -> bool {
+    e.kind() != ErrorKind::NotFound
+        && e.kind() != ErrorKind::RateLimited
+        && !e.is_temporary()
+        && !matches!(http_status(e), Some(401 | 403 | 429 | 500..=599))
+}
+
 /// Tries of a write that lost a race with another writer of the same key.
 const RACE_RETRIES: u32 = 4;
 
@@ -308,7 +317,7 @@ impl ObjectStore for OpendalStore {
             Ok(buf) => Ok(buf.to_bytes()),
             // Drive answers a read of an empty file with 416 (its range 0- is past
             // the end): an empty object, if it exists.
-            Err(e) if e.kind() != ErrorKind::NotFound && self.head(key).await? == Some(0) => {
+            Err(e) if may_be_past_the_end(&e) && self.head(key).await? == Some(0) => {
                 Ok(Bytes::new())
             }
             Err(e) => Err(self.error(key, e)),
@@ -334,7 +343,7 @@ impl ObjectStore for OpendalStore {
                 }
                 Ok(bytes)
             }
-            Err(e) if e.kind() != ErrorKind::NotFound => {
+            Err(e) if may_be_past_the_end(&e) => {
                 // A range past the end (416), or one crossing it (OpenDAL then reports
                 // "too little data"): cut it at the object's size and read again.
                 let Some(size) = self.head(key).await? else {
