@@ -207,7 +207,7 @@ fn a_token_is_stored_read_and_deleted_in_a_real_secret_service() {
     }
     // No fallback file, and the secret is not in plain text in the daemon's files.
     assert!(!home.path().join("credentials.json").exists());
-    for f in files_under(&svc.keyring_dir()) {
+    for f in common::files_under(&svc.keyring_dir()) {
         let bytes = std::fs::read(&f).unwrap();
         assert!(
             !String::from_utf8_lossy(&bytes).contains(TOKEN),
@@ -327,7 +327,7 @@ fn init_files_s3_keys_in_the_keyring_and_nowhere_else() {
         "went to the file, not the keyring"
     );
     for root in [home.path().to_path_buf(), s3.data_dir()] {
-        for f in files_under(&root) {
+        for f in common::files_under(&root) {
             let bytes = std::fs::read(&f).unwrap();
             assert!(
                 !String::from_utf8_lossy(&bytes).contains(secret),
@@ -336,23 +336,4 @@ fn init_files_s3_keys_in_the_keyring_and_nowhere_else() {
             );
         }
     }
-}
-
-fn files_under(root: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in entries.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    out
 }

@@ -267,11 +267,16 @@ async fn login_runs_pkce_through_the_loopback_redirect_and_init_uses_the_sign_in
             .nth(1)
             .map(|t| format!("rt-{}", &t[..t.find(['\\', '"']).unwrap()]))
             .expect("a refresh token filed");
-        for f in ["config.json"] {
-            let text = std::fs::read_to_string(home.path().join(f)).unwrap();
+        let creds_path = home.path().join("credentials.json");
+        for f in common::files_under(home.path()) {
+            if f == creds_path {
+                continue;
+            }
+            let text = String::from_utf8_lossy(&std::fs::read(&f).unwrap()).into_owned();
             assert!(
                 !text.contains(&token) && !text.contains(common::cloudfake::CLIENT_SECRET),
-                "{f}: {text}"
+                "{} holds a secret",
+                f.display()
             );
         }
         assert!(!printed.contains(&token) && !init_text.contains(&token));

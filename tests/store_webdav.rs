@@ -232,7 +232,7 @@ fn init_files_the_password_outside_config_logs_and_store() {
         assert!(!text.contains(PASSWORD), "printed: {text}");
     }
     for root in [home.path().to_path_buf(), server.data_dir()] {
-        for f in files_under(&root) {
+        for f in common::files_under(&root) {
             if f == creds {
                 continue;
             }
@@ -279,23 +279,4 @@ fn init_without_a_password_for_a_user_says_how_to_give_one() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("--password-stdin"), "{stderr}");
-}
-
-fn files_under(root: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in entries.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    out
 }

@@ -32,3 +32,23 @@ pub fn songfs(home: &std::path::Path) -> Command {
     cmd.env("SONGFS_HOME", home).env("RUST_LOG", "warn");
     cmd
 }
+
+/// Every file under `root` (recursively), for the tests that grep for secrets.
+pub fn files_under(root: &std::path::Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
