@@ -18,6 +18,7 @@ pub mod fs;
 pub mod import;
 pub mod os;
 pub mod paths;
+pub mod secrets;
 pub mod store;
 pub mod sync;
 pub mod uploader;

@@ -10,9 +10,17 @@ use crate::config::{Config, Home, StoreConfig};
 
 #[derive(Args)]
 pub struct InitArgs {
-    /// file:///absolute/folder or s3://bucket/prefix
+    /// file:///absolute/folder, s3://bucket/prefix or webdav(s)://[user@]host/folder
     #[arg(long)]
     pub store: String,
+    /// S3 access key id to use instead of the AWS credential chain (its secret key is
+    /// read from stdin with --password-stdin and kept in the system keyring).
+    #[arg(long)]
+    pub s3_access_key: Option<String>,
+    /// Read the store's secret (WebDAV password, S3 secret key) from stdin's first
+    /// line and keep it in the system keyring, never in config.json.
+    #[arg(long)]
+    pub password_stdin: bool,
     /// S3 endpoint override, e.g. http://127.0.0.1:9000
     #[arg(long)]
     pub s3_endpoint: Option<String>,
@@ -104,12 +112,29 @@ pub fn run(a: InitArgs) -> anyhow::Result<()> {
         std::fs::create_dir_all(path)
             .with_context(|| format!("cannot create the store folder {path}"))?;
     }
+    // The store's password or keys go into the keyring first (opening the store needs
+    // them), and come out again if the store refuses.
+    let filed = super::init_secrets::file_store_secret(
+        &cfg.store,
+        &super::init_secrets::StoreSecretArgs {
+            s3_access_key: a.s3_access_key.as_deref(),
+            password_stdin: a.password_stdin,
+        },
+    )?;
     let rt = super::runtime()?;
-    let format = rt.block_on(super::passphrase::set_up_store(
+    let format = match rt.block_on(super::passphrase::set_up_store(
         &cfg.store,
         a.encrypt,
         known_encrypted,
-    ))?;
+    )) {
+        Ok(f) => f,
+        Err(e) => {
+            if let Some(f) = filed {
+                f.undo();
+            }
+            return Err(e);
+        }
+    };
     cfg.store.encrypted = format.encryption.is_some();
     cfg.store_id = format.store_id;
     let taken = crate::sync::slot_taken(&home)?;

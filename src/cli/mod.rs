@@ -6,6 +6,8 @@ pub mod files;
 pub mod generate;
 pub mod import;
 pub mod init;
+pub mod init_secrets;
+pub mod login;
 pub mod mount;
 pub mod ondisk;
 pub mod passphrase;
@@ -56,6 +58,10 @@ pub enum Command {
     Restore(conflicts::RestoreArgs),
     /// The passphrase of an encrypted store: `change` it, or `enter` the one another device set.
     Passphrase(passphrase::PassphraseArgs),
+    /// Sign in to Google Drive or Dropbox in the browser (--list: where songfs is signed in).
+    Login(login::LoginArgs),
+    /// Forget the sign-in to a provider on this machine.
+    Logout(login::LogoutArgs),
     /// Print shell completions (e.g. `songfs completions bash > /etc/bash_completion.d/songfs`).
     Completions(generate::CompletionsArgs),
     /// Write the man pages (songfs.1, songfs-mount.1, ...) into a directory.
@@ -80,6 +86,8 @@ pub fn main() -> ExitCode {
         Command::Evict(a) => files::run_evict(a),
         Command::Restore(a) => conflicts::run_restore(a),
         Command::Passphrase(a) => passphrase::run(a),
+        Command::Login(a) => login::run_login(a),
+        Command::Logout(a) => login::run_logout(a),
         Command::Completions(a) => generate::run_completions(a),
         Command::Man(a) => generate::run_man(a),
     };

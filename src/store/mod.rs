@@ -1,16 +1,21 @@
-//! The store: where everything shared lives (an S3 bucket + prefix, or a folder).
+//! The store: where everything shared lives (an S3 bucket + prefix, a folder, a
+//! WebDAV folder, or a folder in Google Drive or Dropbox).
 //!
-//! One async trait, two backends. Keys are relative to the store root
+//! One async trait, several backends (`open` picks one by the URL's scheme). Keys are relative to the store root
 //! (`blobs/sha256/ab/<hash>`, `logs/<device>/<seq>.json`, ...). Every object is written
 //! so that a reader never sees half of it. This layer knows nothing of files, caches or
 //! databases; it must never retry forever: callers bound their waits.
 
+pub mod cloud;
 pub mod encrypted;
 pub mod faulty;
 pub mod format;
 pub mod identity;
 pub mod local;
+pub mod opendal_http;
+pub mod opendal_store;
 pub mod s3;
+pub mod webdav;
 
 use std::ops::Range;
 use std::path::Path;
@@ -133,11 +138,68 @@ pub async fn open_unsealed(cfg: &StoreConfig) -> StoreResult<Arc<dyn ObjectStore
         return Ok(Arc::new(local::LocalStore::attached(path)));
     }
     if cfg.url.starts_with("s3://") {
-        let store = s3::S3Store::open(cfg, s3::S3Options::default()).await?;
+        let opts = s3::S3Options {
+            credentials: s3_keys(cfg)?,
+            ..s3::S3Options::default()
+        };
+        let store = s3::S3Store::open(cfg, opts).await?;
         return Ok(Arc::new(store));
     }
+    if webdav::is_webdav_url(&cfg.url) {
+        let parsed = webdav::parse_url(&cfg.url)?;
+        let password = match webdav::account_for(&parsed) {
+            Some(account) => secret(&account)?,
+            None => None,
+        };
+        let transport = opendal_http::SongfsTransport::from_env();
+        return Ok(Arc::new(webdav::open(&cfg.url, password, transport)?));
+    }
+    if let Some(provider) = cloud::provider_of(&cfg.url) {
+        let grant = crate::secrets::grant::load(provider).map_err(|e| StoreError::Denied {
+            detail: e.to_string(),
+        })?;
+        let transport = opendal_http::SongfsTransport::from_env();
+        return Ok(Arc::new(cloud::open(&cfg.url, grant, transport)?));
+    }
     Err(StoreError::BadUrl {
-        url: cfg.url.clone(),
-        why: "expected file:///absolute/folder or s3://bucket/prefix".into(),
+        url: webdav::redact(&cfg.url),
+        why: "expected file:///absolute/folder, s3://bucket/prefix, webdav(s)://host/folder, gdrive://Folder or dropbox://Folder"
+            .into(),
+    })
+}
+
+/// The keyring account of the S3 keys `songfs init` filed for this store.
+pub fn s3_account(cfg: &StoreConfig) -> String {
+    match &cfg.s3_endpoint {
+        Some(ep) => format!("s3:{}@{ep}", cfg.url),
+        None => format!("s3:{}", cfg.url),
+    }
+}
+
+/// The S3 keys filed for this store (`{"access_key_id", "secret_access_key"}`), or
+/// None: then the AWS credential chain supplies them, as before.
+fn s3_keys(cfg: &StoreConfig) -> StoreResult<Option<(String, String)>> {
+    let Some(json) = secret(&s3_account(cfg))? else {
+        return Ok(None);
+    };
+    let keys: S3Keys = serde_json::from_str(&json).map_err(|_| StoreError::Denied {
+        detail: format!(
+            "the S3 keys in the keyring for {} are damaged: run `songfs init --force` with --s3-access-key again",
+            cfg.url
+        ),
+    })?;
+    Ok(Some((keys.access_key_id, keys.secret_access_key)))
+}
+
+/// S3 keys as filed in the keyring.
+#[derive(serde::Serialize, serde::Deserialize)]
+pub struct S3Keys {
+    pub access_key_id: String,
+    pub secret_access_key: String,
+}
+
+fn secret(account: &str) -> StoreResult<Option<String>> {
+    crate::secrets::get(crate::secrets::SERVICE, account).map_err(|e| StoreError::Denied {
+        detail: e.to_string(),
     })
 }

@@ -4,8 +4,11 @@
 //! throwaway state folders. Helpers here never touch anything outside temp dirs.
 #![allow(dead_code)] // each test file uses a different subset
 
+pub mod cloudfake;
+pub mod contract;
 pub mod mount;
 pub mod s3server;
+pub mod webdav;
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -28,4 +31,24 @@ pub fn songfs(home: &std::path::Path) -> Command {
     let mut cmd = Command::new(songfs_bin());
     cmd.env("SONGFS_HOME", home).env("RUST_LOG", "warn");
     cmd
+}
+
+/// Every file under `root` (recursively), for the tests that grep for secrets.
+pub fn files_under(root: &std::path::Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
 }
