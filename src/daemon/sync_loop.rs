@@ -36,6 +36,20 @@ pub struct CycleReport {
     pub cycle_number: u64,
 }
 
+impl CycleReport {
+    /// A cycle that stopped before doing anything, for the reason `msg`.
+    fn failed(started_at: String, cycle_number: u64, msg: String) -> CycleReport {
+        CycleReport {
+            started_at,
+            finished_at: chrono::Utc::now().to_rfc3339(),
+            summary: msg.clone(),
+            error: Some(msg),
+            cycle_number,
+            ..CycleReport::default()
+        }
+    }
+}
+
 /// Shared between the loop and the status writer.
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
 pub struct SyncStatus {
@@ -110,28 +124,13 @@ pub fn run_cycle(ctx: &CycleContext, inval: Option<&dyn Invalidate>, number: u64
         Ok(l) => l,
         Err(e) => {
             let msg = format!("cannot lock {}: {e}", lock_path(&ctx.home).display());
-            return CycleReport {
-                started_at,
-                finished_at: chrono::Utc::now().to_rfc3339(),
-                summary: msg.clone(),
-                error: Some(msg),
-                cycle_number: number,
-                ..CycleReport::default()
-            };
+            return CycleReport::failed(started_at, number, msg);
         }
     };
     if let Err(e) = ctx.rt.block_on(ctx.store.verify()) {
         // Not this device's store (a disk not attached): nothing is read or written, the
         // changes stay queued here.
-        let msg = e.to_string();
-        return CycleReport {
-            started_at,
-            finished_at: chrono::Utc::now().to_rfc3339(),
-            summary: msg.clone(),
-            error: Some(msg),
-            cycle_number: number,
-            ..CycleReport::default()
-        };
+        return CycleReport::failed(started_at, number, e.to_string());
     }
     let mut errors = Vec::new();
     let mut parts = Vec::new();
@@ -285,14 +284,7 @@ impl SyncLoop {
                     .unwrap_or_else(|_| {
                         let msg = "the sync cycle failed unexpectedly (a bug; see the log)";
                         tracing::error!(cycle = n, "{msg}");
-                        CycleReport {
-                            started_at: chrono::Utc::now().to_rfc3339(),
-                            finished_at: chrono::Utc::now().to_rfc3339(),
-                            summary: msg.into(),
-                            error: Some(msg.into()),
-                            cycle_number: n,
-                            ..CycleReport::default()
-                        }
+                        CycleReport::failed(chrono::Utc::now().to_rfc3339(), n, msg.into())
                     });
                     let mut s = st.lock().unwrap_or_else(|p| p.into_inner());
                     s.running = false;
