@@ -1,5 +1,6 @@
 //! The FUSE shim: fuser callbacks that convert arguments, call `SongFs`, and reply.
-//! Each callback is a few lines; errors are logged and replied in one place (`fail`).
+//! Each callback is a few lines; the conversions and the one error reply (`fail`) are in
+//! `fuse_types.rs`.
 //!
 //! Operations that may wait for the network (a read of bytes not yet cached, a write or
 //! truncate that first needs the current content) are spawned on the tokio runtime and
@@ -13,24 +14,24 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use fuser::{
-    Errno, FileAttr, FileHandle, FileType, FopenFlags, Generation, INodeNo, InitFlags,
-    KernelConfig, LockOwner, OpenAccMode, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate,
-    ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs,
-    ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    Errno, FileHandle, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig, LockOwner,
+    OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus,
+    ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow,
+    WriteFlags,
 };
 
 use super::error::FsError;
-use super::filesystem::{Opened, SetAttr, SongFs};
-use super::nodes::Creator;
-use crate::catalog::{time_to_ns, Kind, Node, RenameMode};
+use super::filesystem::{SetAttr, SongFs};
+use super::fuse_types::{
+    attr, creator, fail, file_type, name_str, open_flags, time_ns, try_or_reply, writable,
+    xattr_reply, MAX_IO,
+};
+use crate::catalog::RenameMode;
 
 /// How long the kernel may trust attributes and names: the namespace changes only
 /// through this mount (and the sync, which is rare), so a few seconds is safe and makes
 /// `ls -l` of a big folder cost no round trips.
 const TTL: Duration = Duration::from_secs(2);
-
-/// Largest read/write the kernel sends in one request.
-const MAX_IO: u32 = 1 << 20;
 
 pub struct FuseAdapter {
     fs: Arc<SongFs>,
@@ -41,93 +42,7 @@ impl FuseAdapter {
     pub fn new(fs: Arc<SongFs>, rt: tokio::runtime::Handle) -> FuseAdapter {
         FuseAdapter { fs, rt }
     }
-}
 
-fn file_type(k: Kind) -> FileType {
-    match k {
-        Kind::Dir => FileType::Directory,
-        Kind::File => FileType::RegularFile,
-        Kind::Symlink => FileType::Symlink,
-        Kind::Fifo => FileType::NamedPipe,
-        Kind::Socket => FileType::Socket,
-        Kind::CharDev => FileType::CharDevice,
-        Kind::BlockDev => FileType::BlockDevice,
-    }
-}
-
-fn attr(n: &Node) -> FileAttr {
-    FileAttr {
-        ino: INodeNo(n.ino),
-        size: n.size,
-        blocks: n.size.div_ceil(512),
-        atime: n.atime(),
-        mtime: n.mtime(),
-        ctime: n.ctime(),
-        crtime: n.ctime(),
-        kind: file_type(n.kind),
-        perm: n.mode as u16,
-        nlink: n.nlink,
-        uid: n.uid,
-        gid: n.gid,
-        rdev: n.rdev,
-        blksize: MAX_IO,
-        flags: 0,
-    }
-}
-
-fn name_str(name: &OsStr) -> Result<&str, FsError> {
-    name.to_str()
-        .ok_or_else(|| FsError::new(libc::EINVAL, "file names must be UTF-8"))
-}
-
-fn creator(req: &Request) -> Creator {
-    Creator {
-        uid: req.uid(),
-        gid: req.gid(),
-    }
-}
-
-fn open_flags(o: &Opened) -> FopenFlags {
-    if o.keep_cache {
-        FopenFlags::FOPEN_KEEP_CACHE
-    } else {
-        FopenFlags::empty()
-    }
-}
-
-fn writable(flags: OpenFlags) -> bool {
-    !matches!(flags.acc_mode(), OpenAccMode::O_RDONLY)
-}
-
-fn time_ns(t: TimeOrNow) -> i64 {
-    match t {
-        TimeOrNow::SpecificTime(t) => time_to_ns(t),
-        TimeOrNow::Now => time_to_ns(SystemTime::now()),
-    }
-}
-
-/// Every reply type can carry an error.
-trait ErrorReply {
-    fn error(self, e: Errno);
-}
-macro_rules! error_reply {
-    ($($t:ty),*) => {$(impl ErrorReply for $t { fn error(self, e: Errno) { <$t>::error(self, e) } })*};
-}
-error_reply!(
-    ReplyXattr,
-    ReplyAttr,
-    ReplyCreate,
-    ReplyData,
-    ReplyDirectory,
-    ReplyDirectoryPlus,
-    ReplyEmpty,
-    ReplyEntry,
-    ReplyOpen,
-    ReplyWrite
-);
-
-/// The one place errors are logged and replied.
-impl FuseAdapter {
     /// A change to a file's bytes (write, fallocate): done here when its content is on
     /// this machine, else on the runtime after `prepare_staging` brought it (a download
     /// never blocks a FUSE thread).
@@ -160,24 +75,6 @@ impl FuseAdapter {
             Err(e) => done(Err(e)),
         }
     }
-}
-
-fn fail(op: &str, e: FsError, reply: impl ErrorReply) {
-    if e.is_routine() {
-        tracing::debug!(op, errno = e.errno, "{e}");
-    } else {
-        tracing::warn!(op, errno = e.errno, "{e}");
-    }
-    reply.error(Errno::from_i32(e.errno));
-}
-
-macro_rules! try_or_reply {
-    ($op:expr, $reply:expr, $e:expr) => {
-        match $e {
-            Ok(v) => v,
-            Err(err) => return fail($op, err.into(), $reply),
-        }
-    };
 }
 
 impl fuser::Filesystem for FuseAdapter {
@@ -621,13 +518,5 @@ impl fuser::Filesystem for FuseAdapter {
             crate::catalog::NAME_MAX as u32,
             s.bsize,
         );
-    }
-}
-
-fn xattr_reply(reply: ReplyXattr, value: &[u8], size: u32) {
-    match super::xattr::reply_for(value, size) {
-        super::xattr::XattrReply::Size(n) => reply.size(n),
-        super::xattr::XattrReply::Data(d) => reply.data(&d),
-        super::xattr::XattrReply::Error(e) => reply.error(Errno::from_i32(e)),
     }
 }

@@ -9,6 +9,7 @@
 pub mod error;
 pub mod filesystem;
 pub mod fuse;
+pub mod fuse_types;
 pub mod fusermount;
 pub mod nodes;
 pub mod read;
