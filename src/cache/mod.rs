@@ -56,7 +56,8 @@
 //!
 //! # Files
 //!
-//! `fetch.rs` flights (ranged GETs, verification, singleflight); `keep.rs` writing
+//! `dirty.rs` blobs written here and the upload queue; `info.rs` the chunk-hash
+//! records; `fetch.rs` flights (ranged GETs, verification, singleflight); `keep.rs` writing
 //! verified chunks and the whole-file check; `prefetch.rs` read-ahead; `evict.rs`
 //! making room; `persist.rs` the flush and the recovery at open; `index.rs` the SQLite
 //! tables; `state.rs` the in-memory entries, LRU and byte counts; `bitmap.rs`.
@@ -68,9 +69,11 @@
 //! (short: page-cache writes); store requests and fsyncs never hold a lock.
 
 mod bitmap;
+mod dirty;
 mod evict;
 mod fetch;
 mod index;
+mod info;
 mod keep;
 mod persist;
 mod prefetch;
@@ -86,12 +89,13 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 
-use crate::content::{chunk_count, chunks_key, is_valid_hash, BlobInfo, CHUNK_SIZE, EMPTY_HASH};
+use crate::content::{chunk_count, is_valid_hash, BlobInfo, CHUNK_SIZE};
 use crate::store::{ObjectStore, StoreError};
 use index::Index;
-use persist::{empty_dir, recover_entry, remove_orphans, row_of, start_flusher};
+use info::check_info;
+use persist::{empty_dir, recover_entry, remove_orphans, start_flusher};
 pub use prefetch::ReadAhead;
-use state::{Entry, State};
+use state::State;
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum CacheError {
@@ -466,124 +470,6 @@ impl Cache {
             })
     }
 
-    /// Adopts a freshly written file: `staged` (in `staging_dir`, hashed as `info`) is
-    /// renamed into the cache as a dirty blob and queued for upload durably before
-    /// this returns. If the blob is already here, `staged` is just removed (dedup).
-    /// On error nothing is recorded and `staged` is left where it was.
-    pub fn commit_new(&self, staged: &Path, info: &BlobInfo) -> Result<(), CacheError> {
-        check_info(info)?;
-        let meta = std::fs::metadata(staged).map_err(|e| CacheError::io(staged, e))?;
-        if meta.len() != info.size {
-            return Err(CacheError::BadInfo {
-                hash: info.hash.clone(),
-                why: format!(
-                    "{} has {} bytes, not {}",
-                    staged.display(),
-                    meta.len(),
-                    info.size
-                ),
-            });
-        }
-        let already = lock(&self.state)
-            .entries
-            .get(&info.hash)
-            .is_some_and(|e| e.complete || e.dirty);
-        if already {
-            std::fs::remove_file(staged).map_err(|e| CacheError::io(staged, e))?;
-            return Ok(());
-        }
-        // The bytes reach the disk before the index says they exist.
-        File::open(staged)
-            .and_then(|f| f.sync_all())
-            .map_err(|e| CacheError::io(staged, e))?;
-        let target = self.data_path(&info.hash);
-        let dir = target
-            .parent()
-            .expect("data paths have a parent")
-            .to_path_buf();
-        std::fs::create_dir_all(&dir).map_err(|e| CacheError::io(&dir, e))?;
-
-        let mut st = lock(&self.state);
-        let mut entry = Entry::new(info.size, st.new_gen());
-        entry.present.fill();
-        entry.synced.fill();
-        entry.bytes = info.size;
-        entry.complete = true;
-        entry.dirty = true;
-        // Row first, then the rename: a crash in between leaves a row without a file
-        // (dropped at open) and the written file still in staging, where the filesystem
-        // rescues it. The other order would leave an unrecorded file in blobs/, which
-        // open deletes.
-        lock(&self.index).commit_new(&row_of(&info.hash, &entry), info)?;
-        let moved = std::fs::rename(staged, &target)
-            .and_then(|()| File::open(&dir).and_then(|d| d.sync_all()))
-            .map_err(|e| CacheError::io(&target, e));
-        if let Err(e) = moved {
-            // Undo: the file goes back to the writer, the index to what it was.
-            if !staged.exists() {
-                let _ = std::fs::rename(&target, staged);
-            }
-            let index = lock(&self.index);
-            let restored = match st.entries.get(&info.hash) {
-                Some(old) => index.upsert_blob(&row_of(&info.hash, old)),
-                None => index.delete_blob(&info.hash),
-            };
-            if let Err(r) = restored {
-                tracing::error!(hash = %info.hash, "cannot undo a failed commit in the index: {r}");
-            }
-            return Err(e);
-        }
-        st.insert(&info.hash, entry);
-        drop(st);
-        self.upload_wakeup.notify_one();
-        tracing::debug!(hash = %info.hash, size = info.size, "committed, queued for upload");
-        Ok(())
-    }
-
-    /// Chunk hashes known locally (written here or fetched before).
-    pub fn blob_info(&self, hash: &str) -> Option<BlobInfo> {
-        if hash == EMPTY_HASH {
-            return Some(empty_info());
-        }
-        lock(&self.index).get_info(hash).ok().flatten()
-    }
-
-    /// Chunk hashes from the store's sidecar, checked and kept locally afterwards.
-    pub async fn fetch_info(&self, hash: &str, size: u64) -> Result<BlobInfo, CacheError> {
-        if !is_valid_hash(hash) {
-            return Err(CacheError::InvalidHash { hash: hash.into() });
-        }
-        if let Some(info) = self.blob_info(hash) {
-            return Ok(info);
-        }
-        let key = chunks_key(hash);
-        let got = self
-            .with_timeout(hash, self.store.get(&key))
-            .await?
-            .map_err(|e| match e {
-                StoreError::NotFound { key } => CacheError::NotInStore { key },
-                e => CacheError::Store {
-                    hash: hash.into(),
-                    source: Arc::new(e),
-                },
-            })?;
-        let bad = |why: String| CacheError::BadInfo {
-            hash: hash.into(),
-            why,
-        };
-        let info: BlobInfo =
-            serde_json::from_slice(&got).map_err(|e| bad(format!("{key}: {e}")))?;
-        if info.hash != hash || info.size != size {
-            return Err(bad(format!(
-                "{key} describes {} ({} bytes), expected {hash} ({size} bytes)",
-                info.hash, info.size
-            )));
-        }
-        check_info(&info)?;
-        lock(&self.index).put_info(&info)?;
-        Ok(info)
-    }
-
     pub fn pin(&self, hash: &str) -> Result<(), CacheError> {
         self.set_pin(hash, true)
     }
@@ -645,35 +531,6 @@ impl Cache {
         u
     }
 
-    // ---- for the uploader ----
-
-    /// Dirty blobs (the durable upload queue), oldest first by hash order.
-    pub fn upload_queue(&self) -> Vec<(String, u64)> {
-        let st = lock(&self.state);
-        let mut q: Vec<_> = st
-            .entries
-            .iter()
-            .filter(|(_, e)| e.dirty)
-            .map(|(h, e)| (h.clone(), e.size))
-            .collect();
-        q.sort();
-        q
-    }
-
-    /// Records that a dirty blob is safely in the store: it becomes evictable.
-    pub fn mark_uploaded(&self, hash: &str) -> Result<(), CacheError> {
-        let mut st = lock(&self.state);
-        lock(&self.index).set_uploaded(hash)?;
-        st.update(hash, |e| e.dirty = false);
-        self.make_room(&mut st, 0, None);
-        Ok(())
-    }
-
-    /// Notified whenever a blob is queued for upload.
-    pub fn upload_wakeup(&self) -> &tokio::sync::Notify {
-        &self.upload_wakeup
-    }
-
     // ---- internals ----
 
     async fn with_timeout<T>(
@@ -698,35 +555,6 @@ impl Drop for Cache {
     fn drop(&mut self) {
         self.flush();
     }
-}
-
-fn empty_info() -> BlobInfo {
-    BlobInfo {
-        hash: EMPTY_HASH.into(),
-        size: 0,
-        chunks: Vec::new(),
-    }
-}
-
-/// A chunk list the read path can trust its arithmetic on.
-fn check_info(info: &BlobInfo) -> Result<(), CacheError> {
-    if !is_valid_hash(&info.hash) {
-        return Err(CacheError::InvalidHash {
-            hash: info.hash.clone(),
-        });
-    }
-    if info.chunks.len() as u64 != chunk_count(info.size) {
-        return Err(CacheError::BadInfo {
-            hash: info.hash.clone(),
-            why: format!(
-                "{} chunk hashes for {} bytes, expected {}",
-                info.chunks.len(),
-                info.size,
-                chunk_count(info.size)
-            ),
-        });
-    }
-    Ok(())
 }
 
 fn pread(path: &Path, offset: u64, len: u64) -> std::io::Result<Bytes> {
