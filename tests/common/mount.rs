@@ -225,6 +225,13 @@ impl Mount {
         self.pid
     }
 
+    /// Takes charge of the daemon the pid file names (one the test started itself, e.g.
+    /// with two `songfs mount` at once), so the guard stops it.
+    pub fn adopt_daemon(&mut self) -> Option<u32> {
+        self.record_pid();
+        self.pid
+    }
+
     /// Forgets the daemon after the test stopped it some other way.
     pub fn forget_daemon(&mut self) {
         self.pid = None;
