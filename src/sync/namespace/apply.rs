@@ -67,7 +67,7 @@ impl NamespaceSync<'_> {
             let busy = local
                 .as_ref()
                 .is_some_and(|n| self.busy.is_some_and(|b| b(n.ino)));
-            let here = local.as_ref().map(|n| self.value_of(n));
+            let here = local.as_ref().map(|n| self.value_of(n)).transpose()?;
             // Versions of this path that lost to a concurrent one (in this log, not an
             // earlier one: those have their copies already).
             let newly_lost: Vec<(Hlc, FileValue)> = lost_versions(&m, &rules, path)
@@ -105,10 +105,7 @@ impl NamespaceSync<'_> {
                 // the user does meanwhile.
                 AtName::Leave | AtName::KeepLocal => {}
                 AtName::Put(v) => {
-                    match self
-                        .catalog
-                        .upsert_file(path, &v.hash, v.size, v.mtime_ns, v.mode)
-                    {
+                    match self.put_file(path, v) {
                         Ok(n) => {
                             touched.push(Touched {
                                 parent: n.parent,
@@ -220,13 +217,7 @@ impl NamespaceSync<'_> {
             (Some(want), Ok(n)) if !n.is_dir() && node_hash(&n) == want.hash => {}
             (Some(_), Ok(_)) => return Ok(None),
             (Some(want), Err(CatalogError::NotFound)) => {
-                let n = self.catalog.upsert_file(
-                    &copy,
-                    &want.hash,
-                    want.size,
-                    want.mtime_ns,
-                    want.mode,
-                )?;
+                let n = self.put_file(&copy, want)?;
                 tracing::warn!(path, copy = %copy, "conflicting versions: one kept as a conflict copy");
                 touched.push(Touched {
                     parent: n.parent,
@@ -267,9 +258,7 @@ impl NamespaceSync<'_> {
                 Err(e) => return Err(e.into()),
             }
         }
-        let n = self
-            .catalog
-            .upsert_file(&candidate, &v.hash, v.size, v.mtime_ns, v.mode)?;
+        let n = self.put_file(&candidate, v)?;
         tracing::warn!(path, copy = %candidate, "conflicting versions: one kept as a conflict copy");
         touched.push(Touched {
             parent: n.parent,

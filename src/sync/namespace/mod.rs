@@ -231,14 +231,28 @@ impl<'a> NamespaceSync<'a> {
         Ok(self.store.head(&content::chunks_key(&v.hash))?.is_some())
     }
 
-    fn value_of(&self, n: &Node) -> FileValue {
-        FileValue {
-            hash: node_hash(n),
+    fn value_of(&self, n: &Node) -> Result<FileValue, NamespaceError> {
+        let hash = node_hash(n);
+        Ok(FileValue {
+            chunk_root: self.catalog.chunk_root(&hash)?,
+            hash,
             size: n.size,
             mtime_ns: n.mtime_ns,
             mode: n.mode,
             by: self.cfg.device_name.clone(),
+        })
+    }
+
+    /// Puts a remote file version at `path` and records its chunk root, so the record
+    /// fetched when it is first read is checked against it.
+    fn put_file(&self, path: &str, v: &FileValue) -> Result<Node, CatalogError> {
+        let n = self
+            .catalog
+            .upsert_file(path, &v.hash, v.size, v.mtime_ns, v.mode)?;
+        if let Some(root) = &v.chunk_root {
+            self.catalog.set_chunk_root(&v.hash, root)?;
         }
+        Ok(n)
     }
 
     /// Uploads queued logs (numbered, put-if-absent, its answer checked).

@@ -17,6 +17,11 @@ pub struct FileValue {
     pub mode: u32,
     /// Name of the device that wrote it (for conflict copy names).
     pub by: String,
+    /// `BlobInfo::chunk_root` of the blob: binds the chunk-hash record in the store to
+    /// this entry, so a record rewritten to match altered bytes is refused before a byte
+    /// is served. None in entries from before it travelled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chunk_root: Option<String>,
 }
 
 impl FileValue {
