@@ -63,6 +63,8 @@ async fn a_wrong_password_is_denied_with_what_to_do_and_no_password_shown() {
             "{text}"
         );
         assert!(!text.contains("PLANTED"), "{text}");
+        // The advice is WebDAV's, not S3's.
+        assert!(!text.contains("AWS_"), "{text}");
         // No password at all: the same answer.
         let err = server
             .open_store_as("x", None)

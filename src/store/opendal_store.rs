@@ -231,7 +231,9 @@ fn http_status(err: &opendal::Error) -> Option<u16> {
 /// `storageQuotaExceeded`, Dropbox's 409 `insufficient_space`.
 fn storage_full(err: &opendal::Error) -> bool {
     let text = format!("{err:?}");
+    // OpenDAL keeps only Drive's message, not its reason code.
     http_status(err) == Some(507)
+        || text.contains("storage quota has been exceeded")
         || text.contains("storageQuotaExceeded")
         || text.contains("insufficient_space")
 }
