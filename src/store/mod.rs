@@ -32,7 +32,8 @@ pub enum StoreError {
     NotFound { key: String },
     #[error("the store is unreachable ({detail}): check the network or the endpoint, songfs retries later")]
     Unreachable { detail: String },
-    #[error("the store refused access ({detail}): check the credentials (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or ~/.aws)")]
+    /// `detail` says what was refused and what to do for this kind of store.
+    #[error("the store refused access: {detail}")]
     Denied { detail: String },
     #[error("the bucket {bucket} does not exist: create it or fix the store URL")]
     NoSuchBucket { bucket: String },

@@ -84,16 +84,18 @@ impl OpendalStore {
             (_, Some(401)) => StoreError::Denied {
                 detail: format!("{name} at {} refused the sign-in (401): {}", self.url, self.traits.denied_hint),
             },
+            // Before the 403 arm: Drive says "quota exceeded" with a 403.
+            _ if storage_full(&err) => StoreError::Other(format!(
+                "{name} at {} is full ({}): free some space or raise the quota; nothing was lost, songfs retries later",
+                self.url,
+                status.map_or("no space left".to_string(), |s| s.to_string()),
+            )),
             (ErrorKind::PermissionDenied, _) | (_, Some(403)) => StoreError::Denied {
                 detail: format!(
                     "{name} at {} does not let this account write there (403): check the folder's permissions or sign in with another account",
                     self.url
                 ),
             },
-            (_, Some(507)) => StoreError::Other(format!(
-                "{name} at {} is full (507 Insufficient Storage): free some space or raise the quota; nothing was lost, songfs retries later",
-                self.url
-            )),
             (ErrorKind::RateLimited, _) | (_, Some(429)) => StoreError::Unreachable {
                 detail: format!("{name} is throttling requests for {key} (429), songfs retries later"),
             },
@@ -223,6 +225,17 @@ fn http_status(err: &opendal::Error) -> Option<u16> {
     let text = format!("{err:?}");
     let at = text.find("status: ")? + "status: ".len();
     text[at..].get(..3)?.parse().ok()
+}
+
+/// The account's storage is used up: WebDAV's 507 Insufficient Storage, Drive's 403
+/// `storageQuotaExceeded`, Dropbox's 409 `insufficient_space`.
+fn storage_full(err: &opendal::Error) -> bool {
+    let text = format!("{err:?}");
+    // OpenDAL keeps only Drive's message, not its reason code.
+    http_status(err) == Some(507)
+        || text.contains("storage quota has been exceeded")
+        || text.contains("storageQuotaExceeded")
+        || text.contains("insufficient_space")
 }
 
 /// The provider refused to renew the access token (the refresh token was revoked or
