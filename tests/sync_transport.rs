@@ -484,3 +484,147 @@ fn the_mount_does_not_wait_on_a_long_sync_transaction() {
         "an operation through the mount waited {slowest:?} on the sync's transaction"
     );
 }
+
+/// A namespace log from another device (`ns/logs/<device>/<seq>.json`) with `entries`
+/// (path, file value): each a creation and a value, as a device writes them.
+fn plant_ns_log(
+    store: &Path,
+    device: &str,
+    seq: u64,
+    entries: &[(&str, serde_json::Value)],
+) -> String {
+    let clock = |n: u32| serde_json::json!({"wall_ms": 1_800_000_000_000u64 + seq, "counter": n, "device": device});
+    let mut changes = Vec::new();
+    for (i, (path, value)) in entries.iter().enumerate() {
+        let row = serde_json::json!({"table": "ns", "gid": path});
+        changes.push(
+            serde_json::json!({"row": row, "event": {"Live": {"clock": clock(2 * i as u32)}}}),
+        );
+        changes.push(serde_json::json!({"row": row, "event": {"Set": {
+            "column": "file", "value": value, "clock": clock(2 * i as u32 + 1), "replaces": []}}}));
+    }
+    let key = format!("ns/logs/{device}/{seq:012}.json");
+    let log = serde_json::json!({"device_id": device, "sync_version": 2,
+        "timestamp": "2027-01-15T08:00:00Z", "seq": seq, "changes": changes});
+    let path = store.join(&key);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(&path, serde_json::to_vec(&log).unwrap()).unwrap();
+    key
+}
+
+/// Issue 13: remote namespace metadata is checked on arrival, and what is refused is
+/// said (the log's key, the path, why) in `songfs sync --json` and the human line, not
+/// only in a log file. Before: setuid bits applied, a 10^12 size shown for a 12-byte
+/// file, entries planted under `.conflicts/`, hashes like `zz…` shown as files, and
+/// `../`, absolute, NUL and 300-byte paths dropped silently (exit 0, nothing said).
+#[test]
+fn hostile_namespace_entries_are_refused_on_arrival_and_reported_with_their_log() {
+    let a = Mount::new();
+    let good = b"hello world\n";
+    std::fs::write(a.path("good.txt"), good).unwrap();
+    assert!(a.wait_uploads(Duration::from_secs(30)));
+    run_ok(a.songfs().arg("sync"));
+    let hash = sha256_hex(good);
+    let root = songfs::content::hash_bytes(good).chunk_root();
+    let file = |hash: &str, size: u64, mode: u32| serde_json::json!({"hash": hash, "size": size, "mtime_ns": 1, "mode": mode, "by": "evil", "chunk_root": root});
+    let evil = "e".repeat(32);
+    let long = format!("{}.mp3", "n".repeat(300));
+    let key = plant_ns_log(
+        &a.store,
+        &evil,
+        1,
+        &[
+            ("setuid.txt", file(&hash, 1_000_000_000_000, 0o6755)),
+            ("../escape.txt", file(&hash, 12, 0o644)),
+            ("/abs.txt", file(&hash, 12, 0o644)),
+            ("nul\0.txt", file(&hash, 12, 0o644)),
+            (&long, file(&hash, 12, 0o644)),
+            (".conflicts/planted.mp3", file(&hash, 12, 0o644)),
+            ("zz.txt", file(&"z".repeat(64), 12, 0o644)),
+            ("abc.txt", file("abc", 12, 0o644)),
+            ("dots.txt", file("../..", 12, 0o644)),
+            (
+                "lying.txt",
+                serde_json::json!({"hash": hash, "size": 12, "mtime_ns": 1, "mode": 420, "by": "evil", "chunk_root": "0".repeat(64)}),
+            ),
+        ],
+    );
+
+    let mut b = Mount::init_on_folder_store(&a.store, "laptop");
+    let out = run_ok(b.songfs().args(["sync", "--json"]));
+    let last = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .last()
+        .map(str::to_string)
+        .unwrap_or_default();
+    let line: serde_json::Value = serde_json::from_str(&last).expect("the summary line is JSON");
+    let refused = line["namespace"]["refused"]
+        .as_array()
+        .expect("refused listed")
+        .clone();
+    let mut paths: Vec<&str> = refused
+        .iter()
+        .map(|r| r["path"].as_str().unwrap())
+        .collect();
+    paths.sort();
+    let mut want = vec![
+        "../escape.txt",
+        "/abs.txt",
+        "nul\0.txt",
+        long.as_str(),
+        ".conflicts/planted.mp3",
+        "zz.txt",
+        "abc.txt",
+        "dots.txt",
+        "lying.txt",
+    ];
+    want.sort();
+    assert_eq!(paths, want, "{line}");
+    for r in &refused {
+        assert_eq!(r["log"], key.as_str(), "{r}");
+        assert!(!r["why"].as_str().unwrap().is_empty(), "{r}");
+    }
+    assert!(
+        line["message"]
+            .as_str()
+            .unwrap()
+            .contains("9 remote entries refused"),
+        "{line}"
+    );
+
+    // The human line names it too (a second log, one entry).
+    let key2 = plant_ns_log(
+        &a.store,
+        &evil,
+        2,
+        &[("../again.txt", file(&hash, 12, 0o644))],
+    );
+    let out = run_ok(b.songfs().arg("sync"));
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains("1 remote entry refused") && said.contains(&key2),
+        "{said}"
+    );
+
+    // Through the mount: the admitted file with its blob's size and no setuid/setgid
+    // bits, nothing planted, nothing outside the mount.
+    b.mount();
+    let meta = std::fs::metadata(b.path("setuid.txt")).unwrap();
+    assert_eq!(meta.len(), good.len() as u64, "the size is the blob's");
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o7777,
+        0o755
+    );
+    assert_eq!(std::fs::read(b.path("setuid.txt")).unwrap(), good);
+    for p in [
+        "zz.txt",
+        "abc.txt",
+        "dots.txt",
+        "lying.txt",
+        ".conflicts/planted.mp3",
+    ] {
+        assert!(!b.path(p).exists(), "{p} was planted");
+    }
+    assert!(!b.dir.parent().unwrap().join("escape.txt").exists());
+    assert!(!b.root().join("escape.txt").exists());
+}

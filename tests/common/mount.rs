@@ -73,6 +73,13 @@ impl Mount {
     /// Another device on an existing folder store (`store`, shared with another Mount),
     /// mounted.
     pub fn on_folder_store(store: &Path, name: &str) -> Mount {
+        let mut m = Mount::init_on_folder_store(store, name);
+        m.mount();
+        m
+    }
+
+    /// Another device on an existing folder store, set up but not mounted yet.
+    pub fn init_on_folder_store(store: &Path, name: &str) -> Mount {
         let mut m = Mount::bare(&[]);
         m.store = store.to_path_buf();
         run_ok(m.songfs().args([
@@ -82,7 +89,6 @@ impl Mount {
             "--device-name",
             name,
         ]));
-        m.mount();
         m
     }
 

@@ -11,6 +11,7 @@ impl NamespaceSync<'_> {
     /// Merges one remote log and brings the catalog to the merged state of its paths.
     fn apply_log(
         &mut self,
+        key: &str,
         log: &LogFile,
         cursor: Option<u64>,
         summary: &mut NsSummary,
@@ -18,10 +19,11 @@ impl NamespaceSync<'_> {
         records: &mut Vec<ConflictRecord>,
     ) -> Result<(), NamespaceError> {
         let rules = Rules::none();
+        let admitted = self.admit(key, log, &mut summary.refused)?;
         let mut clock = self.clock()?;
         let mut m = MergeState::default();
         let mut paths = BTreeSet::new();
-        for c in log.changes.iter().filter(|c| c.row.table == NS_TABLE) {
+        for c in &admitted {
             if !m.rows.contains_key(&c.row) {
                 m.rows.insert(c.row.clone(), self.row_state(&c.row.gid)?);
             }
@@ -31,7 +33,7 @@ impl NamespaceSync<'_> {
             .iter()
             .map(|p| (p.clone(), lost_clocks(&m, &rules, p)))
             .collect();
-        for c in log.changes.iter().filter(|c| c.row.table == NS_TABLE) {
+        for c in &admitted {
             clock.observe(c.event.clock());
             m.apply(c);
         }
@@ -399,12 +401,13 @@ impl transport::Receiver for NsReceiver<'_, '_> {
 
     fn apply(
         &mut self,
-        _key: &str,
+        key: &str,
         _device: &str,
         cursor: Option<u64>,
         log: &LogFile,
     ) -> Result<(), NamespaceError> {
         self.ns.apply_log(
+            key,
             log,
             cursor,
             self.summary,

@@ -21,7 +21,8 @@
 //! relative folder, `(from <device> <date>)` before the extension) and logged. Paths
 //! under `.conflicts/` are synced but never produce conflict copies themselves.
 //!
-//! Files: `model.rs` (the row value, conflict-copy names, safe paths), `capture.rs`,
+//! Files: `model.rs` (the row value, conflict-copy names, safe paths), `admit.rs` (the
+//! checks every remote entry passes on arrival), `capture.rs`,
 //! `apply.rs` (carrying out) and `decide.rs` (who keeps each name, pure); here the state
 //! tables and the glue to the one transport (`sync::transport`).
 //!
@@ -55,11 +56,13 @@ pub const FILE_FIELD: &str = "file";
 /// Where conflict copies go, relative to the mount root.
 pub const CONFLICTS_DIR: &str = ".conflicts";
 
+mod admit;
 mod apply;
 mod capture;
 pub mod decide;
 mod model;
 
+pub use admit::Refused;
 use apply::NsReceiver;
 pub use model::{conflict_copy_path, is_conflict_copy, FileValue, NsSummary, Touched};
 use model::{node_hash, now_ms, safe_path};
