@@ -628,3 +628,155 @@ fn hostile_namespace_entries_are_refused_on_arrival_and_reported_with_their_log(
     assert!(!b.dir.parent().unwrap().join("escape.txt").exists());
     assert!(!b.root().join("escape.txt").exists());
 }
+
+/// The gid of the first row of `table` whose `column` is set to `value` in any log or
+/// snapshot of a folder store.
+fn gid_in_store(store: &Path, table: &str, column: &str, value: &str) -> String {
+    for f in common::files_under(store) {
+        let Ok(log) = serde_json::from_slice::<serde_json::Value>(&std::fs::read(&f).unwrap())
+        else {
+            continue;
+        };
+        for c in log["changes"].as_array().into_iter().flatten() {
+            let set = &c["event"]["Set"];
+            if c["row"]["table"] == table && set["column"] == column && set["value"] == value {
+                return c["row"]["gid"].as_str().unwrap().to_string();
+            }
+        }
+    }
+    panic!("no {table} row with {column} = {value:?} in the store");
+}
+
+/// A database change log of `device` at `seq` setting `(column, value)` on one row.
+fn plant_db_log(
+    store: &Path,
+    device: &str,
+    seq: u64,
+    table: &str,
+    gid: &str,
+    sets: &[(&str, serde_json::Value)],
+) -> String {
+    let changes: Vec<serde_json::Value> = sets
+        .iter()
+        .enumerate()
+        .map(|(i, (column, value))| {
+            serde_json::json!({"row": {"table": table, "gid": gid}, "event": {"Set": {
+                "column": column, "value": value, "replaces": [],
+                "clock": {"wall_ms": 1_900_000_000_000u64 + seq, "counter": i, "device": device}}}})
+        })
+        .collect();
+    let key = format!("logs/{device}/{seq:012}.json");
+    let log = serde_json::json!({"device_id": device, "sync_version": 2,
+        "timestamp": "2030-03-17T09:00:00Z", "seq": seq, "changes": changes});
+    std::fs::create_dir_all(store.join(format!("logs/{device}"))).unwrap();
+    write_file(&store.join(&key), &serde_json::to_vec(&log).unwrap());
+    key
+}
+
+/// Issue 13: values from another device are checked against the column before they are
+/// written (the real v5 schema): text in `songs.genre_id`, a number in `status`, an
+/// array as a title, NULL in a NOT NULL column, a reference to a lore entry where a
+/// genre belongs are refused and logged; the rest of the row (`notes`) is applied. A log
+/// holding a 2 MiB value is set aside whole with a message naming it, and is not fetched
+/// again by later syncs. Before, each bad value was written (foreign_key_check flagged
+/// the row) and a 100 MB value was applied.
+#[test]
+fn values_of_the_wrong_kind_are_refused_and_the_rest_of_the_row_applied() {
+    let store_dir = tempfile::tempdir().unwrap();
+    let store = store_dir.path().join("store");
+    let a = DbDevice::new(&store, "desk");
+    run_ok(a.songfs().arg("sync"));
+    let song = gid_in_store(&store, "songs", "title", "River Orchard");
+    let lore = gid_in_store(&store, "lore", "title", &{
+        let c = rusqlite::Connection::open(&a.db).unwrap();
+        c.query_row("SELECT title FROM lore LIMIT 1", [], |r| {
+            r.get::<_, String>(0)
+        })
+        .unwrap()
+    });
+    let evil = "f".repeat(32);
+    plant_db_log(
+        &store,
+        &evil,
+        1,
+        "songs",
+        &song,
+        &[
+            ("genre_id", serde_json::json!("rock")),
+            ("status", serde_json::json!(7)),
+            ("title", serde_json::json!(["a", "b"])),
+            ("lyrics", serde_json::Value::Null),
+            (
+                "genre_label",
+                serde_json::json!({"$ref": format!("lore/{lore}")}),
+            ),
+            ("notes", serde_json::json!("checked on arrival")),
+        ],
+    );
+    plant_db_log(
+        &store,
+        &evil,
+        2,
+        "songs",
+        &song,
+        &[(
+            "genre_id",
+            serde_json::json!({"$ref": format!("lore/{lore}")}),
+        )],
+    );
+
+    let b = DbDevice::new(&store, "laptop");
+    let out = run_ok(b.songfs().arg("sync"));
+    assert!(
+        text(&out).contains("a value from another device was refused"),
+        "the refusals are logged: {}",
+        text(&out)
+    );
+    let c = rusqlite::Connection::open(&b.db).unwrap();
+    let (title, genre_type, status, lyrics_null, label): (String, String, String, bool, Option<String>) = c
+        .query_row(
+            "SELECT title, typeof(genre_id), status, lyrics IS NULL, genre_label FROM songs WHERE notes = 'checked on arrival'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+        )
+        .expect("the good value of the row was applied");
+    assert_eq!(title, "River Orchard");
+    assert_eq!(genre_type, "integer", "genre_id still names a genre");
+    assert_eq!(status, "completed");
+    assert!(!lyrics_null);
+    assert_eq!(label.as_deref(), Some("Outlaw Country"));
+    let fk: i64 = c
+        .query_row("SELECT COUNT(*) FROM pragma_foreign_key_check", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(fk, 0);
+
+    let huge = plant_db_log(
+        &store,
+        &evil,
+        3,
+        "songs",
+        &song,
+        &[("lyrics", serde_json::json!("la ".repeat(700_000)))],
+    );
+    let out = b.songfs().arg("sync").output().unwrap();
+    let said = text(&out);
+    assert!(!out.status.success(), "{said}");
+    assert!(
+        said.contains(&huge) && said.contains("over the limit for one value"),
+        "{said}"
+    );
+    let lyrics_len: i64 = c
+        .query_row(
+            "SELECT length(lyrics) FROM songs WHERE notes = 'checked on arrival'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(lyrics_len < 10_000, "the huge value was written");
+    // Set aside for good: the next sync neither fails on it nor reads it again.
+    std::fs::write(store.join(&huge), b"not even JSON now").unwrap();
+    let out = run_ok(b.songfs().arg("sync"));
+    assert!(!text(&out).contains(&huge), "{}", text(&out));
+}
