@@ -360,3 +360,50 @@ fn two_mounts_share_one_webdav_library() {
         audio
     );
 }
+
+/// Issue 9: two devices' first `songfs init` on one empty WebDAV folder at the same
+/// instant. WebDAV has no conditional create, so both may write a format record, each
+/// with its own store id; both must end up with the one that stayed in the store, or
+/// one of them would later be refused as writing into "another" store.
+#[test]
+fn two_inits_racing_on_an_empty_store_agree_on_one_store_id() {
+    let server = WebdavServer::start(Kind::Apache);
+    let url = server.url("raced");
+    for round in 0..2 {
+        let folder = format!("raced{round}");
+        let url = url.replace("raced", &folder);
+        let homes = [common::temp_home(), common::temp_home()];
+        let children: Vec<_> = homes
+            .iter()
+            .map(|h| {
+                let mut c = init_cmd(h.path(), &url);
+                let mut child = c.spawn().unwrap();
+                use std::io::Write;
+                let mut stdin = child.stdin.take().unwrap();
+                stdin.write_all(format!("{PASSWORD}\n").as_bytes()).unwrap();
+                child
+            })
+            .collect();
+        for child in children {
+            let out = child.wait_with_output().unwrap();
+            assert!(
+                out.status.success(),
+                "init failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let record: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(server.data_dir().join(&folder).join("songfs.json")).unwrap(),
+        )
+        .unwrap();
+        for h in &homes {
+            let cfg: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(h.path().join("config.json")).unwrap())
+                    .unwrap();
+            assert_eq!(
+                cfg["store_id"], record["store_id"],
+                "round {round}: a device kept a store id the store does not have"
+            );
+        }
+    }
+}
