@@ -64,3 +64,53 @@ impl MergeState {
         })
     }
 }
+
+/// A field conflict of one row, as the conflicts log records it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RowConflict {
+    pub row: RowId,
+    pub conflict: FieldConflict,
+}
+
+impl RowConflict {
+    /// What names a conflict across merges: the field and the version that lost.
+    fn key(&self) -> (&RowId, &str, &Hlc) {
+        (&self.row, &self.conflict.column, &self.conflict.lost_clock)
+    }
+}
+
+/// The field conflicts of `rows` in `state` that the log records. Two copies of a seeded row
+/// (the zero clock) with different install times are not a conflict: nobody edited them.
+pub fn field_conflicts<'a>(
+    state: &MergeState,
+    rules: &Rules,
+    rows: impl IntoIterator<Item = &'a RowId>,
+) -> Vec<RowConflict> {
+    let mut out = Vec::new();
+    for row in rows {
+        let Some(s) = state.rows.get(row) else {
+            continue;
+        };
+        for c in s.conflicts(rules, &row.table) {
+            let seeded_stamp = c.kept_clock.wall_ms == 0
+                && c.lost_clock.wall_ms == 0
+                && (c.column == "created_at" || c.column == "updated_at");
+            if !seeded_stamp {
+                out.push(RowConflict {
+                    row: row.clone(),
+                    conflict: c,
+                });
+            }
+        }
+    }
+    out
+}
+
+/// The conflicts in `after` that were not in `before` (the same field losing the same version):
+/// what one merge step created, so each is logged once however often the state is merged again.
+pub fn new_conflicts(before: &[RowConflict], after: Vec<RowConflict>) -> Vec<RowConflict> {
+    after
+        .into_iter()
+        .filter(|a| !before.iter().any(|b| b.key() == a.key()))
+        .collect()
+}

@@ -67,7 +67,7 @@ mod state;
 #[cfg(test)]
 mod tests;
 
-pub use conflict::{DeleteConflict, FieldConflict};
+pub use conflict::{field_conflicts, new_conflicts, DeleteConflict, FieldConflict, RowConflict};
 pub use decide::{Rules, DISTRIBUTION_STATUS_LADDER, SONG_STATUS_LADDER};
 pub use row::RowState;
 pub use state::MergeState;
