@@ -169,31 +169,15 @@ async fn ranged_reads_fetch_only_the_range() {
 
 fn init_cmd(home: &std::path::Path, url: &str) -> std::process::Command {
     let mut c = common::songfs(home);
-    c.env("SONGFS_KEYRING", "file")
-        .args([
-            "init",
-            "--store",
-            url,
-            "--device-name",
-            "desk",
-            "--password-stdin",
-        ])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
+    c.env("SONGFS_KEYRING", "file").args([
+        "init",
+        "--store",
+        url,
+        "--device-name",
+        "desk",
+        "--password-stdin",
+    ]);
     c
-}
-
-fn run_with_stdin(mut c: std::process::Command, input: &str) -> std::process::Output {
-    use std::io::Write;
-    let mut child = c.spawn().unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
 }
 
 #[test]
@@ -201,7 +185,7 @@ fn init_files_the_password_outside_config_logs_and_store() {
     let server = WebdavServer::start(Kind::Apache);
     let home = common::temp_home();
     let url = server.url("lib");
-    let out = run_with_stdin(init_cmd(home.path(), &url), &format!("{PASSWORD}\n"));
+    let out = common::run_fed(&mut init_cmd(home.path(), &url), &format!("{PASSWORD}\n"));
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "init failed: {stderr}");
     assert!(
@@ -252,7 +236,10 @@ fn init_files_the_password_outside_config_logs_and_store() {
 fn init_with_a_wrong_password_fails_in_one_line_and_files_nothing() {
     let server = WebdavServer::start(Kind::Rclone);
     let home = common::temp_home();
-    let out = run_with_stdin(init_cmd(home.path(), &server.url("lib")), "wrong-PLANTED\n");
+    let out = common::run_fed(
+        &mut init_cmd(home.path(), &server.url("lib")),
+        "wrong-PLANTED\n",
+    );
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     let last = stderr.lines().last().unwrap_or("");
@@ -359,4 +346,44 @@ fn two_mounts_share_one_webdav_library() {
         std::fs::read(desk.path("2026-02-12_night/night_final.mp3")).unwrap(),
         audio
     );
+}
+
+/// Issue 9: two devices' first `songfs init` on one empty WebDAV folder at the same
+/// instant. WebDAV has no conditional create, so both may write a format record, each
+/// with its own store id; both must end up with the one that stayed in the store, or
+/// one of them would later be refused as writing into "another" store.
+#[test]
+fn two_inits_racing_on_an_empty_store_agree_on_one_store_id() {
+    let server = WebdavServer::start(Kind::Apache);
+    let url = server.url("raced");
+    for round in 0..2 {
+        let folder = format!("raced{round}");
+        let url = url.replace("raced", &folder);
+        let homes = [common::temp_home(), common::temp_home()];
+        let children: Vec<_> = homes
+            .iter()
+            .map(|h| common::spawn_fed(&mut init_cmd(h.path(), &url), &format!("{PASSWORD}\n")))
+            .collect();
+        for child in children {
+            let out = child.wait_with_output().unwrap();
+            assert!(
+                out.status.success(),
+                "init failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let record: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(server.data_dir().join(&folder).join("songfs.json")).unwrap(),
+        )
+        .unwrap();
+        for h in &homes {
+            let cfg: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(h.path().join("config.json")).unwrap())
+                    .unwrap();
+            assert_eq!(
+                cfg["store_id"], record["store_id"],
+                "round {round}: a device kept a store id the store does not have"
+            );
+        }
+    }
 }

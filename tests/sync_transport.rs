@@ -417,11 +417,8 @@ fn the_namespace_pull_caps_sizes_and_retries_a_bad_log() {
     );
 }
 
-/// The mount never waits on the sync: with a sync write transaction held open on the
-/// sync's database for seconds, `ls -l`, `stat`, reads of cached files and a small write
-/// through the mount stay fast.
-#[test]
-fn the_mount_does_not_wait_on_a_long_sync_transaction() {
+/// A mount with eight cached files in `album/`, uploaded and synced.
+fn mount_with_album() -> (Mount, PathBuf, Vec<Vec<u8>>) {
     let m = Mount::new();
     let dir = m.path("album");
     std::fs::create_dir(&dir).unwrap();
@@ -431,7 +428,67 @@ fn the_mount_does_not_wait_on_a_long_sync_transaction() {
     }
     assert!(m.wait_uploads(Duration::from_secs(30)));
     run_ok(m.songfs().arg("sync"));
+    (m, dir, data)
+}
 
+/// What an app does through the mount, round after round while `busy()` holds: `ls -l`,
+/// `stat` and a read of every file in `dir`, a small write. The timing of each.
+fn time_mount_ops(
+    m: &Mount,
+    dir: &Path,
+    data: &[Vec<u8>],
+    mut busy: impl FnMut() -> bool,
+) -> Vec<(&'static str, Duration)> {
+    let mut timings = Vec::new();
+    let mut round = 0;
+    while busy() {
+        let t = std::time::Instant::now();
+        let out = Command::new("ls").arg("-l").arg(dir).output().unwrap();
+        assert!(out.status.success());
+        timings.push(("ls -l", t.elapsed()));
+        for (i, d) in data.iter().enumerate() {
+            let p = dir.join(format!("{i}.mp3"));
+            let t = std::time::Instant::now();
+            let md = std::fs::metadata(&p).unwrap();
+            timings.push(("stat", t.elapsed()));
+            assert_eq!(md.len(), d.len() as u64);
+            let t = std::time::Instant::now();
+            assert_eq!(&std::fs::read(&p).unwrap(), d);
+            timings.push(("read", t.elapsed()));
+        }
+        let t = std::time::Instant::now();
+        write_file(&m.path(&format!("note-{round}.txt")), b"small write");
+        timings.push(("write", t.elapsed()));
+        round += 1;
+    }
+    timings
+}
+
+/// Prints the slowest of each operation (the issue asks for the timings observed) and
+/// fails if any waited 500 ms or more.
+fn assert_never_waited(timings: &[(&str, Duration)], while_: &str) {
+    let mut worst: std::collections::BTreeMap<&str, (Duration, usize)> = Default::default();
+    for (op, d) in timings {
+        let e = worst.entry(op).or_default();
+        e.0 = e.0.max(*d);
+        e.1 += 1;
+    }
+    for (op, (max, n)) in &worst {
+        eprintln!("while {while_}: {op:6} x{n:4}, slowest {max:?}");
+    }
+    let slowest = timings.iter().map(|(_, d)| *d).max().unwrap();
+    assert!(
+        slowest < Duration::from_millis(500),
+        "an operation through the mount waited {slowest:?} while {while_}"
+    );
+}
+
+/// The mount never waits on the sync: with a sync write transaction held open on the
+/// sync's database for seconds, `ls -l`, `stat`, reads of cached files and a small write
+/// through the mount stay fast.
+#[test]
+fn the_mount_does_not_wait_on_a_long_sync_transaction() {
+    let (m, dir, data) = mount_with_album();
     let state_db = m.home.join("state.db");
     let (held_tx, held_rx) = std::sync::mpsc::channel();
     let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
@@ -444,45 +501,62 @@ fn the_mount_does_not_wait_on_a_long_sync_transaction() {
         c.execute_batch("ROLLBACK").unwrap();
     });
     held_rx.recv().unwrap();
-    let mut timings: Vec<(String, Duration)> = Vec::new();
     let started = std::time::Instant::now();
-    let mut round = 0;
-    while started.elapsed() < Duration::from_secs(4) {
-        let t = std::time::Instant::now();
-        let out = Command::new("ls").arg("-l").arg(&dir).output().unwrap();
-        assert!(out.status.success());
-        timings.push(("ls -l".into(), t.elapsed()));
-        for (i, d) in data.iter().enumerate() {
-            let p = dir.join(format!("{i}.mp3"));
-            let t = std::time::Instant::now();
-            let md = std::fs::metadata(&p).unwrap();
-            timings.push(("stat".into(), t.elapsed()));
-            assert_eq!(md.len(), d.len() as u64);
-            let t = std::time::Instant::now();
-            assert_eq!(&std::fs::read(&p).unwrap(), d);
-            timings.push(("read".into(), t.elapsed()));
-        }
-        let t = std::time::Instant::now();
-        write_file(&m.path(&format!("note-{round}.txt")), b"small write");
-        timings.push(("write".into(), t.elapsed()));
-        round += 1;
-    }
+    let timings = time_mount_ops(&m, &dir, &data, || {
+        started.elapsed() < Duration::from_secs(4)
+    });
     done_tx.send(()).unwrap();
     holder.join().unwrap();
-    let mut worst: std::collections::BTreeMap<String, (Duration, usize)> = Default::default();
-    for (op, d) in &timings {
-        let e = worst.entry(op.clone()).or_default();
-        e.0 = e.0.max(*d);
-        e.1 += 1;
-    }
-    for (op, (max, n)) in &worst {
-        eprintln!("while the sync transaction was held: {op:6} x{n:4}, slowest {max:?}");
-    }
-    let slowest = timings.iter().map(|(_, d)| *d).max().unwrap();
+    assert_never_waited(&timings, "the sync transaction was held");
+}
+
+/// Issue 14's own setting: a 20,000-song database connected to a mounted device
+/// (`songfs init --force --db`), whose first capture then runs in the daemon's sync
+/// cycle while the app keeps using the mount. At 244b368 a stat + read + write stalled
+/// 5.25 s here.
+#[test]
+fn the_mount_does_not_wait_on_the_first_capture_of_20000_songs() {
+    let (mut m, dir, data) = mount_with_album();
+    m.unmount();
+    let db = m.root().join("songfactory.db");
+    make_db(&db);
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .execute_batch(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 20000)
+             INSERT INTO songs (title, prompt, lyrics, genre_id, status, task_id, file_path_1, duration_seconds)
+             SELECT 'song ' || i, 'a prompt for song ' || i, printf('%.1200c', 'l'), 1 + i % 25,
+                    'completed', 'task-' || i, '/elsewhere/song_' || i || '_v1.mp3', 180.5 FROM n;",
+        )
+        .unwrap();
+    run_ok(m.songfs().args([
+        "init",
+        "--force",
+        "--store",
+        &format!("file://{}", m.store.display()),
+        "--db",
+        db.to_str().unwrap(),
+    ]));
+    m.mount();
+    // "Sync Now" returns once a cycle after the start one (the first capture) is done.
+    let mut sync = m.songfs();
+    sync.arg("sync");
+    let syncing = std::thread::spawn(move || {
+        let t = std::time::Instant::now();
+        (sync.output().unwrap(), t.elapsed())
+    });
+    let timings = time_mount_ops(&m, &dir, &data, || !syncing.is_finished());
+    let (out, took) = syncing.join().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    eprintln!("first capture and sync of 20,000 songs: {took:?}");
+    let sent = files_containing(&m.store.join("logs"), "song 19999");
+    assert!(!sent.is_empty(), "the 20,000 songs were never sent");
     assert!(
-        slowest < Duration::from_millis(500),
-        "an operation through the mount waited {slowest:?} on the sync's transaction"
+        timings.len() > 10 * 18,
+        "the capture was over before the mount was used ({} operations)",
+        timings.len()
     );
+    assert_never_waited(&timings, "20,000 songs were captured");
 }
 
 /// A namespace log from another device (`ns/logs/<device>/<seq>.json`) with `entries`

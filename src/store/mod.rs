@@ -105,6 +105,13 @@ pub trait ObjectStore: Send + Sync + 'static {
     fn is_encrypted(&self) -> bool {
         false
     }
+
+    /// True when `put_if_absent` is atomic (S3's If-None-Match, a folder's hard link):
+    /// of two racing writers exactly one gets `true`. False where it is stat-then-write
+    /// (`opendal_store.rs`): both may, and the later write is the one that stays.
+    fn creates_atomically(&self) -> bool {
+        true
+    }
 }
 
 /// Opens this device's store, every write checked against the store id it recorded at

@@ -5,9 +5,11 @@
 //! `put_if_absent` is "stat, then write if absent". That is correct for every caller
 //! without compare-and-swap, because songfs only ever puts-if-absent objects that one
 //! writer owns (a device's own change logs and snapshots) or whose every writer
-//! writes the same bytes (content-addressed blobs, the store's format record written
-//! by `init`): two writers racing both write, and what is left is one of two equal
-//! objects. On Drive, where one folder may hold two files of the same name, `list`
+//! writes the same bytes (content-addressed blobs): two writers racing both write, and
+//! what is left is one of two equal objects. The one exception, the store's format
+//! record that two devices' first `init` may race to write with different store ids,
+//! is read back after a pause (`format::settle_created`), so both adopt the survivor.
+//! On Drive, where one folder may hold two files of the same name, `list`
 //! reports such a name once.
 //!
 //! This module must never compare-and-swap, never return a half-written object to a
@@ -322,6 +324,10 @@ impl ObjectStore for OpendalStore {
         }
         self.put(key, data).await?;
         Ok(true)
+    }
+
+    fn creates_atomically(&self) -> bool {
+        false
     }
 
     async fn get(&self, key: &str) -> StoreResult<Bytes> {

@@ -680,6 +680,11 @@ impl ObjectStore for S3Store {
         }
     }
 
+    /// If-None-Match, unless this server ignores it (then stat-then-write).
+    fn creates_atomically(&self) -> bool {
+        !self.no_conditional_put.load(Ordering::Relaxed)
+    }
+
     fn describe(&self) -> String {
         let url = if self.prefix.is_empty() {
             format!("s3://{}", self.bucket)

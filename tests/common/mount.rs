@@ -140,19 +140,7 @@ impl Mount {
                 run_ok(&mut init);
             }
             Some(input) => {
-                use std::io::Write;
-                use std::process::Stdio;
-                init.stdin(Stdio::piped())
-                    .stdout(Stdio::piped())
-                    .stderr(Stdio::piped());
-                let mut child = init.spawn().expect("songfs init");
-                child
-                    .stdin
-                    .take()
-                    .unwrap()
-                    .write_all(input.as_bytes())
-                    .unwrap();
-                let out = child.wait_with_output().unwrap();
+                let out = super::run_fed(&mut init, input);
                 assert!(
                     out.status.success(),
                     "songfs init failed: {}",
