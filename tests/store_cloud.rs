@@ -87,6 +87,38 @@ async fn throttled_calls_are_waited_out_with_bounded_backoff() {
     }
 }
 
+/// Issue 9: a Drive or Dropbox account whose storage is used up gets the provider's own
+/// answer (Drive: 403 `storageQuotaExceeded`, Dropbox: 409 `insufficient_space`); the
+/// user is told the account is full and what to do, not that permission is missing,
+/// and the same upload works once space is freed.
+#[tokio::test]
+async fn a_full_account_is_told_as_full_and_the_upload_works_once_space_is_freed() {
+    for provider in BOTH {
+        let fake = CloudFake::start(provider);
+        let store = fake.open_store("SF");
+        fake.control("/_fake/full", r#"{"full": true}"#);
+        let err = store
+            .put("blobs/k", Bytes::from_static(b"audio"))
+            .await
+            .unwrap_err();
+        let text = err.to_string();
+        assert!(
+            !matches!(err, StoreError::Denied { .. }),
+            "{provider:?}: a full account reported as denied: {text}"
+        );
+        assert!(
+            text.contains("is full") && text.contains("free some space"),
+            "{provider:?}: {text}"
+        );
+        fake.control("/_fake/full", r#"{"full": false}"#);
+        store
+            .put("blobs/k", Bytes::from_static(b"audio"))
+            .await
+            .unwrap();
+        assert_eq!(&store.get("blobs/k").await.unwrap()[..], b"audio");
+    }
+}
+
 #[tokio::test]
 async fn throttling_past_the_bound_fails_as_transient_not_forever() {
     let fake = CloudFake::start(Provider::Dropbox);

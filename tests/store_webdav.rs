@@ -63,6 +63,8 @@ async fn a_wrong_password_is_denied_with_what_to_do_and_no_password_shown() {
             "{text}"
         );
         assert!(!text.contains("PLANTED"), "{text}");
+        // The advice is WebDAV's, not S3's.
+        assert!(!text.contains("AWS_"), "{text}");
         // No password at all: the same answer.
         let err = server
             .open_store_as("x", None)
@@ -279,4 +281,129 @@ fn init_without_a_password_for_a_user_says_how_to_give_one() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("--password-stdin"), "{stderr}");
+}
+
+// ---------------------------------------------------------------- two devices
+
+/// Issue 9: two devices mounting one WebDAV library (rclone's server): a file written
+/// through one mount is read on the other with an empty cache, and a rename and a
+/// delete made there come back; the bytes sit in the server's folder, named by hash.
+/// Each side's `songfs sync` (the app's "Sync Now") stands in for the sync interval.
+#[test]
+fn two_mounts_share_one_webdav_library() {
+    use common::mount::{bytes, run_ok, sha256_hex, wait_until, Mount};
+    let server = WebdavServer::start(Kind::Rclone);
+    let url = server.url("library");
+    let device = || {
+        let mut m = Mount::init_fed(
+            Some(&url),
+            &["--password-stdin"],
+            &[("SONGFS_KEYRING", "file")],
+            &[],
+            Some(&format!("{PASSWORD}\n")),
+        );
+        m.mount();
+        m
+    };
+    let desk = device();
+    let audio = bytes(9, 3 << 20);
+    std::fs::create_dir_all(desk.path("2026-02-12_night")).unwrap();
+    std::fs::write(desk.path("2026-02-12_night/night_v1.mp3"), &audio).unwrap();
+    assert!(
+        desk.wait_uploads(Duration::from_secs(30)),
+        "desk never uploaded"
+    );
+    run_ok(desk.songfs().arg("sync"));
+    let hash = sha256_hex(&audio);
+    let blob = common::files_under(&server.data_dir().join("library"))
+        .into_iter()
+        .find(|p| p.to_string_lossy().contains(&hash));
+    assert!(blob.is_some(), "blob {hash} not in the WebDAV folder");
+
+    let mut laptop = device();
+    let there = laptop.path("2026-02-12_night/night_v1.mp3");
+    assert!(
+        wait_until(Duration::from_secs(30), || there.exists()),
+        "the file never reached the second device"
+    );
+    laptop.empty_cache();
+    assert_eq!(
+        std::fs::read(&there).unwrap(),
+        audio,
+        "bytes differ on the laptop"
+    );
+
+    std::fs::rename(&there, laptop.path("2026-02-12_night/night_final.mp3")).unwrap();
+    std::fs::write(laptop.path("notes.txt"), b"from the laptop").unwrap();
+    assert!(laptop.wait_uploads(Duration::from_secs(30)));
+    run_ok(laptop.songfs().arg("sync"));
+    run_ok(desk.songfs().arg("sync"));
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            desk.path("2026-02-12_night/night_final.mp3").exists()
+                && !desk.path("2026-02-12_night/night_v1.mp3").exists()
+                && desk.path("notes.txt").exists()
+        }),
+        "the rename and the new file never came back to the desk"
+    );
+    std::fs::remove_file(desk.path("notes.txt")).unwrap();
+    run_ok(desk.songfs().arg("sync"));
+    run_ok(laptop.songfs().arg("sync"));
+    assert!(
+        wait_until(Duration::from_secs(30), || !laptop
+            .path("notes.txt")
+            .exists()),
+        "the delete never reached the laptop"
+    );
+    assert_eq!(
+        std::fs::read(desk.path("2026-02-12_night/night_final.mp3")).unwrap(),
+        audio
+    );
+}
+
+/// Issue 9: two devices' first `songfs init` on one empty WebDAV folder at the same
+/// instant. WebDAV has no conditional create, so both may write a format record, each
+/// with its own store id; both must end up with the one that stayed in the store, or
+/// one of them would later be refused as writing into "another" store.
+#[test]
+fn two_inits_racing_on_an_empty_store_agree_on_one_store_id() {
+    let server = WebdavServer::start(Kind::Apache);
+    let url = server.url("raced");
+    for round in 0..2 {
+        let folder = format!("raced{round}");
+        let url = url.replace("raced", &folder);
+        let homes = [common::temp_home(), common::temp_home()];
+        let children: Vec<_> = homes
+            .iter()
+            .map(|h| {
+                let mut c = init_cmd(h.path(), &url);
+                let mut child = c.spawn().unwrap();
+                use std::io::Write;
+                let mut stdin = child.stdin.take().unwrap();
+                stdin.write_all(format!("{PASSWORD}\n").as_bytes()).unwrap();
+                child
+            })
+            .collect();
+        for child in children {
+            let out = child.wait_with_output().unwrap();
+            assert!(
+                out.status.success(),
+                "init failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let record: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(server.data_dir().join(&folder).join("songfs.json")).unwrap(),
+        )
+        .unwrap();
+        for h in &homes {
+            let cfg: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(h.path().join("config.json")).unwrap())
+                    .unwrap();
+            assert_eq!(
+                cfg["store_id"], record["store_id"],
+                "round {round}: a device kept a store id the store does not have"
+            );
+        }
+    }
 }

@@ -114,10 +114,15 @@ async fn create(store: &StoreConfig, inner: Arc<dyn ObjectStore>) -> anyhow::Res
     let mk = MasterKey::generate();
     let record = wrap(mk, passphrase.clone()).await?;
     let written = inner
-        .put_if_absent(FORMAT_KEY, StoreFormat::new(Some(record)).to_bytes())
+        .put_if_absent(
+            FORMAT_KEY,
+            StoreFormat::new(Some(record.clone())).to_bytes(),
+        )
         .await
         .with_context(|| format!("cannot use the store {}", inner.describe()))?;
-    if !written {
+    format::settle_created(inner.as_ref()).await;
+    let stayed = format::read(inner.as_ref()).await?;
+    if !written || stayed.and_then(|f| f.encryption).map(|r| r.wrapped) != Some(record.wrapped) {
         // Another device made the store meanwhile: join it instead.
         return join(store, inner.as_ref()).await;
     }

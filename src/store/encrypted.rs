@@ -481,6 +481,10 @@ impl ObjectStore for EncryptedStore {
         self.inner.delete(&stored).await
     }
 
+    fn creates_atomically(&self) -> bool {
+        self.inner.creates_atomically()
+    }
+
     fn describe(&self) -> String {
         format!("{} (encrypted)", self.inner.describe())
     }

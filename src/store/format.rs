@@ -74,11 +74,28 @@ pub async fn ensure(cfg: &Config) -> anyhow::Result<StoreFormat> {
 }
 
 pub async fn ensure_in(store: &dyn ObjectStore) -> anyhow::Result<StoreFormat> {
-    store
+    let created = store
         .put_if_absent(FORMAT_KEY, StoreFormat::new(None).to_bytes())
         .await
         .map_err(|e| anyhow::anyhow!("cannot use the store {}: {e}", store.describe()))?;
+    if created {
+        settle_created(store).await;
+    }
     check(store).await
+}
+
+/// How long a device that wrote the format record where creating is not atomic waits
+/// before reading it back. Two devices' first `init` on one empty Drive/Dropbox/WebDAV
+/// folder may both see no record and both write one, each with its own store id; the
+/// stat-to-write gap is one request, so after this pause the later record is in place
+/// and both devices adopt it (what `check` reads back), never each its own.
+const CREATE_SETTLE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Waits out a racing creator of the format record (see `CREATE_SETTLE`).
+pub async fn settle_created(store: &dyn ObjectStore) {
+    if !store.creates_atomically() {
+        tokio::time::sleep(CREATE_SETTLE).await;
+    }
 }
 
 /// Fails unless the store holds a format record this build understands, and the store

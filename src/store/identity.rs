@@ -111,6 +111,10 @@ impl ObjectStore for Checked {
         self.inner.delete(key).await
     }
 
+    fn creates_atomically(&self) -> bool {
+        self.inner.creates_atomically()
+    }
+
     fn describe(&self) -> String {
         self.inner.describe()
     }

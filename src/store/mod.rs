@@ -32,7 +32,8 @@ pub enum StoreError {
     NotFound { key: String },
     #[error("the store is unreachable ({detail}): check the network or the endpoint, songfs retries later")]
     Unreachable { detail: String },
-    #[error("the store refused access ({detail}): check the credentials (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or ~/.aws)")]
+    /// `detail` says what was refused and what to do for this kind of store.
+    #[error("the store refused access: {detail}")]
     Denied { detail: String },
     #[error("the bucket {bucket} does not exist: create it or fix the store URL")]
     NoSuchBucket { bucket: String },
@@ -103,6 +104,13 @@ pub trait ObjectStore: Send + Sync + 'static {
     /// True when this store seals what it writes (`encrypted::EncryptedStore`).
     fn is_encrypted(&self) -> bool {
         false
+    }
+
+    /// True when `put_if_absent` is atomic (S3's If-None-Match, a folder's hard link):
+    /// of two racing writers exactly one gets `true`. False where it is stat-then-write
+    /// (`opendal_store.rs`): both may, and the later write is the one that stays.
+    fn creates_atomically(&self) -> bool {
+        true
     }
 }
 

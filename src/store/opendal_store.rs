@@ -5,9 +5,11 @@
 //! `put_if_absent` is "stat, then write if absent". That is correct for every caller
 //! without compare-and-swap, because songfs only ever puts-if-absent objects that one
 //! writer owns (a device's own change logs and snapshots) or whose every writer
-//! writes the same bytes (content-addressed blobs, the store's format record written
-//! by `init`): two writers racing both write, and what is left is one of two equal
-//! objects. On Drive, where one folder may hold two files of the same name, `list`
+//! writes the same bytes (content-addressed blobs): two writers racing both write, and
+//! what is left is one of two equal objects. The one exception, the store's format
+//! record that two devices' first `init` may race to write with different store ids,
+//! is read back after a pause (`format::settle_created`), so both adopt the survivor.
+//! On Drive, where one folder may hold two files of the same name, `list`
 //! reports such a name once.
 //!
 //! This module must never compare-and-swap, never return a half-written object to a
@@ -84,16 +86,18 @@ impl OpendalStore {
             (_, Some(401)) => StoreError::Denied {
                 detail: format!("{name} at {} refused the sign-in (401): {}", self.url, self.traits.denied_hint),
             },
+            // Before the 403 arm: Drive says "quota exceeded" with a 403.
+            _ if storage_full(&err) => StoreError::Other(format!(
+                "{name} at {} is full ({}): free some space or raise the quota; nothing was lost, songfs retries later",
+                self.url,
+                status.map_or("no space left".to_string(), |s| s.to_string()),
+            )),
             (ErrorKind::PermissionDenied, _) | (_, Some(403)) => StoreError::Denied {
                 detail: format!(
                     "{name} at {} does not let this account write there (403): check the folder's permissions or sign in with another account",
                     self.url
                 ),
             },
-            (_, Some(507)) => StoreError::Other(format!(
-                "{name} at {} is full (507 Insufficient Storage): free some space or raise the quota; nothing was lost, songfs retries later",
-                self.url
-            )),
             (ErrorKind::RateLimited, _) | (_, Some(429)) => StoreError::Unreachable {
                 detail: format!("{name} is throttling requests for {key} (429), songfs retries later"),
             },
@@ -225,6 +229,17 @@ fn http_status(err: &opendal::Error) -> Option<u16> {
     text[at..].get(..3)?.parse().ok()
 }
 
+/// The account's storage is used up: WebDAV's 507 Insufficient Storage, Drive's 403
+/// `storageQuotaExceeded`, Dropbox's 409 `insufficient_space`.
+fn storage_full(err: &opendal::Error) -> bool {
+    let text = format!("{err:?}");
+    // OpenDAL keeps only Drive's message, not its reason code.
+    http_status(err) == Some(507)
+        || text.contains("storage quota has been exceeded")
+        || text.contains("storageQuotaExceeded")
+        || text.contains("insufficient_space")
+}
+
 /// The provider refused to renew the access token (the refresh token was revoked or
 /// expired): Google answers `invalid_grant`; OpenDAL's Dropbox client fails to read
 /// the token answer, which then has no `access_token`.
@@ -309,6 +324,10 @@ impl ObjectStore for OpendalStore {
         }
         self.put(key, data).await?;
         Ok(true)
+    }
+
+    fn creates_atomically(&self) -> bool {
+        false
     }
 
     async fn get(&self, key: &str) -> StoreResult<Bytes> {

@@ -48,6 +48,9 @@ const MAX_PARTS: u64 = 10_000;
 /// time-to-response bound grows by its size at this rate.
 const MIN_UPLOAD_BYTES_PER_SEC: u64 = 128 * 1024;
 
+/// What to do when S3 refuses the keys (other stores say their own).
+const S3_KEYS_HINT: &str = "check the credentials (`songfs init --force --s3-access-key KEY_ID --password-stdin`, AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or ~/.aws)";
+
 /// Knobs of the S3 store. `Default` is what `songfs` uses.
 #[derive(Debug, Clone)]
 pub struct S3Options {
@@ -236,7 +239,10 @@ impl S3Store {
                 // keep the error to one line.
                 tracing::debug!(store = %self.describe(), error = %chain, "no AWS credentials");
                 return StoreError::Denied {
-                    detail: format!("no AWS credentials found for {}", self.where_()),
+                    detail: format!(
+                        "no AWS credentials found for {}: {S3_KEYS_HINT}",
+                        self.where_()
+                    ),
                 };
             }
             let cause = one_line(&root_cause(&err));
@@ -273,7 +279,7 @@ impl S3Store {
             ("InvalidAccessKeyId" | "SignatureDoesNotMatch" | "AccessDenied", _)
             | (_, Some(401 | 403)) => StoreError::Denied {
                 detail: format!(
-                    "{} answered {} for {key}",
+                    "{} answered {} for {key}: {S3_KEYS_HINT}",
                     self.where_(),
                     if said.is_empty() {
                         "403 Forbidden".into()
@@ -672,6 +678,11 @@ impl ObjectStore for S3Store {
                 other => Err(other),
             },
         }
+    }
+
+    /// If-None-Match, unless this server ignores it (then stat-then-write).
+    fn creates_atomically(&self) -> bool {
+        !self.no_conditional_put.load(Ordering::Relaxed)
     }
 
     fn describe(&self) -> String {

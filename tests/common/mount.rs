@@ -107,6 +107,17 @@ impl Mount {
         env: &[(&str, &str)],
         args: &[&str],
     ) -> Mount {
+        Mount::init_fed(store_url, init_args, env, args, None)
+    }
+
+    /// Like `init_with`, with `stdin` piped to `songfs init` (`--password-stdin`).
+    pub fn init_fed(
+        store_url: Option<&str>,
+        init_args: &[&str],
+        env: &[(&str, &str)],
+        args: &[&str],
+        stdin: Option<&str>,
+    ) -> Mount {
         let mut m = Mount::bare(args);
         m.env = env
             .iter()
@@ -115,11 +126,34 @@ impl Mount {
         let url = store_url
             .map(str::to_string)
             .unwrap_or_else(|| format!("file://{}", m.store.display()));
-        run_ok(
-            m.songfs()
-                .args(["init", "--store", &url, "--device-name", "test"])
-                .args(init_args),
-        );
+        let mut init = m.songfs();
+        init.args(["init", "--store", &url, "--device-name", "test"])
+            .args(init_args);
+        match stdin {
+            None => {
+                run_ok(&mut init);
+            }
+            Some(input) => {
+                use std::io::Write;
+                use std::process::Stdio;
+                init.stdin(Stdio::piped())
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped());
+                let mut child = init.spawn().expect("songfs init");
+                child
+                    .stdin
+                    .take()
+                    .unwrap()
+                    .write_all(input.as_bytes())
+                    .unwrap();
+                let out = child.wait_with_output().unwrap();
+                assert!(
+                    out.status.success(),
+                    "songfs init failed: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+        }
         m
     }
 

@@ -88,6 +88,8 @@ class Handler(fakebase.Handler):
         with d.lock:
             if path == "/2/files/upload":
                 p = norm(arg["path"])
+                if d.full:
+                    return self.send(409, {"error_summary": "path/insufficient_space/..", "error": {".tag": "path", "reason": {".tag": "insufficient_space"}}})
                 if p.lower() in d.folders:
                     return self.conflict("path/conflict/folder/")
                 self.parents_of(p)

@@ -28,6 +28,8 @@ class State:
         self.access = set()
         self.refresh = set()
         self.throttle = {"count": 0, "retry_after": 1, "status": 429}
+        # The account's storage is used up: uploads get the provider's own answer.
+        self.full = False
         self.log = []
 
 
@@ -124,6 +126,9 @@ class Handler(BaseHTTPRequestHandler):
         with self.state.lock:
             if path == "/_fake/throttle":
                 self.state.throttle.update(json.loads(body or b"{}"))
+                return self.send(200, {})
+            if path == "/_fake/full":
+                self.state.full = bool(json.loads(body or b"{}").get("full"))
                 return self.send(200, {})
             if path == "/_fake/log":
                 return self.send(200, self.state.log)

@@ -45,6 +45,10 @@ class Drive(fakebase.State):
         return out
 
 
+# What Drive answers an upload when the user's storage quota is used up.
+QUOTA_EXCEEDED = {"error": {"code": 403, "message": "The user's Drive storage quota has been exceeded.", "errors": [{"domain": "usageLimits", "reason": "storageQuotaExceeded", "message": "The user's Drive storage quota has been exceeded."}]}}
+
+
 def not_found(fid):
     return {"error": {"code": 404, "message": f"File not found: {fid}.", "errors": [{"reason": "notFound"}]}}
 
@@ -118,6 +122,8 @@ class Handler(fakebase.Handler):
                 fid = d.new_id()
                 d.files[fid] = {"name": spec["name"], "parents": spec.get("parents", ["root"]), "mimeType": spec.get("mimeType", "application/octet-stream"), "data": b"", "trashed": False, "modified": time.time()}
                 return self.send(200, d.meta(fid))
+        if path.startswith("/upload/") and d.full:
+            return self.send(403, QUOTA_EXCEEDED)
         if method == "POST" and path == "/upload/drive/v3/files" and q.get("uploadType") == "multipart":
             meta, data = self.multipart(body)
             with d.lock:
