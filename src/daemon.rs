@@ -106,7 +106,12 @@ pub fn running_pid(home: &Home) -> Option<u32> {
 
 /// True if `pid` is a live (not zombie) songfs process: a daemon killed by a crash may
 /// linger as a zombie where nothing reaps it, and its PID may be reused later.
+/// Without /proc (macOS, Windows) the OS is asked whether the process exists at all
+/// (`os::process_exists`).
 pub fn process_alive(pid: u32) -> bool {
+    if !cfg!(target_os = "linux") {
+        return crate::os::process_exists(pid);
+    }
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
         return false;
     };

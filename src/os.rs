@@ -195,6 +195,24 @@ pub fn punch_hole(file: &File, offset: u64, len: u64) -> io::Result<()> {
     }
 }
 
+/// Whether a process of this number exists, where there is no /proc to read (Linux asks
+/// /proc, see `daemon::process_alive`): `kill(pid, 0)` on Unix. Windows: assumed alive
+/// (no process API without a Win32 crate); a cleanly stopped daemon removes its pid file,
+/// so only one killed outright leaves a stale answer.
+pub fn process_exists(pid: u32) -> bool {
+    #[cfg(unix)]
+    {
+        // SAFETY: signal 0 only checks that the process exists; nothing is sent.
+        let rc = unsafe { libc::kill(pid as libc::pid_t, 0) };
+        rc == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = pid;
+        true
+    }
+}
+
 /// Whether some process holds `path` open for writing: Some(answer) where the OS tells
 /// (Linux: every `/proc/<pid>/fd` link to the file, its `fdinfo` access mode; only the
 /// processes this user may look at), None where it cannot be told. The folder mode waits
