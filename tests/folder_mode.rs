@@ -3,7 +3,8 @@
 //! `songfs sync` cycles. Writes travel both ways (the app's mkstemp + rename included),
 //! renames and deletes too, a conflict keeps the losing version under `.conflicts/` on
 //! both sides, a file being written slowly is not taken until closed and settled, and a
-//! kill -9 of the folder daemon mid-download leaves no half file under the real name.
+//! kill -9 of the folder daemon mid-download leaves no half file under the real name;
+//! the same writes and a rename on S3 (s3s-fs on 127.0.0.1).
 
 mod common;
 
@@ -13,6 +14,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::mount::{alive, bytes, run_ok, songfs_bin, wait_until, Mount};
+use common::s3server::S3Server;
 
 /// A device in folder mode on an existing folder store; its daemon is killed (by PID)
 /// when dropped, also after a panic.
@@ -20,11 +22,34 @@ struct FolderDevice {
     home: PathBuf,
     dir: PathBuf,
     pid: Option<u32>,
+    /// Environment for every `songfs` run (the S3 server's credentials).
+    env: Vec<(String, String)>,
     _root: tempfile::TempDir,
 }
 
 impl FolderDevice {
     fn on_folder_store(store: &Path, name: &str) -> FolderDevice {
+        let url = format!("file://{}", store.display());
+        FolderDevice::init(&["--store", &url, "--device-name", name], Vec::new())
+    }
+
+    /// Another device on the S3 store `prefix` of `s3`.
+    fn on_s3(s3: &S3Server, prefix: &str, name: &str) -> FolderDevice {
+        let (url, endpoint) = (s3.url(prefix), s3.endpoint());
+        FolderDevice::init(
+            &[
+                "--store",
+                &url,
+                "--s3-endpoint",
+                &endpoint,
+                "--device-name",
+                name,
+            ],
+            s3.env(),
+        )
+    }
+
+    fn init(init_args: &[&str], env: Vec<(String, String)>) -> FolderDevice {
         let root = tempfile::Builder::new()
             .prefix("songfs-folder-test-")
             .tempdir()
@@ -36,22 +61,18 @@ impl FolderDevice {
             home,
             dir,
             pid: None,
+            env,
             _root: root,
         };
-        run_ok(d.songfs().args([
-            "init",
-            "--store",
-            &format!("file://{}", store.display()),
-            "--device-name",
-            name,
-        ]));
+        run_ok(d.songfs().arg("init").args(init_args));
         d
     }
 
     fn songfs(&self) -> Command {
         let mut c = Command::new(songfs_bin());
         c.env("SONGFS_HOME", &self.home)
-            .env("RUST_LOG", "songfs=debug,warn");
+            .env("RUST_LOG", "songfs=debug,warn")
+            .envs(self.env.iter().map(|(k, v)| (k, v)));
         c
     }
 
@@ -334,4 +355,33 @@ fn kill9_mid_download_leaves_no_half_file_and_the_restart_finishes() {
     sync_until(&m, &f, "the download after the restart", || real.exists());
     assert_eq!(read(&real).unwrap(), big);
     assert!(!part.exists());
+}
+
+#[test]
+fn on_s3_writes_and_a_rename_travel_both_ways() {
+    let s3 = S3Server::start();
+    let m = Mount::with_s3(&s3, "library", &[]);
+    let mut f = FolderDevice::on_s3(&s3, "library", "desktop");
+    f.start();
+
+    let song = bytes(8, 250_000);
+    mkstemp_rename(&f.path("2026-04-01_z/z_v1.mp3"), &song);
+    sync_until(&m, &f, "folder → mount on S3", || {
+        read(&m.path("2026-04-01_z/z_v1.mp3")).as_deref() == Some(&song[..])
+    });
+    let take = bytes(9, 150_000);
+    std::fs::write(m.path("2026-04-01_z/z_take.wav"), &take).unwrap();
+    sync_until(&m, &f, "mount → folder on S3", || {
+        read(&f.path("2026-04-01_z/z_take.wav")).as_deref() == Some(&take[..])
+    });
+    std::fs::rename(
+        f.path("2026-04-01_z/z_take.wav"),
+        f.path("2026-04-01_z/z_keep.wav"),
+    )
+    .unwrap();
+    sync_until(&m, &f, "rename folder → mount on S3", || {
+        read(&m.path("2026-04-01_z/z_keep.wav")).as_deref() == Some(&take[..])
+            && !m.path("2026-04-01_z/z_take.wav").exists()
+    });
+    f.stop();
 }
