@@ -3,7 +3,8 @@
 //!
 //! A blob is named by the SHA-256 of its bytes. Its chunk hashes (one per `CHUNK_SIZE`
 //! bytes) let a reader verify a ranged read before the whole file is local; they travel
-//! with the blob as a sidecar object (`<blob key>.chunks`). Nothing here does I/O except
+//! with the blob as a sidecar object (`<blob key>.chunks`), bound to the name that points
+//! at the blob by their `chunk_root` (carried beside the hash). Nothing here does I/O except
 //! `hash_file`, which reads a local file.
 
 use std::io::Read;
@@ -40,6 +41,19 @@ impl BlobInfo {
     pub fn chunk_range(&self, i: u64) -> std::ops::Range<u64> {
         let start = (i * CHUNK_SIZE).min(self.size);
         start..(start + CHUNK_SIZE).min(self.size)
+    }
+
+    /// SHA-256 over the chunk hashes in order (each hex hash and a newline): what ties a
+    /// chunk-hash record to the entry that names the blob. A record rewritten in the store
+    /// to match altered bytes has every chunk matching, so only a root carried beside the
+    /// blob's hash can refuse it before a byte is served.
+    pub fn chunk_root(&self) -> String {
+        let mut h = Sha256::new();
+        for c in &self.chunks {
+            h.update(c.as_bytes());
+            h.update(b"\n");
+        }
+        hex::encode(h.finalize())
     }
 
     /// True when `data` is exactly chunk `i` of this blob.

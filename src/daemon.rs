@@ -3,7 +3,8 @@
 //! `fusermount3 -u`, SIGTERM or SIGINT), then commits staged files, drains uploads for
 //! a bounded time and exits.
 //!
-//! It writes its PID to `$SONGFS_HOME/daemon.pid` and, every second, what
+//! It holds `$SONGFS_HOME/daemon.lock` for its whole life (`lock.rs`: one daemon per
+//! home), writes its PID to `$SONGFS_HOME/daemon.pid` and, every second, what
 //! `songfs status` shows to `$SONGFS_HOME/daemon-status.json` (the status command runs in
 //! another process and cannot ask the uploader directly). It must never exit with the
 //! mount still attached (a dead mount answers ENOTCONN to every program).
@@ -18,6 +19,7 @@
 
 pub mod control;
 pub mod folder;
+pub mod lock;
 pub mod sync_loop;
 
 use std::path::PathBuf;
@@ -269,10 +271,16 @@ struct Running {
     status_task: tokio::task::JoinHandle<()>,
 }
 
-/// Serves the mount in this process until it is unmounted: build, mount, start what runs
+/// Serves the mount in this process until it is unmounted, holding the home's lock
+/// (taken by the caller before it touched the home): build, mount, start what runs
 /// beside it, serve, shut down.
 #[cfg(fuse)]
-pub fn run(home: &Home, cfg: &Config, opts: DaemonOptions) -> anyhow::Result<()> {
+pub fn run(
+    home: &Home,
+    cfg: &Config,
+    opts: DaemonOptions,
+    _home_lock: lock::HomeLock,
+) -> anyhow::Result<()> {
     let parts = build(home, cfg, &opts)?;
     let (mut session, as_root) = mount(&parts, &opts)?;
     let running = start(&parts, home, cfg, &opts, &mut session, as_root)?;
@@ -523,7 +531,7 @@ fn mount_front(opts: &DaemonOptions) -> Front {
 
 /// Without FUSE there is no mount to serve (`songfs mount` says so before it gets here).
 #[cfg(not(fuse))]
-pub fn run(_: &Home, _: &Config, _: DaemonOptions) -> anyhow::Result<()> {
+pub fn run(_: &Home, _: &Config, _: DaemonOptions, _: lock::HomeLock) -> anyhow::Result<()> {
     anyhow::bail!("this build of songfs has no FUSE mount (Linux only)")
 }
 

@@ -513,7 +513,7 @@ async fn offline_cached_reads_work_and_uncached_reads_fail_within_the_bound() {
     );
     assert_eq!(err.errno(), libc::EIO, "{err}");
     let err = cache
-        .fetch_info(&hash_bytes(b"other").hash, 5)
+        .fetch_info(&hash_bytes(b"other").hash, 5, None)
         .await
         .unwrap_err();
     assert_eq!(err.errno(), libc::EIO, "{err}");
@@ -583,14 +583,17 @@ async fn the_uploader_uploads_blob_and_sidecar_and_another_cache_reads_it() {
     let other = tempfile::tempdir().unwrap();
     let cache2 = open_cache(other.path(), 64 * CHUNK, fx.store.clone(), TIMEOUT);
     assert_eq!(cache2.blob_info(&info.hash), None);
-    let got_info = cache2.fetch_info(&info.hash, info.size).await.unwrap();
+    let got_info = cache2
+        .fetch_info(&info.hash, info.size, Some(&info.chunk_root()))
+        .await
+        .unwrap();
     assert_eq!(got_info, info);
     assert_eq!(cache2.blob_info(&info.hash), Some(info.clone()));
     let got = cache2.read(&info, 0, 4 * CHUNK as u32).await.unwrap();
     assert_eq!(&got[..], &data[..]);
     // A sidecar that lies about the size is refused.
     let err = cache2
-        .fetch_info(&hash_bytes(&data[..10]).hash, 10)
+        .fetch_info(&hash_bytes(&data[..10]).hash, 10, None)
         .await
         .unwrap_err();
     assert_eq!(err.errno(), libc::EIO);
@@ -715,7 +718,10 @@ async fn s3_round_trip_between_two_machines() {
 
     let reader_dir = tempfile::tempdir().unwrap();
     let reader = open_cache(reader_dir.path(), 64 * CHUNK, store.clone(), TIMEOUT);
-    let got_info = reader.fetch_info(&info.hash, info.size).await.unwrap();
+    let got_info = reader
+        .fetch_info(&info.hash, info.size, None)
+        .await
+        .unwrap();
     assert_eq!(got_info, info);
     store.reset_counts();
     let got = reader.read(&info, info.size - 20, 100).await.unwrap();

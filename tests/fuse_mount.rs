@@ -124,3 +124,81 @@ fn sigterm_unmounts_cleanly_after_draining_uploads() {
     );
     assert!(!m.home.join("daemon.pid").exists());
 }
+
+/// Unmounts a folder the test mounted some other way than through `Mount` (the
+/// second mountpoint, whichever daemon won).
+struct LazyUnmount(std::path::PathBuf);
+
+impl Drop for LazyUnmount {
+    fn drop(&mut self) {
+        let _ = Command::new("fusermount3")
+            .arg("-u")
+            .arg("-z")
+            .arg(&self.0)
+            .output();
+    }
+}
+
+/// Two `songfs mount` of one SONGFS_HOME at the same instant (two mountpoints): the
+/// home's lock lets one daemon in; the other exits non-zero naming the winner's pid, and
+/// `status` names the winner while it runs. Before the lock both mounted (3 of 3 tries).
+#[test]
+fn two_mounts_of_one_home_at_the_same_instant_one_wins() {
+    for attempt in 0..3 {
+        let mut m = Mount::init_only(&[]);
+        let other = m.root().join("mnt2");
+        std::fs::create_dir_all(&other).unwrap();
+        let _guard = LazyUnmount(other.clone());
+        let spawn = |dir: &std::path::Path| {
+            let mut c = m.songfs();
+            c.arg("mount")
+                .arg(dir)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped());
+            c.spawn().unwrap()
+        };
+        let (a, b) = (spawn(&m.dir), spawn(&other));
+        let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+        let winner = m.adopt_daemon();
+        let says = |o: &std::process::Output| String::from_utf8_lossy(&o.stderr).into_owned();
+        let won = [&a, &b].iter().filter(|o| o.status.success()).count();
+        assert_eq!(
+            won,
+            1,
+            "attempt {attempt}: exactly one mount must win\nA: {}\nB: {}",
+            says(&a),
+            says(&b)
+        );
+        let winner = winner.expect("the winner wrote its pid");
+        let (won_out, lost_out) = if a.status.success() {
+            (&a, &b)
+        } else {
+            (&b, &a)
+        };
+        assert!(
+            says(won_out).contains(&format!("daemon pid {winner}")),
+            "attempt {attempt}: the winner names its own daemon: {}",
+            says(won_out)
+        );
+        assert!(
+            says(lost_out).contains(&format!(
+                "another songfs daemon (pid {winner}) is already running"
+            )),
+            "attempt {attempt}: the loser must name the daemon that runs: {}",
+            says(lost_out)
+        );
+        let live: Vec<_> = [&m.dir, &other]
+            .into_iter()
+            .filter(|d| songfs::cli::mount::is_mounted(d))
+            .collect();
+        assert_eq!(live.len(), 1, "attempt {attempt}: one mountpoint is live");
+        // A status refreshed after both returned, then again later: the winner, mounted.
+        for _ in 0..2 {
+            let st = m.fresh_status();
+            assert_eq!(st["mounted"], true, "attempt {attempt}: {st}");
+            assert_eq!(st["daemon_pid"], winner, "attempt {attempt}: {st}");
+        }
+        m.dir = live[0].clone();
+        m.unmount();
+    }
+}

@@ -101,3 +101,60 @@ fn the_cache_limit_holds_while_files_larger_than_it_are_read() {
     let s = m.status();
     assert_eq!(s["daemon"]["cache_limit"].as_u64(), Some(limit));
 }
+
+/// Issue 13: a blob altered in the store together with its chunk-hash record rewritten
+/// to match. A second device with an empty cache must refuse the record before serving a
+/// byte (its chunk root travels in the namespace entry): EIO from the first byte on,
+/// nothing cached, the record's key in the log. Before, the first chunks were served
+/// and `sha256sum` exited 0 with the wrong hash. An untouched file beside it reads.
+#[test]
+fn a_chunk_record_rewritten_to_match_altered_bytes_is_refused_before_a_byte_is_served() {
+    let a = Mount::new();
+    let data = bytes(31, 1_000_000);
+    let fine = bytes(32, 700_000);
+    std::fs::write(a.path("song.mp3"), &data).unwrap();
+    std::fs::write(a.path("fine.mp3"), &fine).unwrap();
+    assert!(a.wait_uploads(Duration::from_secs(30)));
+    common::mount::run_ok(a.songfs().arg("sync"));
+
+    let hash = sha256_hex(&data);
+    let blob = a.store_blob(&hash);
+    let mut raw = std::fs::read(&blob).unwrap();
+    raw[600_000] ^= 0xff; // inside the third 256 KiB chunk
+    std::fs::write(&blob, &raw).unwrap();
+    let record = blob.with_file_name(format!("{hash}.chunks"));
+    let mut info: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&record).unwrap()).unwrap();
+    let chunk = 256 * 1024;
+    info["chunks"][2] = sha256_hex(&raw[2 * chunk..3 * chunk]).into();
+    std::fs::write(&record, serde_json::to_vec(&info).unwrap()).unwrap();
+
+    let b = Mount::on_folder_store(&a.store, "laptop");
+    assert!(
+        wait_until(Duration::from_secs(20), || b.path("song.mp3").exists()),
+        "the entry never reached the second device"
+    );
+    assert_eq!(std::fs::read(b.path("fine.mp3")).unwrap(), fine);
+    let f = std::fs::File::open(b.path("song.mp3")).unwrap();
+    let mut head = vec![0u8; 4096];
+    let e = f.read_exact_at(&mut head, 0).unwrap_err();
+    assert_eq!(
+        e.raw_os_error(),
+        Some(libc::EIO),
+        "the first byte was served: {e}"
+    );
+    let e = std::fs::read(b.path("song.mp3")).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EIO), "{e}");
+    let cached = b.fresh_status()["daemon"]["cache_bytes"].as_u64().unwrap();
+    assert!(
+        cached <= fine.len() as u64,
+        "{cached} bytes cached: only fine.mp3 may be"
+    );
+    let key = format!("blobs/sha256/{}/{hash}.chunks", &hash[..2]);
+    let log = b.daemon_log();
+    assert!(
+        log.contains(&key) && log.contains("does not match the chunk root"),
+        "the log does not name {key}:\n{}",
+        b.daemon_log()
+    );
+}

@@ -169,31 +169,15 @@ async fn ranged_reads_fetch_only_the_range() {
 
 fn init_cmd(home: &std::path::Path, url: &str) -> std::process::Command {
     let mut c = common::songfs(home);
-    c.env("SONGFS_KEYRING", "file")
-        .args([
-            "init",
-            "--store",
-            url,
-            "--device-name",
-            "desk",
-            "--password-stdin",
-        ])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
+    c.env("SONGFS_KEYRING", "file").args([
+        "init",
+        "--store",
+        url,
+        "--device-name",
+        "desk",
+        "--password-stdin",
+    ]);
     c
-}
-
-fn run_with_stdin(mut c: std::process::Command, input: &str) -> std::process::Output {
-    use std::io::Write;
-    let mut child = c.spawn().unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
 }
 
 #[test]
@@ -201,7 +185,7 @@ fn init_files_the_password_outside_config_logs_and_store() {
     let server = WebdavServer::start(Kind::Apache);
     let home = common::temp_home();
     let url = server.url("lib");
-    let out = run_with_stdin(init_cmd(home.path(), &url), &format!("{PASSWORD}\n"));
+    let out = common::run_fed(&mut init_cmd(home.path(), &url), &format!("{PASSWORD}\n"));
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "init failed: {stderr}");
     assert!(
@@ -252,7 +236,10 @@ fn init_files_the_password_outside_config_logs_and_store() {
 fn init_with_a_wrong_password_fails_in_one_line_and_files_nothing() {
     let server = WebdavServer::start(Kind::Rclone);
     let home = common::temp_home();
-    let out = run_with_stdin(init_cmd(home.path(), &server.url("lib")), "wrong-PLANTED\n");
+    let out = common::run_fed(
+        &mut init_cmd(home.path(), &server.url("lib")),
+        "wrong-PLANTED\n",
+    );
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     let last = stderr.lines().last().unwrap_or("");
@@ -375,14 +362,7 @@ fn two_inits_racing_on_an_empty_store_agree_on_one_store_id() {
         let homes = [common::temp_home(), common::temp_home()];
         let children: Vec<_> = homes
             .iter()
-            .map(|h| {
-                let mut c = init_cmd(h.path(), &url);
-                let mut child = c.spawn().unwrap();
-                use std::io::Write;
-                let mut stdin = child.stdin.take().unwrap();
-                stdin.write_all(format!("{PASSWORD}\n").as_bytes()).unwrap();
-                child
-            })
+            .map(|h| common::spawn_fed(&mut init_cmd(h.path(), &url), &format!("{PASSWORD}\n")))
             .collect();
         for child in children {
             let out = child.wait_with_output().unwrap();

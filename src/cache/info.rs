@@ -1,6 +1,7 @@
 //! The chunk-hash record of a blob (`BlobInfo`: the hash of every 256 KiB chunk), which
 //! every fetched chunk is verified against: known locally, or fetched from the store's
-//! sidecar once and checked against the blob's hash and size before it is kept.
+//! sidecar once and checked against the blob's hash, size and chunk root (the one the
+//! entry naming the blob carries) before it is kept.
 
 use std::sync::Arc;
 
@@ -18,7 +19,17 @@ impl Cache {
     }
 
     /// Chunk hashes from the store's sidecar, checked and kept locally afterwards.
-    pub async fn fetch_info(&self, hash: &str, size: u64) -> Result<BlobInfo, CacheError> {
+    /// `root` is the chunk root recorded with the entry that names the blob: a record
+    /// that does not match it is refused, so a blob altered in the store together with
+    /// its record never serves a byte. Entries from before roots travelled have none;
+    /// their records are checked for shape (and a one-chunk blob's only chunk hash must
+    /// be the blob's hash, which binds it).
+    pub async fn fetch_info(
+        &self,
+        hash: &str,
+        size: u64,
+        root: Option<&str>,
+    ) -> Result<BlobInfo, CacheError> {
         if !is_valid_hash(hash) {
             return Err(CacheError::InvalidHash { hash: hash.into() });
         }
@@ -49,6 +60,12 @@ impl Cache {
             )));
         }
         check_info(&info)?;
+        if let Some(root) = root.filter(|r| *r != info.chunk_root()) {
+            tracing::error!(key, expected = root, got = %info.chunk_root(), "chunk-hash record does not match the chunk root its entry carries: refused, nothing served");
+            return Err(bad(format!(
+                "{key} does not match the chunk root {root} its entry carries (altered in the store)"
+            )));
+        }
         lock(&self.index).put_info(&info)?;
         Ok(info)
     }
@@ -78,6 +95,13 @@ pub(super) fn check_info(info: &BlobInfo) -> Result<(), CacheError> {
                 info.size,
                 chunk_count(info.size)
             ),
+        });
+    }
+    // One chunk is the whole blob: its hash must be the blob's.
+    if info.chunks.len() == 1 && info.chunks[0] != info.hash {
+        return Err(CacheError::BadInfo {
+            hash: info.hash.clone(),
+            why: "the only chunk's hash is not the blob's hash".into(),
         });
     }
     Ok(())

@@ -9,11 +9,13 @@
 //!
 //! `node.rs` is what an entry is, `schema.rs` how it is stored, `index.rs` the in-memory
 //! copy and its name bookkeeping (hard links), `paths.rs` the path-based access the sync
-//! uses; this file holds the operations.
+//! uses, `roots.rs` the chunk roots that bind a blob's chunk-hash record to its name;
+//! this file holds the operations.
 
 mod index;
 mod node;
 mod paths;
+mod roots;
 mod schema;
 #[cfg(test)]
 mod tests;

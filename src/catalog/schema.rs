@@ -102,7 +102,8 @@ pub(super) fn create_or_upgrade(db: &mut Connection) -> rusqlite::Result<()> {
         tx.commit()?;
         tracing::info!("namespace upgraded: symlinks, hard links, special files and atime");
     }
-    db.execute_batch(SCHEMA)
+    db.execute_batch(SCHEMA)?;
+    db.execute_batch(super::roots::SCHEMA)
 }
 
 pub(super) fn insert_root(db: &Connection, now: i64, uid: u32, gid: u32) -> rusqlite::Result<()> {

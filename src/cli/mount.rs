@@ -85,13 +85,16 @@ pub fn run_mount(a: MountArgs) -> anyhow::Result<()> {
         }
         (None, None) => bail!("say where: `songfs mount DIR`, or `songfs mount --folder DIR`"),
     };
-    let mut cfg = cfg;
-    if cfg.mount_point.as_deref() != Some(mountpoint.as_path()) {
-        // The sync writes paths inside the mount relative to where it sits here.
-        cfg.mount_point = Some(mountpoint.clone());
-        cfg.save(&home)?;
-    }
     if a.foreground {
+        // The home's lock first: of two mounts started at once, only the winner records
+        // where the mount sits.
+        let home_lock = daemon::lock::acquire(&home)?;
+        let mut cfg = cfg;
+        if cfg.mount_point.as_deref() != Some(mountpoint.as_path()) {
+            // The sync writes paths inside the mount relative to where it sits here.
+            cfg.mount_point = Some(mountpoint.clone());
+            cfg.save(&home)?;
+        }
         let opts = DaemonOptions {
             mountpoint,
             cache_size: a.cache_size.unwrap_or(cfg.cache_size),
@@ -102,9 +105,9 @@ pub fn run_mount(a: MountArgs) -> anyhow::Result<()> {
             ),
         };
         if folder {
-            return daemon::folder::run(&home, &cfg, opts);
+            return daemon::folder::run(&home, &cfg, opts, home_lock);
         }
-        return daemon::run(&home, &cfg, opts);
+        return daemon::run(&home, &cfg, opts, home_lock);
     }
     start_background(&home, &a, &mountpoint, folder)
 }
@@ -291,7 +294,9 @@ fn start_background(
     let mut child = cmd.spawn().context("cannot start the songfs daemon")?;
     let started = Instant::now();
     loop {
-        if (folder || is_mounted(mountpoint)) && daemon::running_pid(home).is_some() {
+        // Our child's pid, not just any: a daemon started at the same instant by another
+        // `songfs mount` may have won the home's lock while ours gives up.
+        if (folder || is_mounted(mountpoint)) && daemon::running_pid(home) == Some(child.id()) {
             eprintln!(
                 "songfs: {} {} (daemon pid {}, log {})",
                 if folder { "keeping in step" } else { "mounted" },
@@ -306,6 +311,14 @@ fn start_background(
             return Ok(());
         }
         if let Some(status) = child.try_wait()? {
+            if let Some(pid) = daemon::lock::recorded_pid(home).filter(|p| *p != child.id()) {
+                // The log is shared with the winner: its last line may be the winner's.
+                return Err(daemon::lock::LockError::Held {
+                    pid: Some(pid),
+                    home: home.root.display().to_string(),
+                }
+                .into());
+            }
             bail!(
                 "the songfs daemon stopped ({status}): {}",
                 log_tail(&log_path, log_start)

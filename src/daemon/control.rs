@@ -212,7 +212,14 @@ async fn one_file(s: &Arc<Served>, path: &str, a: Action) -> Response {
                         Some(i) => i,
                         None => s
                             .cache
-                            .fetch_info(&hash, n.size)
+                            .fetch_info(
+                                &hash,
+                                n.size,
+                                s.catalog
+                                    .chunk_root(&hash)
+                                    .map_err(|e| e.to_string())?
+                                    .as_deref(),
+                            )
                             .await
                             .map_err(|e| e.to_string())?,
                     };

@@ -47,8 +47,14 @@ impl Invalidate for FolderFront {
     }
 }
 
-/// Keeps `opts.mountpoint` (a plain folder) in step until stopped.
-pub fn run(home: &Home, cfg: &Config, opts: DaemonOptions) -> anyhow::Result<()> {
+/// Keeps `opts.mountpoint` (a plain folder) in step until stopped, holding the home's
+/// lock (taken by the caller before it touched the home).
+pub fn run(
+    home: &Home,
+    cfg: &Config,
+    opts: DaemonOptions,
+    _home_lock: super::lock::HomeLock,
+) -> anyhow::Result<()> {
     let Core {
         rt,
         store,

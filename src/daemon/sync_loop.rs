@@ -246,6 +246,19 @@ pub fn ns_line(s: &NsSummary) -> String {
             if s.conflict_copies == 1 { "y" } else { "ies" }
         ));
     }
+    if !s.refused.is_empty() {
+        let each: Vec<String> = s
+            .refused
+            .iter()
+            .map(|r| format!("{:?} from {} ({})", r.path, r.log, r.why))
+            .collect();
+        p.push(format!(
+            "{} remote entr{} refused: {}",
+            s.refused.len(),
+            if s.refused.len() == 1 { "y" } else { "ies" },
+            each.join("; ")
+        ));
+    }
     if p.is_empty() {
         "Files: nothing new".into()
     } else {

@@ -291,6 +291,10 @@ impl Reconciler {
             self.cache
                 .commit_new(staged, &info)
                 .map_err(|e| format!("cannot commit it to the cache: {e}"))?;
+            // As the mount's write does: the root that binds the blob's chunk record.
+            self.catalog
+                .set_chunk_root(&info.hash, &info.chunk_root())
+                .map_err(|e| e.to_string())?;
         }
         match self.catalog.resolve(path) {
             Ok(n) if n.kind == Kind::File => {
@@ -425,10 +429,11 @@ impl Reconciler {
         } else {
             let cache = self.cache.clone();
             let (hash, size) = (hash.to_string(), n.size);
+            let root = self.catalog.chunk_root(&hash).map_err(|e| e.to_string())?;
             let file = self
                 .rt
                 .block_on(async move {
-                    let info = cache.fetch_info(&hash, size).await?;
+                    let info = cache.fetch_info(&hash, size, root.as_deref()).await?;
                     cache.materialize(&info).await?;
                     Ok::<_, crate::cache::CacheError>(cache.open_complete(&hash))
                 })

@@ -274,6 +274,8 @@ impl SongFs {
             st.mtime_ns = n.mtime_ns;
             let sealed = st.seal()?.expect("a fresh copy is dirty");
             self.cache.commit_new(&sealed.path, &sealed.info)?;
+            self.catalog
+                .set_chunk_root(&sealed.info.hash, &sealed.info.chunk_root())?;
             self.catalog.set_content(
                 n.ino,
                 Some(&sealed.info.hash),

@@ -141,7 +141,13 @@ impl SongFs {
         let hash = node.hash.as_deref().unwrap_or(EMPTY_HASH);
         match self.cache.blob_info(hash) {
             Some(i) => Ok(i),
-            None => Ok(self.cache.fetch_info(hash, node.size).await?),
+            None => {
+                let root = self.catalog.chunk_root(hash)?;
+                Ok(self
+                    .cache
+                    .fetch_info(hash, node.size, root.as_deref())
+                    .await?)
+            }
         }
     }
 }

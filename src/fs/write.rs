@@ -142,6 +142,8 @@ impl SongFs {
         } else {
             if info.size > 0 {
                 self.cache.commit_new(staged, info)?;
+                self.catalog
+                    .set_chunk_root(&info.hash, &info.chunk_root())?;
             } else {
                 // Empty content needs no blob: size 0 is never fetched.
                 let _ = std::fs::remove_file(staged);

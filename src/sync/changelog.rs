@@ -30,6 +30,13 @@ use super::transport::TransportError;
 pub const SYNC_VERSION: u32 = 2;
 /// No log or snapshot larger than this is read (a 10,000-song library is ~50 MiB).
 pub const MAX_OBJECT_BYTES: usize = 256 << 20;
+/// No value in a log larger than this (the app's largest real values, lyrics, are
+/// kilobytes): a log holding one is set aside whole. A 100 MB text once took the sync to
+/// 1.1 GB of memory and state.db to 420 MB.
+pub const MAX_VALUE_BYTES: usize = 1 << 20;
+/// The words every "value over the limit" refusal carries: such a log is never retried
+/// (it cannot change), so a no-op sync does not fetch it again.
+pub const OVER_VALUE_LIMIT: &str = "over the limit for one value";
 /// A cycle's changes are split into logs of at most this many changes.
 pub const MAX_CHANGES_PER_LOG: usize = 100_000;
 /// Own logs are compacted into a snapshot once this many pile up.
@@ -104,11 +111,27 @@ pub fn decode(key: &str, bytes: &[u8]) -> Result<LogFile, TransportError> {
                 format!("holds a row id of {} bytes", c.row.gid.len()),
             ));
         }
-        if let Event::Set { column, .. } = &c.event {
+        if let Event::Set { column, value, .. } = &c.event {
             if !is_plain_name(column) {
                 return Err(bad(
                     key,
                     format!("names a column {column:?} that is not a plain name"),
+                ));
+            }
+            let size = match value {
+                serde_json::Value::String(s) => s.len(),
+                other => other.to_string().len(),
+            };
+            if size > MAX_VALUE_BYTES {
+                return Err(bad(
+                    key,
+                    format!(
+                        "holds {size} bytes in {}.{column} of row {}, {OVER_VALUE_LIMIT} ({} MiB): \
+                         set aside, not applied",
+                        c.row.table,
+                        c.row.gid,
+                        MAX_VALUE_BYTES >> 20
+                    ),
                 ));
             }
         }

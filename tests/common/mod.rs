@@ -33,6 +33,32 @@ pub fn songfs(home: &std::path::Path) -> Command {
     cmd
 }
 
+/// Starts `cmd` with `input` on its stdin (`--password-stdin`), stdout and stderr
+/// captured: wait for it with `wait_with_output`.
+pub fn spawn_fed(cmd: &mut Command, input: &str) -> std::process::Child {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    // Dropped at the end of the statement: the child sees end of input.
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    child
+}
+
+/// Runs `cmd` with `input` on its stdin; its output, whatever its exit status.
+pub fn run_fed(cmd: &mut Command, input: &str) -> std::process::Output {
+    spawn_fed(cmd, input).wait_with_output().unwrap()
+}
+
 /// Every file under `root` (recursively), for the tests that grep for secrets.
 pub fn files_under(root: &std::path::Path) -> Vec<PathBuf> {
     let mut out = Vec::new();

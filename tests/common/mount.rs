@@ -73,6 +73,13 @@ impl Mount {
     /// Another device on an existing folder store (`store`, shared with another Mount),
     /// mounted.
     pub fn on_folder_store(store: &Path, name: &str) -> Mount {
+        let mut m = Mount::init_on_folder_store(store, name);
+        m.mount();
+        m
+    }
+
+    /// Another device on an existing folder store, set up but not mounted yet.
+    pub fn init_on_folder_store(store: &Path, name: &str) -> Mount {
         let mut m = Mount::bare(&[]);
         m.store = store.to_path_buf();
         run_ok(m.songfs().args([
@@ -82,7 +89,6 @@ impl Mount {
             "--device-name",
             name,
         ]));
-        m.mount();
         m
     }
 
@@ -134,19 +140,7 @@ impl Mount {
                 run_ok(&mut init);
             }
             Some(input) => {
-                use std::io::Write;
-                use std::process::Stdio;
-                init.stdin(Stdio::piped())
-                    .stdout(Stdio::piped())
-                    .stderr(Stdio::piped());
-                let mut child = init.spawn().expect("songfs init");
-                child
-                    .stdin
-                    .take()
-                    .unwrap()
-                    .write_all(input.as_bytes())
-                    .unwrap();
-                let out = child.wait_with_output().unwrap();
+                let out = super::run_fed(&mut init, input);
                 assert!(
                     out.status.success(),
                     "songfs init failed: {}",
@@ -256,6 +250,13 @@ impl Mount {
 
     /// The daemon's PID while it runs.
     pub fn pid(&self) -> Option<u32> {
+        self.pid
+    }
+
+    /// Takes charge of the daemon the pid file names (one the test started itself, e.g.
+    /// with two `songfs mount` at once), so the guard stops it.
+    pub fn adopt_daemon(&mut self) -> Option<u32> {
+        self.record_pid();
         self.pid
     }
 

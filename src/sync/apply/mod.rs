@@ -18,7 +18,7 @@
 //! `sqlite_sequence` fall below a table's largest id (the app would re-issue it).
 //!
 //! The writes of single rows (upsert, insert, delete, the UNIQUE-name swap) are in
-//! `rows.rs`; this file decides what to write and in which order.
+//! `rows.rs`, the check of each remote value against its column in `check.rs`; this file decides what to write and in which order.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -35,6 +35,7 @@ use super::translate::Translator;
 use super::SyncError;
 use rows::{delete, raise_sequence, swap_names, upsert};
 
+mod check;
 mod rows;
 
 /// What an execute did.
@@ -88,6 +89,10 @@ pub fn plan(
         let mut local = LocalRow::new();
         for c in &t.columns {
             if let Some(v) = wire.get(&c.name) {
+                if let Some(why) = check::refusal(t, c, v) {
+                    tracing::warn!(row = %rid, column = %c.name, why, "a value from another device was refused; the rest of the row is applied");
+                    continue;
+                }
                 local.insert(c.name.clone(), tr.to_local(&t.name, &c.name, v));
             }
         }

@@ -36,7 +36,7 @@ use serde::Serialize;
 use super::apply;
 use super::capture::{self, CaptureContext, Counts};
 use super::changelog::{self, LogFile, MAX_CHANGES_PER_LOG};
-use super::clock::{Clock, Hlc};
+use super::clock::Clock;
 use super::conflicts::{self, ConflictRecord};
 use super::invariants;
 use super::merge::{Change, MergeState, Row, RowId, Rules, Value};

@@ -1,10 +1,11 @@
 //! Receiving: the database as a stream's receiver. Each remote log is merged into the row
 //! states and applied to the app database in one transaction with the cursor; conflicts
-//! a log creates (concurrent edits of one field, `field_conflicts`, pure) are recorded
+//! a log creates (concurrent edits of one field, `merge::field_conflicts`, pure) are recorded
 //! for `songfs conflicts`. Must never apply half a log, or send what it applied as this
 //! device's own edit.
 
 use super::*;
+use crate::sync::merge;
 
 pub(super) struct ApplyContext<'a> {
     pub(super) cfg: &'a Config,
@@ -142,7 +143,7 @@ pub(super) fn apply_rows(
     }
     affected.extend(whole_tables);
     // Before: to tell which conflicts this log created.
-    let before_conflicts = field_conflicts(&m, &rules, &rows);
+    let before_conflicts = merge::field_conflicts(&m, &rules, &rows);
     let before_delete: BTreeSet<RowId> = rows
         .iter()
         .filter(|r| m.delete_conflict(r).is_some())
@@ -183,24 +184,23 @@ pub(super) fn apply_rows(
         }
     }
     // Conflicts this log created.
-    for (rid, col, kept, kept_clock, lost, lost_clock) in field_conflicts(&m, &rules, &rows) {
-        if before_conflicts
-            .iter()
-            .any(|b| b.0 == rid && b.1 == col && b.5 == lost_clock)
-        {
-            continue;
-        }
+    let after = merge::field_conflicts(&m, &rules, &rows);
+    for merge::RowConflict {
+        row: rid,
+        conflict: c,
+    } in merge::new_conflicts(&before_conflicts, after)
+    {
         ctx.conflicts.push(ConflictRecord {
             at: apply::now_text(),
             kind: "field".into(),
             table: rid.table.clone(),
             row: rid.gid.clone(),
             local_id: None,
-            column: Some(col),
-            kept,
-            lost,
-            kept_by: Some(kept_clock.device),
-            lost_by: Some(lost_clock.device),
+            column: Some(c.column),
+            kept: c.kept,
+            lost: c.lost,
+            kept_by: Some(c.kept_clock.device),
+            lost_by: Some(c.lost_clock.device),
             why: "edited on two devices without seeing each other's edit".into(),
         });
     }
@@ -260,34 +260,4 @@ pub(super) fn apply_rows(
     ctx.conflicts.extend(out.conflicts);
     ctx.follow_up |= out.follow_up;
     Ok(())
-}
-
-type ConflictKey = (RowId, String, Value, Hlc, Value, Hlc);
-
-fn field_conflicts(m: &MergeState, rules: &Rules, rows: &BTreeSet<RowId>) -> Vec<ConflictKey> {
-    let mut out = Vec::new();
-    for r in rows {
-        if let Some(s) = m.rows.get(r) {
-            for c in s.conflicts(rules, &r.table) {
-                // Two devices that hold the same value (the seeded rows) do not conflict,
-                // nor do the install times of two copies of a seeded row.
-                let seeded_stamp = c.kept_clock.wall_ms == 0
-                    && c.lost_clock.wall_ms == 0
-                    && (c.column == "created_at" || c.column == "updated_at");
-                // (A value held before the first sync never loses to a real edit here: the
-                // merge takes such values off the frontier once a real edit is known.)
-                if c.kept != c.lost && !seeded_stamp {
-                    out.push((
-                        r.clone(),
-                        c.column,
-                        c.kept,
-                        c.kept_clock,
-                        c.lost,
-                        c.lost_clock,
-                    ));
-                }
-            }
-        }
-    }
-    out
 }

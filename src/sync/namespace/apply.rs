@@ -11,6 +11,7 @@ impl NamespaceSync<'_> {
     /// Merges one remote log and brings the catalog to the merged state of its paths.
     fn apply_log(
         &mut self,
+        key: &str,
         log: &LogFile,
         cursor: Option<u64>,
         summary: &mut NsSummary,
@@ -18,10 +19,11 @@ impl NamespaceSync<'_> {
         records: &mut Vec<ConflictRecord>,
     ) -> Result<(), NamespaceError> {
         let rules = Rules::none();
+        let admitted = self.admit(key, log, &mut summary.refused)?;
         let mut clock = self.clock()?;
         let mut m = MergeState::default();
         let mut paths = BTreeSet::new();
-        for c in log.changes.iter().filter(|c| c.row.table == NS_TABLE) {
+        for c in &admitted {
             if !m.rows.contains_key(&c.row) {
                 m.rows.insert(c.row.clone(), self.row_state(&c.row.gid)?);
             }
@@ -31,7 +33,7 @@ impl NamespaceSync<'_> {
             .iter()
             .map(|p| (p.clone(), lost_clocks(&m, &rules, p)))
             .collect();
-        for c in log.changes.iter().filter(|c| c.row.table == NS_TABLE) {
+        for c in &admitted {
             clock.observe(c.event.clock());
             m.apply(c);
         }
@@ -67,7 +69,7 @@ impl NamespaceSync<'_> {
             let busy = local
                 .as_ref()
                 .is_some_and(|n| self.busy.is_some_and(|b| b(n.ino)));
-            let here = local.as_ref().map(|n| self.value_of(n));
+            let here = local.as_ref().map(|n| self.value_of(n)).transpose()?;
             // Versions of this path that lost to a concurrent one (in this log, not an
             // earlier one: those have their copies already).
             let newly_lost: Vec<(Hlc, FileValue)> = lost_versions(&m, &rules, path)
@@ -105,10 +107,7 @@ impl NamespaceSync<'_> {
                 // the user does meanwhile.
                 AtName::Leave | AtName::KeepLocal => {}
                 AtName::Put(v) => {
-                    match self
-                        .catalog
-                        .upsert_file(path, &v.hash, v.size, v.mtime_ns, v.mode)
-                    {
+                    match self.put_file(path, v) {
                         Ok(n) => {
                             touched.push(Touched {
                                 parent: n.parent,
@@ -220,13 +219,7 @@ impl NamespaceSync<'_> {
             (Some(want), Ok(n)) if !n.is_dir() && node_hash(&n) == want.hash => {}
             (Some(_), Ok(_)) => return Ok(None),
             (Some(want), Err(CatalogError::NotFound)) => {
-                let n = self.catalog.upsert_file(
-                    &copy,
-                    &want.hash,
-                    want.size,
-                    want.mtime_ns,
-                    want.mode,
-                )?;
+                let n = self.put_file(&copy, want)?;
                 tracing::warn!(path, copy = %copy, "conflicting versions: one kept as a conflict copy");
                 touched.push(Touched {
                     parent: n.parent,
@@ -267,9 +260,7 @@ impl NamespaceSync<'_> {
                 Err(e) => return Err(e.into()),
             }
         }
-        let n = self
-            .catalog
-            .upsert_file(&candidate, &v.hash, v.size, v.mtime_ns, v.mode)?;
+        let n = self.put_file(&candidate, v)?;
         tracing::warn!(path, copy = %candidate, "conflicting versions: one kept as a conflict copy");
         touched.push(Touched {
             parent: n.parent,
@@ -410,12 +401,13 @@ impl transport::Receiver for NsReceiver<'_, '_> {
 
     fn apply(
         &mut self,
-        _key: &str,
+        key: &str,
         _device: &str,
         cursor: Option<u64>,
         log: &LogFile,
     ) -> Result<(), NamespaceError> {
         self.ns.apply_log(
+            key,
             log,
             cursor,
             self.summary,

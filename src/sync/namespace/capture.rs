@@ -29,7 +29,7 @@ impl NamespaceSync<'_> {
                 summary.being_written += 1;
                 continue;
             }
-            let v = self.value_of(node);
+            let v = self.value_of(node)?;
             if !self.uploaded(&v)? {
                 summary.waiting_for_upload += 1;
                 continue;

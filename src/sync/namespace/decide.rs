@@ -114,6 +114,7 @@ mod tests {
             mtime_ns: mtime,
             mode: if exec { 0o755 } else { 0o644 },
             by: format!("dev{by}"),
+            chunk_root: None,
         })
     }
 

@@ -21,7 +21,8 @@
 //! relative folder, `(from <device> <date>)` before the extension) and logged. Paths
 //! under `.conflicts/` are synced but never produce conflict copies themselves.
 //!
-//! Files: `model.rs` (the row value, conflict-copy names, safe paths), `capture.rs`,
+//! Files: `model.rs` (the row value, conflict-copy names, safe paths), `admit.rs` (the
+//! checks every remote entry passes on arrival), `capture.rs`,
 //! `apply.rs` (carrying out) and `decide.rs` (who keeps each name, pure); here the state
 //! tables and the glue to the one transport (`sync::transport`).
 //!
@@ -55,11 +56,13 @@ pub const FILE_FIELD: &str = "file";
 /// Where conflict copies go, relative to the mount root.
 pub const CONFLICTS_DIR: &str = ".conflicts";
 
+mod admit;
 mod apply;
 mod capture;
 pub mod decide;
 mod model;
 
+pub use admit::Refused;
 use apply::NsReceiver;
 pub use model::{conflict_copy_path, is_conflict_copy, FileValue, NsSummary, Touched};
 use model::{node_hash, now_ms, safe_path};
@@ -231,14 +234,28 @@ impl<'a> NamespaceSync<'a> {
         Ok(self.store.head(&content::chunks_key(&v.hash))?.is_some())
     }
 
-    fn value_of(&self, n: &Node) -> FileValue {
-        FileValue {
-            hash: node_hash(n),
+    fn value_of(&self, n: &Node) -> Result<FileValue, NamespaceError> {
+        let hash = node_hash(n);
+        Ok(FileValue {
+            chunk_root: self.catalog.chunk_root(&hash)?,
+            hash,
             size: n.size,
             mtime_ns: n.mtime_ns,
             mode: n.mode,
             by: self.cfg.device_name.clone(),
+        })
+    }
+
+    /// Puts a remote file version at `path` and records its chunk root, so the record
+    /// fetched when it is first read is checked against it.
+    fn put_file(&self, path: &str, v: &FileValue) -> Result<Node, CatalogError> {
+        let n = self
+            .catalog
+            .upsert_file(path, &v.hash, v.size, v.mtime_ns, v.mode)?;
+        if let Some(root) = &v.chunk_root {
+            self.catalog.set_chunk_root(&v.hash, root)?;
         }
+        Ok(n)
     }
 
     /// Uploads queued logs (numbered, put-if-absent, its answer checked).

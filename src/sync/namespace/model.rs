@@ -17,6 +17,11 @@ pub struct FileValue {
     pub mode: u32,
     /// Name of the device that wrote it (for conflict copy names).
     pub by: String,
+    /// `BlobInfo::chunk_root` of the blob: binds the chunk-hash record in the store to
+    /// this entry, so a record rewritten to match altered bytes is refused before a byte
+    /// is served. None in entries from before it travelled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chunk_root: Option<String>,
 }
 
 impl FileValue {
@@ -52,6 +57,9 @@ pub struct NsSummary {
     pub logs_sent: u64,
     pub logs_applied: u64,
     pub errors: Vec<String>,
+    /// Remote entries refused on arrival (`admit.rs`), with the log each came from.
+    #[serde(default)]
+    pub refused: Vec<super::admit::Refused>,
 }
 
 /// An entry the kernel may hold stale: `(parent inode, name)`, and the inode itself.
@@ -107,11 +115,12 @@ pub(super) fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// No `..`, no empty parts, no absolute paths: a path from another device stays inside
-/// the mount.
+/// No `..`, no empty parts, no absolute paths, no NUL: a path from another device stays
+/// inside the mount.
 pub(super) fn safe_path(path: &str) -> bool {
     !path.is_empty()
         && !path.starts_with('/')
+        && !path.contains('\0')
         && path
             .split('/')
             .all(|p| !p.is_empty() && p != "." && p != ".." && p.len() <= crate::catalog::NAME_MAX)

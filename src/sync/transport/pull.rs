@@ -232,8 +232,11 @@ pub fn pull<R: Receiver>(
     }
     // Logs set aside in earlier pulls (an unknown table, a newer format, ...): this
     // receiver may take them now. Their error was reported when they were set aside.
-    for (device, seq, _) in r.state().rejected().map_err(TransportError::from)? {
-        if !already.contains(&(device.clone(), seq)) {
+    for (device, seq, why) in r.state().rejected().map_err(TransportError::from)? {
+        // A value over the limit stays over it: fetching the log again costs its size.
+        if !already.contains(&(device.clone(), seq))
+            || why.contains(crate::sync::changelog::OVER_VALUE_LIMIT)
+        {
             continue;
         }
         let key = stream.log_key(&device, seq);
