@@ -18,10 +18,11 @@
 #![cfg_attr(not(fuse), allow(dead_code, unused_imports))]
 
 pub mod control;
+pub mod folder;
 pub mod lock;
 pub mod sync_loop;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -59,6 +60,10 @@ pub const LAST_CYCLE_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct DaemonStatus {
     pub pid: u32,
     pub mountpoint: PathBuf,
+    /// Folder mode (`songfs mount --folder`): `mountpoint` is a plain folder kept in
+    /// step, not a FUSE mount.
+    #[serde(default)]
+    pub folder: bool,
     pub store: String,
     /// The store answered when the mount started.
     pub store_reachable: bool,
@@ -103,7 +108,12 @@ pub fn running_pid(home: &Home) -> Option<u32> {
 
 /// True if `pid` is a live (not zombie) songfs process: a daemon killed by a crash may
 /// linger as a zombie where nothing reaps it, and its PID may be reused later.
+/// Without /proc (macOS, Windows) the OS is asked whether the process exists at all
+/// (`os::process_exists`).
 pub fn process_alive(pid: u32) -> bool {
+    if !cfg!(target_os = "linux") {
+        return crate::os::process_exists(pid);
+    }
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
         return false;
     };
@@ -163,6 +173,84 @@ async fn check_store(store: &Checked, timeout: Duration) -> anyhow::Result<Offli
 /// Why the mount started offline; None when the store answered as this device's.
 type Offline = Option<String>;
 
+/// What every front end (the FUSE mount, the folder mode) is built on: the store (its
+/// identity checked), the cache, the uploader and the catalog, in one runtime.
+pub(crate) struct Core {
+    pub rt: tokio::runtime::Runtime,
+    pub store: Arc<Checked>,
+    pub offline: Offline,
+    pub cache: Arc<Cache>,
+    pub uploader: Arc<Uploader>,
+    pub catalog: Arc<Catalog>,
+    pub mount_db: PathBuf,
+    /// `local_only_patterns`, parsed.
+    pub local_only: Vec<glob::Pattern>,
+}
+
+/// Opens the store (its identity checked), the cache, the uploader and the catalog.
+pub(crate) fn open_core(home: &Home, cfg: &Config, opts: &DaemonOptions) -> anyhow::Result<Core> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()?;
+    let store = rt.block_on(store::open_checked(cfg))?;
+    let offline = rt.block_on(check_store(&store, opts.fetch_timeout))?;
+    let dyn_store: Arc<dyn ObjectStore> = store.clone();
+
+    std::fs::create_dir_all(home.cache_dir())
+        .with_context(|| format!("cannot create {}", home.cache_dir().display()))?;
+    // The cache empties its staging folder when it opens: first save what a crash left
+    // there (bytes of files never closed) to lost+found.
+    #[cfg(fuse)]
+    crate::fs::staging::rescue_leftovers(
+        &home.cache_dir().join("staging"),
+        &home.root.join("lost+found"),
+    );
+    let mount_db = crate::db::mount_db(home)?;
+    let cache = {
+        let _enter = rt.enter();
+        Cache::open(
+            &home.cache_dir(),
+            &mount_db,
+            opts.cache_size,
+            dyn_store.clone(),
+            opts.fetch_timeout,
+        )
+        .context("cannot open the cache")?
+    };
+    let uploader = {
+        let _enter = rt.enter();
+        Arc::new(Uploader::start(cache.clone(), dyn_store))
+    };
+    let (uid, gid) = crate::os::uid_gid();
+    let catalog = Arc::new(
+        Catalog::open(&mount_db, uid, gid)
+            .with_context(|| format!("cannot open {}", mount_db.display()))?,
+    );
+    let local_only = cfg
+        .local_only_patterns
+        .iter()
+        .map(|p| {
+            glob::Pattern::new(p).with_context(|| {
+                format!(
+                    "local_only_patterns: {p:?} is not a valid glob: fix it in {}",
+                    home.config_path().display()
+                )
+            })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(Core {
+        rt,
+        store,
+        offline,
+        cache,
+        uploader,
+        catalog,
+        mount_db,
+        local_only,
+    })
+}
+
 /// What the mount is made of, built before anything is mounted.
 #[cfg(fuse)]
 struct Parts {
@@ -201,59 +289,19 @@ pub fn run(
     served.context("the FUSE session failed")
 }
 
-/// Opens the store (its identity checked), the cache, the uploader, the catalog and the
-/// filesystem logic.
+/// The shared core, and the filesystem logic on it.
 #[cfg(fuse)]
 fn build(home: &Home, cfg: &Config, opts: &DaemonOptions) -> anyhow::Result<Parts> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(4)
-        .enable_all()
-        .build()?;
-    let store = rt.block_on(store::open_checked(cfg))?;
-    let offline = rt.block_on(check_store(&store, opts.fetch_timeout))?;
-    let dyn_store: Arc<dyn ObjectStore> = store.clone();
-
-    std::fs::create_dir_all(home.cache_dir())
-        .with_context(|| format!("cannot create {}", home.cache_dir().display()))?;
-    // The cache empties its staging folder when it opens: first save what a crash left
-    // there (bytes of files never closed) to lost+found.
-    crate::fs::staging::rescue_leftovers(
-        &home.cache_dir().join("staging"),
-        &home.root.join("lost+found"),
-    );
-    let mount_db = crate::db::mount_db(home)?;
-    let cache = {
-        let _enter = rt.enter();
-        Cache::open(
-            &home.cache_dir(),
-            &mount_db,
-            opts.cache_size,
-            dyn_store.clone(),
-            opts.fetch_timeout,
-        )
-        .context("cannot open the cache")?
-    };
-    let uploader = {
-        let _enter = rt.enter();
-        Arc::new(Uploader::start(cache.clone(), dyn_store))
-    };
-    let (uid, gid) = crate::os::uid_gid();
-    let catalog = Arc::new(
-        Catalog::open(&mount_db, uid, gid)
-            .with_context(|| format!("cannot open {}", mount_db.display()))?,
-    );
-    let patterns = cfg
-        .local_only_patterns
-        .iter()
-        .map(|p| {
-            glob::Pattern::new(p).with_context(|| {
-                format!(
-                    "local_only_patterns: {p:?} is not a valid glob: fix it in {}",
-                    home.config_path().display()
-                )
-            })
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
+    let Core {
+        rt,
+        store,
+        offline,
+        cache,
+        uploader,
+        catalog,
+        mount_db: _,
+        local_only,
+    } = open_core(home, cfg, opts)?;
     let fs = Arc::new(
         SongFs::new(
             catalog.clone(),
@@ -261,7 +309,7 @@ fn build(home: &Home, cfg: &Config, opts: &DaemonOptions) -> anyhow::Result<Part
             FsOptions {
                 local_dir: local_dir(home),
                 rescue_dir: home.root.join("lost+found"),
-                local_only_patterns: patterns,
+                local_only_patterns: local_only,
             },
         )
         .context("cannot set up the filesystem")?,
@@ -338,7 +386,7 @@ fn start(
     // this daemon running never reads the previous mount's status.
     write_status(
         home,
-        &opts.mountpoint,
+        &mount_front(opts),
         &store.describe(),
         offline,
         cache,
@@ -408,7 +456,7 @@ fn start(
     });
     let status_task = rt.spawn(write_status_loop(
         home.clone(),
-        opts.mountpoint.clone(),
+        mount_front(opts),
         store.describe(),
         offline.clone(),
         cache.clone(),
@@ -460,7 +508,7 @@ fn shut_down(parts: Parts, running: Running, home: &Home, opts: &DaemonOptions) 
     let _ = std::fs::remove_file(control::socket_path(home));
     write_status(
         home,
-        &opts.mountpoint,
+        &mount_front(opts),
         &store.describe(),
         &offline,
         &cache,
@@ -473,15 +521,30 @@ fn shut_down(parts: Parts, running: Running, home: &Home, opts: &DaemonOptions) 
     let _ = std::fs::remove_file(pid_path(home));
 }
 
+#[cfg(fuse)]
+fn mount_front(opts: &DaemonOptions) -> Front {
+    Front {
+        path: opts.mountpoint.clone(),
+        folder: false,
+    }
+}
+
 /// Without FUSE there is no mount to serve (`songfs mount` says so before it gets here).
 #[cfg(not(fuse))]
 pub fn run(_: &Home, _: &Config, _: DaemonOptions, _: lock::HomeLock) -> anyhow::Result<()> {
     anyhow::bail!("this build of songfs has no FUSE mount (Linux only)")
 }
 
-async fn write_status_loop(
+/// Where a daemon serves: a mount point, or a folder kept in step (folder mode).
+#[derive(Debug, Clone)]
+pub(crate) struct Front {
+    pub path: PathBuf,
+    pub folder: bool,
+}
+
+pub(crate) async fn write_status_loop(
     home: Home,
-    mountpoint: PathBuf,
+    front: Front,
     store: String,
     offline: Offline,
     cache: Arc<Cache>,
@@ -489,22 +552,14 @@ async fn write_status_loop(
     sync: Arc<std::sync::Mutex<sync_loop::SyncStatus>>,
 ) {
     loop {
-        write_status(
-            &home,
-            &mountpoint,
-            &store,
-            &offline,
-            &cache,
-            &uploader,
-            &sync,
-        );
+        write_status(&home, &front, &store, &offline, &cache, &uploader, &sync);
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
 
-fn write_status(
+pub(crate) fn write_status(
     home: &Home,
-    mountpoint: &Path,
+    front: &Front,
     store: &str,
     offline: &Offline,
     cache: &Cache,
@@ -521,7 +576,8 @@ fn write_status(
     let (pending_uploads, pending_bytes) = uploader.pending();
     let s = DaemonStatus {
         pid: std::process::id(),
-        mountpoint: mountpoint.to_path_buf(),
+        mountpoint: front.path.clone(),
+        folder: front.folder,
         store: store.to_string(),
         store_reachable: offline.is_none(),
         offline_reason: offline.clone(),

@@ -1,7 +1,8 @@
 //! songfs: Song Factory on several computers.
 //!
 //! Layers only call downward: `fs` → `cache` → `store`; `sync` → `store`.
-//! `daemon` wires them together for `songfs mount`; `cli` parses and dispatches.
+//! `daemon` wires them together for `songfs mount` (FUSE, or `folder` mode: a plain
+//! folder kept in step, no driver); `cli` parses and dispatches.
 //! `fs` (the FUSE mount) exists only where build.rs sets the `fuse` cfg (Linux); `os`
 //! holds what differs between operating systems.
 
@@ -13,6 +14,7 @@ pub mod content;
 pub mod crypt;
 pub mod daemon;
 pub mod db;
+pub mod folder;
 #[cfg(fuse)]
 pub mod fs;
 pub mod import;

@@ -195,9 +195,81 @@ pub fn punch_hole(file: &File, offset: u64, len: u64) -> io::Result<()> {
     }
 }
 
+/// Whether a process of this number exists, where there is no /proc to read (Linux asks
+/// /proc, see `daemon::process_alive`): `kill(pid, 0)` on Unix. Windows: assumed alive
+/// (no process API without a Win32 crate); a cleanly stopped daemon removes its pid file,
+/// so only one killed outright leaves a stale answer.
+pub fn process_exists(pid: u32) -> bool {
+    #[cfg(unix)]
+    {
+        // SAFETY: signal 0 only checks that the process exists; nothing is sent.
+        let rc = unsafe { libc::kill(pid as libc::pid_t, 0) };
+        rc == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = pid;
+        true
+    }
+}
+
+/// Whether some process holds `path` open for writing: Some(answer) where the OS tells
+/// (Linux: every `/proc/<pid>/fd` link to the file, its `fdinfo` access mode; only the
+/// processes this user may look at), None where it cannot be told. The folder mode waits
+/// for such a file instead of taking it half-written.
+pub fn open_for_writing(path: &std::path::Path) -> Option<bool> {
+    #[cfg(target_os = "linux")]
+    {
+        let want = std::fs::canonicalize(path).ok()?;
+        let procs = std::fs::read_dir("/proc").ok()?;
+        for p in procs.flatten() {
+            let pid = p.file_name();
+            if !pid.to_string_lossy().bytes().all(|b| b.is_ascii_digit()) {
+                continue;
+            }
+            let Ok(fds) = std::fs::read_dir(p.path().join("fd")) else {
+                continue;
+            };
+            for fd in fds.flatten() {
+                if std::fs::read_link(fd.path()).ok().as_deref() != Some(want.as_path()) {
+                    continue;
+                }
+                let info = p.path().join("fdinfo").join(fd.file_name());
+                let flags = std::fs::read_to_string(info).ok().and_then(|t| {
+                    t.lines()
+                        .find_map(|l| l.strip_prefix("flags:"))
+                        .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
+                });
+                // O_ACCMODE: 1 = O_WRONLY, 2 = O_RDWR.
+                if flags.is_some_and(|f| f & 0o3 != 0) {
+                    return Some(true);
+                }
+            }
+        }
+        Some(false)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = path;
+        None
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_file_open_for_writing_is_told_apart_from_one_open_for_reading() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x.wav");
+        let w = File::create(&p).unwrap();
+        assert_eq!(open_for_writing(&p), Some(true));
+        drop(w);
+        let _r = File::open(&p).unwrap();
+        assert_eq!(open_for_writing(&p), Some(false));
+    }
 
     #[test]
     fn positional_io_round_trips_and_reports_short_files() {

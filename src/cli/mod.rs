@@ -3,6 +3,7 @@
 
 pub mod conflicts;
 pub mod files;
+pub mod folder;
 pub mod generate;
 pub mod import;
 pub mod init;

@@ -21,7 +21,13 @@ use crate::daemon::{self, DaemonOptions};
 #[derive(Args)]
 pub struct MountArgs {
     /// Where to mount, e.g. ~/SongFactory/audio.
-    pub mountpoint: PathBuf,
+    #[arg(required_unless_present = "folder", conflicts_with = "folder")]
+    pub mountpoint: Option<PathBuf>,
+    /// Folder mode, no kernel driver: keep this plain folder in step with the store
+    /// instead of mounting (files written there are uploaded once settled, files from
+    /// other devices downloaded into it). `songfs unmount DIR` stops it.
+    #[arg(long, value_name = "DIR")]
+    pub folder: Option<PathBuf>,
     /// Stay attached to the terminal.
     #[arg(long)]
     pub foreground: bool,
@@ -71,8 +77,14 @@ pub fn run_mount(a: MountArgs) -> anyhow::Result<()> {
             home.root.display()
         );
     }
-    check_fuse_installed()?;
-    let mountpoint = check_mountpoint(&a.mountpoint)?;
+    let (mountpoint, folder) = match (&a.folder, &a.mountpoint) {
+        (Some(dir), _) => (super::folder::check_folder(dir)?, true),
+        (None, Some(m)) => {
+            check_fuse_installed()?;
+            (check_mountpoint(m)?, false)
+        }
+        (None, None) => bail!("say where: `songfs mount DIR`, or `songfs mount --folder DIR`"),
+    };
     if a.foreground {
         // The home's lock first: of two mounts started at once, only the winner records
         // where the mount sits.
@@ -92,9 +104,12 @@ pub fn run_mount(a: MountArgs) -> anyhow::Result<()> {
                 a.sync_interval.unwrap_or(cfg.sync_interval_secs).max(1),
             ),
         };
+        if folder {
+            return daemon::folder::run(&home, &cfg, opts, home_lock);
+        }
         return daemon::run(&home, &cfg, opts, home_lock);
     }
-    start_background(&home, &a, &mountpoint)
+    start_background(&home, &a, &mountpoint, folder)
 }
 
 fn check_fuse_installed() -> anyhow::Result<()> {
@@ -231,7 +246,12 @@ pub fn is_mounted(dir: &Path) -> bool {
         })
 }
 
-fn start_background(home: &Home, a: &MountArgs, mountpoint: &Path) -> anyhow::Result<()> {
+fn start_background(
+    home: &Home,
+    a: &MountArgs,
+    mountpoint: &Path,
+    folder: bool,
+) -> anyhow::Result<()> {
     let log_dir = home.log_dir();
     std::fs::create_dir_all(&log_dir)
         .with_context(|| format!("cannot create {}", log_dir.display()))?;
@@ -243,7 +263,11 @@ fn start_background(home: &Home, a: &MountArgs, mountpoint: &Path) -> anyhow::Re
         .with_context(|| format!("cannot write {}", log_path.display()))?;
     let log_start = log.metadata().map(|m| m.len()).unwrap_or(0);
     let mut cmd = Command::new(std::env::current_exe()?);
-    cmd.arg("mount").arg(mountpoint).arg("--foreground");
+    cmd.arg("mount");
+    if folder {
+        cmd.arg("--folder");
+    }
+    cmd.arg(mountpoint).arg("--foreground");
     if let Some(c) = a.cache_size {
         cmd.arg("--cache-size").arg(c.to_string());
     }
@@ -272,9 +296,10 @@ fn start_background(home: &Home, a: &MountArgs, mountpoint: &Path) -> anyhow::Re
     loop {
         // Our child's pid, not just any: a daemon started at the same instant by another
         // `songfs mount` may have won the home's lock while ours gives up.
-        if is_mounted(mountpoint) && daemon::running_pid(home) == Some(child.id()) {
+        if (folder || is_mounted(mountpoint)) && daemon::running_pid(home) == Some(child.id()) {
             eprintln!(
-                "songfs: mounted {} (daemon pid {}, log {})",
+                "songfs: {} {} (daemon pid {}, log {})",
+                if folder { "keeping in step" } else { "mounted" },
                 mountpoint.display(),
                 child.id(),
                 log_path.display()
@@ -334,6 +359,9 @@ pub fn run_unmount(a: UnmountArgs) -> anyhow::Result<()> {
         return Err(e).with_context(|| format!("cannot use {}", abs.display()));
     }
     let abs = std::fs::canonicalize(&abs)?;
+    if super::folder::is_kept_folder(&home, &abs) {
+        return super::folder::stop(&home, &abs);
+    }
     if !is_mounted(&abs) {
         bail!("{} is not mounted", abs.display());
     }
@@ -397,7 +425,8 @@ pub fn run_status(a: StatusArgs) -> anyhow::Result<()> {
         .as_ref()
         .map(|s| s.mountpoint.clone())
         .or(cfg.mount_point.clone());
-    let mounted = pid.is_some() && mountpoint.as_deref().is_some_and(is_mounted);
+    let folder = st.as_ref().is_some_and(|s| s.folder);
+    let mounted = pid.is_some() && (folder || mountpoint.as_deref().is_some_and(is_mounted));
     let entries = crate::catalog::count_entries(&mount_db).ok();
     if a.json {
         let v = serde_json::json!({
@@ -407,6 +436,7 @@ pub fn run_status(a: StatusArgs) -> anyhow::Result<()> {
             "store_encrypted": cfg.store.encrypted,
             "mountpoint": mountpoint,
             "mounted": mounted,
+            "folder_mode": folder,
             "daemon_pid": pid,
             "namespace_entries": entries,
             "local_only_files": local.local_only,
@@ -433,6 +463,12 @@ pub fn run_status(a: StatusArgs) -> anyhow::Result<()> {
     };
     writeln!(out, "store:    {}{sealed}", cfg.store.url)?;
     match (&mountpoint, mounted) {
+        (Some(m), true) if folder => writeln!(
+            out,
+            "folder:   {} (folder mode: kept in step, daemon pid {})",
+            m.display(),
+            pid.unwrap_or(0)
+        )?,
         (Some(m), true) => writeln!(
             out,
             "mount:    {} (mounted, daemon pid {})",

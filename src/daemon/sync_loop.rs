@@ -59,9 +59,13 @@ pub struct SyncStatus {
     pub running: bool,
 }
 
-/// Sends invalidations to the kernel for entries the sync changed.
+/// The front end's part in a cycle: the mount sends invalidations to the kernel for
+/// entries the sync changed; the folder mode takes the folder's changes into the catalog
+/// before the namespace part and brings the received ones into the folder after it.
 pub trait Invalidate: Send + Sync {
     fn invalidate(&self, touched: &[Touched]);
+    /// Runs under the cycle lock, before the namespace part.
+    fn before_cycle(&self) {}
 }
 
 #[cfg(fuse)]
@@ -131,6 +135,9 @@ pub fn run_cycle(ctx: &CycleContext, inval: Option<&dyn Invalidate>, number: u64
         // Not this device's store (a disk not attached): nothing is read or written, the
         // changes stay queued here.
         return CycleReport::failed(started_at, number, e.to_string());
+    }
+    if let Some(i) = inval {
+        i.before_cycle();
     }
     let mut errors = Vec::new();
     let mut parts = Vec::new();

@@ -1,0 +1,121 @@
+//! Putting a file from the store into the folder so that no program ever sees half of
+//! it under its real name: the bytes go to a temporary name in the same directory
+//! (`.songfs-part-<name>`, so the rename never crosses file systems), are flushed to
+//! disk, and the temporary file is renamed over the real name. A daemon killed mid-way
+//! leaves only a temporary file, which `clear_leftovers` removes at the next start and
+//! the watcher never takes (`settle::is_temporary`).
+//!
+//! Must never: write under the real name directly, or remove a file that is not its own
+//! temporary file.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+/// The start of every temporary name this module makes.
+pub const TEMP_PREFIX: &str = ".songfs-part-";
+
+/// True for a name `temp_path` made (a download in progress, or left by a killed one).
+pub fn is_own_temporary(name: &str) -> bool {
+    name.starts_with(TEMP_PREFIX)
+}
+
+/// The temporary name beside `target`.
+pub fn temp_path(target: &Path) -> PathBuf {
+    let name = target
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    target.with_file_name(format!("{TEMP_PREFIX}{name}"))
+}
+
+/// Writes `target` from `fill`, which writes the bytes into the file it is given. On
+/// any error (of `fill` too) the temporary file is removed and `target` is as it was.
+pub fn place(target: &Path, fill: impl FnOnce(&mut File) -> io::Result<()>) -> io::Result<()> {
+    if let Some(dir) = target.parent() {
+        fs::create_dir_all(dir)?;
+    }
+    let tmp = temp_path(target);
+    let written = (|| {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)?;
+        fill(&mut f)?;
+        f.flush()?;
+        f.sync_all()?;
+        drop(f);
+        fs::rename(&tmp, target)
+    })();
+    if written.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    written
+}
+
+/// Removes the temporary files a killed daemon left under `dir` (recursively); returns
+/// how many.
+pub fn clear_leftovers(dir: &Path) -> io::Result<usize> {
+    let mut n = 0;
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let kind = entry.file_type()?;
+        if kind.is_dir() {
+            n += clear_leftovers(&entry.path())?;
+        } else if kind.is_file() && is_own_temporary(&entry.file_name().to_string_lossy()) {
+            fs::remove_file(entry.path())?;
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_real_name_holds_the_old_bytes_or_all_the_new_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("2026-02-12_x/x_v1.mp3");
+        place(&target, |f| f.write_all(b"first version")).unwrap();
+        assert_eq!(fs::read(&target).unwrap(), b"first version");
+
+        // A download that fails half-way: the old file stays whole, no temporary left.
+        let failed = place(&target, |f| {
+            f.write_all(b"half of the sec")?;
+            Err(io::Error::other("connection reset"))
+        });
+        assert!(failed.is_err());
+        assert_eq!(fs::read(&target).unwrap(), b"first version");
+        assert!(!temp_path(&target).exists());
+
+        // While the bytes are written, only the temporary name holds them.
+        place(&target, |f| {
+            f.write_all(b"second version")?;
+            assert_eq!(fs::read(&target).unwrap(), b"first version");
+            assert!(temp_path(&target).exists());
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(fs::read(&target).unwrap(), b"second version");
+    }
+
+    #[test]
+    fn leftovers_of_a_killed_download_are_cleared_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let album = dir.path().join("album");
+        fs::create_dir(&album).unwrap();
+        fs::write(temp_path(&album.join("a.mp3")), b"half").unwrap();
+        fs::write(album.join("a.mp3.part"), b"someone else's").unwrap();
+        fs::write(album.join("b.mp3"), b"whole").unwrap();
+        assert_eq!(clear_leftovers(dir.path()).unwrap(), 1);
+        let mut left: Vec<String> = fs::read_dir(&album)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["a.mp3.part", "b.mp3"]);
+    }
+}

@@ -1,0 +1,387 @@
+//! Folder mode (`songfs mount --folder DIR`) against a real FUSE mount of another device
+//! on one folder store: the real `songfs` binary on both sides, real daemons, real
+//! `songfs sync` cycles. Writes travel both ways (the app's mkstemp + rename included),
+//! renames and deletes too, a conflict keeps the losing version under `.conflicts/` on
+//! both sides, a file being written slowly is not taken until closed and settled, and a
+//! kill -9 of the folder daemon mid-download leaves no half file under the real name;
+//! the same writes and a rename on S3 (s3s-fs on 127.0.0.1).
+
+mod common;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use common::mount::{alive, bytes, run_ok, songfs_bin, wait_until, Mount};
+use common::s3server::S3Server;
+
+/// A device in folder mode on an existing folder store; its daemon is killed (by PID)
+/// when dropped, also after a panic.
+struct FolderDevice {
+    home: PathBuf,
+    dir: PathBuf,
+    pid: Option<u32>,
+    /// Environment for every `songfs` run (the S3 server's credentials).
+    env: Vec<(String, String)>,
+    _root: tempfile::TempDir,
+}
+
+impl FolderDevice {
+    fn on_folder_store(store: &Path, name: &str) -> FolderDevice {
+        let url = format!("file://{}", store.display());
+        FolderDevice::init(&["--store", &url, "--device-name", name], Vec::new())
+    }
+
+    /// Another device on the S3 store `prefix` of `s3`.
+    fn on_s3(s3: &S3Server, prefix: &str, name: &str) -> FolderDevice {
+        let (url, endpoint) = (s3.url(prefix), s3.endpoint());
+        FolderDevice::init(
+            &[
+                "--store",
+                &url,
+                "--s3-endpoint",
+                &endpoint,
+                "--device-name",
+                name,
+            ],
+            s3.env(),
+        )
+    }
+
+    fn init(init_args: &[&str], env: Vec<(String, String)>) -> FolderDevice {
+        let root = tempfile::Builder::new()
+            .prefix("songfs-folder-test-")
+            .tempdir()
+            .unwrap();
+        let home = root.path().join("home");
+        let dir = root.path().join("audio");
+        std::fs::create_dir_all(&dir).unwrap();
+        let d = FolderDevice {
+            home,
+            dir,
+            pid: None,
+            env,
+            _root: root,
+        };
+        run_ok(d.songfs().arg("init").args(init_args));
+        d
+    }
+
+    fn songfs(&self) -> Command {
+        let mut c = Command::new(songfs_bin());
+        c.env("SONGFS_HOME", &self.home)
+            .env("RUST_LOG", "songfs=debug,warn")
+            .envs(self.env.iter().map(|(k, v)| (k, v)));
+        c
+    }
+
+    fn start(&mut self) {
+        run_ok(self.songfs().arg("mount").arg("--folder").arg(&self.dir));
+        self.pid = std::fs::read_to_string(self.home.join("daemon.pid"))
+            .ok()
+            .and_then(|s| s.trim().parse().ok());
+        assert!(self.pid.is_some(), "the folder daemon wrote no pid file");
+    }
+
+    fn stop(&mut self) {
+        run_ok(self.songfs().arg("unmount").arg(&self.dir));
+        if let Some(pid) = self.pid.take() {
+            assert!(wait_until(Duration::from_secs(30), || !alive(pid)));
+        }
+    }
+
+    fn kill9(&mut self) {
+        let pid = self.pid.take().expect("daemon running");
+        // SAFETY: kill(2) of the daemon this test started, by PID.
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        assert!(wait_until(Duration::from_secs(10), || !alive(pid)));
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.dir.join(rel)
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.home.join("logs/daemon.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for FolderDevice {
+    fn drop(&mut self) {
+        if let Some(pid) = self.pid.take() {
+            if alive(pid) {
+                // SAFETY: kill(2) of the daemon this test started, by PID.
+                unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            }
+        }
+        if std::thread::panicking() {
+            eprintln!("--- folder daemon log ---\n{}", self.log());
+        }
+    }
+}
+
+/// A mounted device and a folder-mode device sharing one folder store.
+/// The store's temp folder is the third part: it lives as long as the test.
+fn two_devices() -> (Mount, FolderDevice, tempfile::TempDir) {
+    let store = tempfile::Builder::new()
+        .prefix("songfs-folder-store-")
+        .tempdir()
+        .unwrap();
+    let mount = Mount::on_folder_store(store.path(), "laptop");
+    let mut folder = FolderDevice::on_folder_store(store.path(), "desktop");
+    folder.start();
+    (mount, folder, store)
+}
+
+/// Sync cycles on both sides, one after the other, until `done` holds (the folder side
+/// first: what settled there is taken before its cycle).
+fn sync_until(m: &Mount, f: &FolderDevice, what: &str, mut done: impl FnMut() -> bool) {
+    let ok = wait_until(Duration::from_secs(45), || {
+        run_ok(f.songfs().arg("sync"));
+        run_ok(m.songfs().arg("sync"));
+        run_ok(f.songfs().arg("sync"));
+        done()
+    });
+    assert!(ok, "{what}: not reached within 45 s");
+}
+
+fn read(p: &Path) -> Option<Vec<u8>> {
+    std::fs::read(p).ok()
+}
+
+/// What the app does: write a temporary file beside, then rename it into place.
+fn mkstemp_rename(target: &Path, data: &[u8]) {
+    let dir = target.parent().unwrap();
+    std::fs::create_dir_all(dir).unwrap();
+    let tmp = dir.join("tmpq8x_2kfa");
+    std::fs::write(&tmp, data).unwrap();
+    std::fs::rename(&tmp, target).unwrap();
+}
+
+fn conflict_copies(root: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.join(".conflicts")];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                let data = std::fs::read(&p).unwrap();
+                out.push((p, data));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn writes_renames_and_deletes_travel_both_ways() {
+    let (m, f, _store) = two_devices();
+
+    // The app's write on the folder side arrives in the mount.
+    let song = bytes(1, 300_000);
+    mkstemp_rename(&f.path("2026-02-12_x/x_v1.mp3"), &song);
+    sync_until(&m, &f, "folder → mount", || {
+        read(&m.path("2026-02-12_x/x_v1.mp3")).as_deref() == Some(&song[..])
+    });
+    assert!(
+        !m.path("2026-02-12_x/tmpq8x_2kfa").exists(),
+        "the app's temporary name must never travel"
+    );
+
+    // A write through the mount arrives in the folder, whole, with its folder.
+    let take = bytes(2, 200_000);
+    std::fs::create_dir_all(m.path("2026-03-01_y")).unwrap();
+    std::fs::write(m.path("2026-03-01_y/y_take1.wav"), &take).unwrap();
+    sync_until(&m, &f, "mount → folder", || {
+        read(&f.path("2026-03-01_y/y_take1.wav")).as_deref() == Some(&take[..])
+    });
+
+    // A rename on the folder side: the new name arrives, the old one goes.
+    std::fs::rename(
+        f.path("2026-02-12_x/x_v1.mp3"),
+        f.path("2026-02-12_x/x_v2.mp3"),
+    )
+    .unwrap();
+    sync_until(&m, &f, "rename folder → mount", || {
+        read(&m.path("2026-02-12_x/x_v2.mp3")).as_deref() == Some(&song[..])
+            && !m.path("2026-02-12_x/x_v1.mp3").exists()
+    });
+
+    // A rename in the mount, then a delete there, reach the folder.
+    std::fs::rename(
+        m.path("2026-03-01_y/y_take1.wav"),
+        m.path("2026-03-01_y/y_final.wav"),
+    )
+    .unwrap();
+    sync_until(&m, &f, "rename mount → folder", || {
+        read(&f.path("2026-03-01_y/y_final.wav")).as_deref() == Some(&take[..])
+            && !f.path("2026-03-01_y/y_take1.wav").exists()
+    });
+    std::fs::remove_file(m.path("2026-03-01_y/y_final.wav")).unwrap();
+    sync_until(&m, &f, "delete mount → folder", || {
+        !f.path("2026-03-01_y/y_final.wav").exists()
+    });
+
+    // A delete on the folder side reaches the mount.
+    std::fs::remove_file(f.path("2026-02-12_x/x_v2.mp3")).unwrap();
+    sync_until(&m, &f, "delete folder → mount", || {
+        !m.path("2026-02-12_x/x_v2.mp3").exists()
+    });
+
+    // The app's database backups stay on the folder's machine.
+    std::fs::write(f.path("songfactory_backup_20260301.db"), b"a backup").unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    run_ok(f.songfs().arg("sync"));
+    run_ok(m.songfs().arg("sync"));
+    assert!(!m.path("songfactory_backup_20260301.db").exists());
+    assert!(f.path("songfactory_backup_20260301.db").exists());
+
+    let status = run_ok(f.songfs().args(["status", "--json"]));
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(status["folder_mode"], true, "{status}");
+    assert_eq!(status["mounted"], true, "{status}");
+}
+
+#[test]
+fn a_conflict_keeps_the_losing_version_under_conflicts_on_both_sides() {
+    let (m, mut f, _store) = two_devices();
+    let first = bytes(3, 50_000);
+    std::fs::create_dir_all(m.path("album")).unwrap();
+    std::fs::write(m.path("album/song.mp3"), &first).unwrap();
+    sync_until(&m, &f, "the first version everywhere", || {
+        read(&f.path("album/song.mp3")).as_deref() == Some(&first[..])
+    });
+
+    // Both edit before either syncs.
+    let here = bytes(4, 60_000);
+    let there = bytes(5, 70_000);
+    mkstemp_rename(&f.path("album/song.mp3"), &here);
+    std::fs::write(m.path("album/song.mp3"), &there).unwrap();
+    // The folder's edit settles and is taken (notification, then a second look).
+    std::thread::sleep(Duration::from_secs(3));
+
+    sync_until(&m, &f, "one conflict copy on both sides", || {
+        let (cf, cm) = (conflict_copies(&f.dir), conflict_copies(&m.dir));
+        cf.len() == 1 && cm.len() == 1
+    });
+    let at_name_f = read(&f.path("album/song.mp3")).unwrap();
+    let at_name_m = read(&m.path("album/song.mp3")).unwrap();
+    assert_eq!(
+        at_name_f, at_name_m,
+        "both sides keep the same version at the name"
+    );
+    let copy_f = &conflict_copies(&f.dir)[0].1;
+    let copy_m = &conflict_copies(&m.dir)[0].1;
+    assert_eq!(copy_f, copy_m);
+    let mut versions = vec![at_name_f, copy_f.clone()];
+    versions.sort();
+    let mut want = vec![here, there];
+    want.sort();
+    assert_eq!(versions, want, "neither edit is lost");
+    f.stop();
+}
+
+#[test]
+fn a_slowly_written_file_is_taken_only_once_closed_and_settled() {
+    let (m, f, _store) = two_devices();
+    let data = bytes(6, 400_000);
+    let path = f.path("slow/recording.wav");
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let mut w = std::fs::File::create(&path).unwrap();
+    w.write_all(&data[..100_000]).unwrap();
+    w.flush().unwrap();
+    // Longer than the settle time, with the writer still holding the file open.
+    for _ in 0..3 {
+        std::thread::sleep(Duration::from_millis(1200));
+        run_ok(f.songfs().arg("sync"));
+        run_ok(m.songfs().arg("sync"));
+        assert!(
+            !m.path("slow/recording.wav").exists(),
+            "a file still open for writing was taken"
+        );
+    }
+    w.write_all(&data[100_000..]).unwrap();
+    drop(w);
+    sync_until(&m, &f, "the whole recording", || {
+        m.path("slow/recording.wav").exists()
+    });
+    assert_eq!(
+        read(&m.path("slow/recording.wav")).unwrap(),
+        data,
+        "only the whole file travels"
+    );
+}
+
+#[test]
+fn kill9_mid_download_leaves_no_half_file_and_the_restart_finishes() {
+    let (m, mut f, _store) = two_devices();
+    let big = bytes(7, 96 << 20);
+    std::fs::write(m.path("big.wav"), &big).unwrap();
+    assert!(m.wait_uploads(Duration::from_secs(60)), "upload of big.wav");
+    run_ok(m.songfs().arg("sync"));
+
+    // The folder's cycle downloads it; kill the daemon while the bytes are placed.
+    let mut syncing = f.songfs().arg("sync").spawn().unwrap();
+    let part = f.path(".songfs-part-big.wav");
+    let real = f.path("big.wav");
+    let caught = wait_until(Duration::from_secs(60), || part.exists() || real.exists());
+    assert!(caught, "the download never started");
+    let caught_mid_way = part.exists();
+    f.kill9();
+    let _ = syncing.wait();
+    if let Ok(meta) = std::fs::metadata(&real) {
+        // The rename came first: then it must be the whole file.
+        assert_eq!(
+            meta.len(),
+            big.len() as u64,
+            "a half file under the real name"
+        );
+    }
+    eprintln!("killed mid-download: {caught_mid_way}");
+
+    f.start();
+    if caught_mid_way {
+        // Cleared before anything else runs (the restart's own download may already be
+        // writing a new temporary file).
+        assert!(
+            f.log()
+                .contains("removed downloads a stopped daemon left half-done count=1"),
+            "the restart must clear the half download it left"
+        );
+    }
+    sync_until(&m, &f, "the download after the restart", || real.exists());
+    assert_eq!(read(&real).unwrap(), big);
+    assert!(!part.exists());
+}
+
+#[test]
+fn on_s3_writes_and_a_rename_travel_both_ways() {
+    let s3 = S3Server::start();
+    let m = Mount::with_s3(&s3, "library", &[]);
+    let mut f = FolderDevice::on_s3(&s3, "library", "desktop");
+    f.start();
+
+    let song = bytes(8, 250_000);
+    mkstemp_rename(&f.path("2026-04-01_z/z_v1.mp3"), &song);
+    sync_until(&m, &f, "folder → mount on S3", || {
+        read(&m.path("2026-04-01_z/z_v1.mp3")).as_deref() == Some(&song[..])
+    });
+    let take = bytes(9, 150_000);
+    std::fs::write(m.path("2026-04-01_z/z_take.wav"), &take).unwrap();
+    sync_until(&m, &f, "mount → folder on S3", || {
+        read(&f.path("2026-04-01_z/z_take.wav")).as_deref() == Some(&take[..])
+    });
+    std::fs::rename(
+        f.path("2026-04-01_z/z_take.wav"),
+        f.path("2026-04-01_z/z_keep.wav"),
+    )
+    .unwrap();
+    sync_until(&m, &f, "rename folder → mount on S3", || {
+        read(&m.path("2026-04-01_z/z_keep.wav")).as_deref() == Some(&take[..])
+            && !m.path("2026-04-01_z/z_take.wav").exists()
+    });
+    f.stop();
+}
