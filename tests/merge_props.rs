@@ -291,9 +291,9 @@ impl World {
             if event.author != from {
                 continue;
             }
-            if everything || rng.next() % 2 == 0 {
+            if everything || rng.next().is_multiple_of(2) {
                 batch.push(id);
-                if rng.next() % 4 == 0 {
+                if rng.next().is_multiple_of(4) {
                     batch.push(id);
                 }
             }

@@ -156,7 +156,7 @@ fn edit(d: &Device, kind: u8, a: u8, b: u8, step: usize, model: &mut Model) {
         )),
         (8, _) => {
             // Making an artist the default clears the others (one statement each, as the app).
-            if b % 2 == 0 {
+            if b.is_multiple_of(2) {
                 exec(&format!(
                     "INSERT OR IGNORE INTO artists (name) VALUES ('artist {}')",
                     b % 3
@@ -169,7 +169,7 @@ fn edit(d: &Device, kind: u8, a: u8, b: u8, step: usize, model: &mut Model) {
             }
         }
         (9, Some(s)) => match nth_id(c, "distributions", b) {
-            Some(x) if a % 2 == 0 => exec(&format!(
+            Some(x) if a.is_multiple_of(2) => exec(&format!(
                 "UPDATE distributions SET status = '{}' WHERE id = {x}",
                 DISTRIBUTION_STATUS_LADDER[usize::from(b) % DISTRIBUTION_STATUS_LADDER.len()]
             )),
@@ -190,7 +190,7 @@ fn edit(d: &Device, kind: u8, a: u8, b: u8, step: usize, model: &mut Model) {
             }
         }
         (11, Some(s)) => {
-            if nth_id(c, "cd_projects", 0).is_none() || b % 3 == 0 {
+            if nth_id(c, "cd_projects", 0).is_none() || b.is_multiple_of(3) {
                 exec(&format!("INSERT INTO cd_projects (name) VALUES ('cd {step}')"));
             }
             let p = nth_id(c, "cd_projects", a).expect("a project exists");
