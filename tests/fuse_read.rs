@@ -117,6 +117,14 @@ fn a_chunk_record_rewritten_to_match_altered_bytes_is_refused_before_a_byte_is_s
     assert!(a.wait_uploads(Duration::from_secs(30)));
     common::mount::run_ok(a.songfs().arg("sync"));
 
+    // The second device has the entries (and their chunk roots) but nothing cached; the
+    // store is altered after they arrived (an entry arriving with a lying record is
+    // refused at arrival: sync_transport's hostile-entries test).
+    let b = Mount::on_folder_store(&a.store, "laptop");
+    assert!(
+        wait_until(Duration::from_secs(20), || b.path("song.mp3").exists()),
+        "the entry never reached the second device"
+    );
     let hash = sha256_hex(&data);
     let blob = a.store_blob(&hash);
     let mut raw = std::fs::read(&blob).unwrap();
@@ -129,11 +137,6 @@ fn a_chunk_record_rewritten_to_match_altered_bytes_is_refused_before_a_byte_is_s
     info["chunks"][2] = sha256_hex(&raw[2 * chunk..3 * chunk]).into();
     std::fs::write(&record, serde_json::to_vec(&info).unwrap()).unwrap();
 
-    let b = Mount::on_folder_store(&a.store, "laptop");
-    assert!(
-        wait_until(Duration::from_secs(20), || b.path("song.mp3").exists()),
-        "the entry never reached the second device"
-    );
     assert_eq!(std::fs::read(b.path("fine.mp3")).unwrap(), fine);
     let f = std::fs::File::open(b.path("song.mp3")).unwrap();
     let mut head = vec![0u8; 4096];
