@@ -395,3 +395,33 @@ print(c.execute("select value from config where key = 'api_key'").fetchone()[0])
         "journal removed"
     );
 }
+
+/// A file just created and still open for writing, with no byte written yet, is not
+/// exported: other devices would get a 0-byte version of a file that is about to hold
+/// a recording (seen: a folder-mode device placed an empty `big.wav` while the mount was
+/// still writing it). It goes out whole after the close.
+#[test]
+fn a_file_open_for_writing_is_not_exported_even_before_its_first_write() {
+    let m = Mount::new();
+    let exported = |name: &str| {
+        !Command::new("grep")
+            .args(["-r", "-l", name])
+            .arg(m.store.join("ns"))
+            .output()
+            .unwrap()
+            .stdout
+            .is_empty()
+    };
+    let mut f = std::fs::File::create(m.path("take-two.wav")).unwrap();
+    run_ok(m.songfs().arg("sync"));
+    assert!(
+        !exported("take-two.wav"),
+        "an empty file still open for writing was exported"
+    );
+    let data = bytes(8, 300_000);
+    f.write_all(&data).unwrap();
+    drop(f);
+    assert!(m.wait_uploads(Duration::from_secs(20)));
+    run_ok(m.songfs().arg("sync"));
+    assert!(exported("take-two.wav"), "the closed file never went out");
+}

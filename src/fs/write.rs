@@ -29,10 +29,15 @@ impl SongFs {
         lock(&self.staged).get(&ino).cloned()
     }
 
-    /// True while a file holds written bytes not committed yet (open for writing): the
-    /// sync must not replace its content underneath.
+    /// True while a file is open for writing or holds written bytes not committed yet:
+    /// the sync must not export it (a file just created is empty until its first write
+    /// arrives; exported then, other devices got a 0-byte version) nor replace its
+    /// content underneath.
     pub fn has_unsaved_writes(&self, ino: u64) -> bool {
-        self.staged_of(ino).is_some_and(|st| lock(&st).is_staged())
+        self.staged_of(ino).is_some_and(|st| {
+            let st = lock(&st);
+            st.writers > 0 || st.is_staged()
+        })
     }
 
     pub(super) fn truncate(&self, ino: u64, size: u64) -> FsResult<bool> {
