@@ -17,6 +17,7 @@
 // the pid and status helpers are used (`songfs status`, `sync`).
 #![cfg_attr(not(fuse), allow(dead_code, unused_imports))]
 
+mod beside;
 pub mod control;
 pub mod folder;
 pub mod lock;
@@ -29,7 +30,7 @@ use std::time::Duration;
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
-use crate::cache::{Cache, CacheUsage};
+use crate::cache::Cache;
 use crate::catalog::Catalog;
 use crate::config::{Config, Home};
 #[cfg(fuse)]
@@ -37,6 +38,7 @@ use crate::fs::{FsOptions, FuseAdapter, SongFs};
 use crate::store::identity::Checked;
 use crate::store::{self, format, ObjectStore, StoreError};
 use crate::uploader::Uploader;
+pub(crate) use beside::{Beside, Front};
 
 /// How long unmount waits for pending uploads before leaving them for the next mount.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -254,21 +256,9 @@ pub(crate) fn open_core(home: &Home, cfg: &Config, opts: &DaemonOptions) -> anyh
 /// What the mount is made of, built before anything is mounted.
 #[cfg(fuse)]
 struct Parts {
-    rt: tokio::runtime::Runtime,
-    store: Arc<Checked>,
-    offline: Offline,
-    cache: Arc<Cache>,
-    uploader: Arc<Uploader>,
-    catalog: Arc<Catalog>,
+    core: Core,
     fs: Arc<SongFs>,
-}
-
-/// What runs beside the FUSE session until it ends.
-#[cfg(fuse)]
-struct Running {
-    sync: sync_loop::SyncLoop,
-    control_task: tokio::task::JoinHandle<()>,
-    status_task: tokio::task::JoinHandle<()>,
+    front: Front,
 }
 
 /// Serves the mount in this process until it is unmounted, holding the home's lock
@@ -283,46 +273,33 @@ pub fn run(
 ) -> anyhow::Result<()> {
     let parts = build(home, cfg, &opts)?;
     let (mut session, as_root) = mount(&parts, &opts)?;
-    let running = start(&parts, home, cfg, &opts, &mut session, as_root)?;
+    let beside = start(&parts, home, cfg, &opts, &mut session, as_root)?;
     let served = session.run();
-    shut_down(parts, running, home, &opts);
+    shut_down(parts, beside, home);
     served.context("the FUSE session failed")
 }
 
 /// The shared core, and the filesystem logic on it.
 #[cfg(fuse)]
 fn build(home: &Home, cfg: &Config, opts: &DaemonOptions) -> anyhow::Result<Parts> {
-    let Core {
-        rt,
-        store,
-        offline,
-        cache,
-        uploader,
-        catalog,
-        mount_db: _,
-        local_only,
-    } = open_core(home, cfg, opts)?;
+    let core = open_core(home, cfg, opts)?;
     let fs = Arc::new(
         SongFs::new(
-            catalog.clone(),
-            cache.clone(),
+            core.catalog.clone(),
+            core.cache.clone(),
             FsOptions {
                 local_dir: local_dir(home),
                 rescue_dir: home.root.join("lost+found"),
-                local_only_patterns: local_only,
+                local_only_patterns: core.local_only.clone(),
             },
         )
         .context("cannot set up the filesystem")?,
     );
-    Ok(Parts {
-        rt,
-        store,
-        offline,
-        cache,
-        uploader,
-        catalog,
-        fs,
-    })
+    let front = Front {
+        path: opts.mountpoint.clone(),
+        folder: false,
+    };
+    Ok(Parts { core, fs, front })
 }
 
 /// Attaches the FUSE session at the mount point (directly as root, else through the
@@ -345,7 +322,7 @@ fn mount(
     if opts.allow_other {
         fuse_cfg.acl = fuser::SessionACL::All;
     }
-    let adapter = FuseAdapter::new(parts.fs.clone(), parts.rt.handle().clone());
+    let adapter = FuseAdapter::new(parts.fs.clone(), parts.core.rt.handle().clone());
     let as_root = crate::os::is_root();
     let session = if as_root {
         fuser::Session::new(adapter, &opts.mountpoint, &fuse_cfg)
@@ -362,8 +339,8 @@ fn mount(
     Ok((session, as_root))
 }
 
-/// Writes the status file, starts the sync loop and the control socket, writes the pid
-/// file, starts the signal handler and the status writer.
+/// Starts what runs beside the mount (`beside.rs`: status, sync loop, control socket,
+/// pid file) and the signal handler that unmounts.
 #[cfg(fuse)]
 fn start(
     parts: &Parts,
@@ -372,67 +349,21 @@ fn start(
     opts: &DaemonOptions,
     session: &mut fuser::Session<FuseAdapter>,
     as_root: bool,
-) -> anyhow::Result<Running> {
-    let Parts {
-        rt,
-        store,
-        offline,
-        cache,
-        uploader,
-        catalog,
-        fs,
-    } = parts;
-    // Status first, then (below) the pid file that `songfs mount` waits for: whoever sees
-    // this daemon running never reads the previous mount's status.
-    write_status(
+) -> anyhow::Result<Beside> {
+    let fs = parts.fs.clone();
+    let beside = parts.core.start_beside(
         home,
-        &mount_front(opts),
-        &store.describe(),
-        offline,
-        cache,
-        uploader,
-        &std::sync::Mutex::new(sync_loop::SyncStatus::default()),
-    );
-    let mut sync_cfg = cfg.clone();
-    sync_cfg.mount_point = Some(opts.mountpoint.clone());
-    let sync = sync_loop::SyncLoop::start(
-        sync_loop::CycleContext {
-            home: home.clone(),
-            cfg: sync_cfg,
-            store: store.clone(),
-            catalog: catalog.clone(),
-            rt: rt.handle().clone(),
-            busy: Some({
-                let fs = fs.clone();
-                Arc::new(move |ino| fs.has_unsaved_writes(ino))
-            }),
-        },
-        Some(Box::new(session.notifier())),
+        cfg,
+        &parts.front,
+        Some(Arc::new(move |ino| fs.has_unsaved_writes(ino))),
+        Box::new(session.notifier()),
         opts.sync_interval,
-    );
-    let listener = {
-        let _enter = rt.enter();
-        control::bind(home)
-    };
-    let served = Arc::new(control::Served {
-        catalog: catalog.clone(),
-        cache: cache.clone(),
-        store: store.clone(),
-        sync: sync.requester(),
-    });
-    let control_task = rt.spawn(async move {
-        if let Some(l) = listener {
-            control::serve(l, served).await
-        }
-    });
-    // The pid file that `songfs mount` waits for, once the control socket answers.
-    std::fs::write(pid_path(home), format!("{}\n", std::process::id()))
-        .with_context(|| format!("cannot write {}", pid_path(home).display()))?;
-    tracing::info!(mountpoint = %opts.mountpoint.display(), store = %store.describe(), "mounted");
+    )?;
+    tracing::info!(mountpoint = %opts.mountpoint.display(), store = %parts.core.store.describe(), "mounted");
 
     let mut unmounter = as_root.then(|| session.unmount_callable());
     let mountpoint = opts.mountpoint.clone();
-    rt.spawn(async move {
+    parts.core.rt.spawn(async move {
         use tokio::signal::unix::{signal, SignalKind};
         let (Ok(mut term), Ok(mut int)) = (
             signal(SignalKind::terminate()),
@@ -454,151 +385,19 @@ fn start(
             let _ = crate::fs::fusermount::unmount(&mountpoint, true);
         }
     });
-    let status_task = rt.spawn(write_status_loop(
-        home.clone(),
-        mount_front(opts),
-        store.describe(),
-        offline.clone(),
-        cache.clone(),
-        uploader.clone(),
-        sync.status.clone(),
-    ));
-    Ok(Running {
-        sync,
-        control_task,
-        status_task,
-    })
+    Ok(beside)
 }
 
-/// After the session ended: commits staged files, drains uploads for a bounded time,
-/// runs the last sync cycle, writes the final status and removes the pid file.
+/// After the session ended: commits staged files, then stops what ran beside it.
 #[cfg(fuse)]
-fn shut_down(parts: Parts, running: Running, home: &Home, opts: &DaemonOptions) {
-    let Parts {
-        rt,
-        store,
-        offline,
-        cache,
-        uploader,
-        fs,
-        ..
-    } = parts;
-    let Running {
-        sync,
-        control_task,
-        status_task,
-    } = running;
+fn shut_down(parts: Parts, beside: Beside, home: &Home) {
     tracing::info!("session ended: committing staged files and draining uploads");
-    fs.commit_all();
-    status_task.abort();
-    let _ = rt.block_on(status_task);
-    let drained = rt.block_on(uploader.drain(DRAIN_TIMEOUT));
-    if !drained {
-        let (n, bytes) = uploader.pending();
-        tracing::warn!(
-            pending = n,
-            bytes,
-            "uploads not finished at unmount: they resume at the next mount"
-        );
-    }
-    // The last cycle, after the uploads: what was written last is exported now.
-    let sync_status = sync.status.clone();
-    sync.stop(LAST_CYCLE_TIMEOUT);
-    control_task.abort();
-    let _ = std::fs::remove_file(control::socket_path(home));
-    write_status(
-        home,
-        &mount_front(opts),
-        &store.describe(),
-        &offline,
-        &cache,
-        &uploader,
-        &sync_status,
-    );
-    if let Ok(up) = Arc::try_unwrap(uploader) {
-        rt.block_on(up.shutdown());
-    }
-    let _ = std::fs::remove_file(pid_path(home));
-}
-
-#[cfg(fuse)]
-fn mount_front(opts: &DaemonOptions) -> Front {
-    Front {
-        path: opts.mountpoint.clone(),
-        folder: false,
-    }
+    parts.fs.commit_all();
+    parts.core.finish(home, &parts.front, beside);
 }
 
 /// Without FUSE there is no mount to serve (`songfs mount` says so before it gets here).
 #[cfg(not(fuse))]
 pub fn run(_: &Home, _: &Config, _: DaemonOptions, _: lock::HomeLock) -> anyhow::Result<()> {
     anyhow::bail!("this build of songfs has no FUSE mount (Linux only)")
-}
-
-/// Where a daemon serves: a mount point, or a folder kept in step (folder mode).
-#[derive(Debug, Clone)]
-pub(crate) struct Front {
-    pub path: PathBuf,
-    pub folder: bool,
-}
-
-pub(crate) async fn write_status_loop(
-    home: Home,
-    front: Front,
-    store: String,
-    offline: Offline,
-    cache: Arc<Cache>,
-    uploader: Arc<Uploader>,
-    sync: Arc<std::sync::Mutex<sync_loop::SyncStatus>>,
-) {
-    loop {
-        write_status(&home, &front, &store, &offline, &cache, &uploader, &sync);
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
-}
-
-pub(crate) fn write_status(
-    home: &Home,
-    front: &Front,
-    store: &str,
-    offline: &Offline,
-    cache: &Cache,
-    uploader: &Uploader,
-    sync: &std::sync::Mutex<sync_loop::SyncStatus>,
-) {
-    let CacheUsage {
-        bytes,
-        limit,
-        pinned_bytes,
-        dirty_bytes,
-        blobs,
-    } = cache.usage();
-    let (pending_uploads, pending_bytes) = uploader.pending();
-    let s = DaemonStatus {
-        pid: std::process::id(),
-        mountpoint: front.path.clone(),
-        folder: front.folder,
-        store: store.to_string(),
-        store_reachable: offline.is_none(),
-        offline_reason: offline.clone(),
-        cache_bytes: bytes,
-        cache_limit: limit,
-        cache_pinned_bytes: pinned_bytes,
-        cache_dirty_bytes: dirty_bytes,
-        cache_blobs: blobs,
-        pending_uploads,
-        pending_bytes,
-        last_error: uploader.last_error(),
-        updated_at: chrono::Utc::now().to_rfc3339(),
-        sync: Some(sync.lock().unwrap_or_else(|p| p.into_inner()).clone()),
-    };
-    let path = status_path(home);
-    let tmp = path.with_extension("json.tmp");
-    let written = serde_json::to_vec_pretty(&s)
-        .map_err(std::io::Error::other)
-        .and_then(|b| std::fs::write(&tmp, b))
-        .and_then(|_| std::fs::rename(&tmp, &path));
-    if let Err(e) = written {
-        tracing::warn!(path = %path.display(), error = %e, "cannot write the status file");
-    }
 }

@@ -15,11 +15,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use super::sync_loop::{self, Invalidate};
-use super::{
-    open_core, pid_path, write_status, write_status_loop, Core, DaemonOptions, Front,
-    DRAIN_TIMEOUT, LAST_CYCLE_TIMEOUT,
-};
+use super::sync_loop::Invalidate;
+use super::{open_core, DaemonOptions, Front};
 use crate::config::{Config, Home};
 use crate::folder::reconcile::Reconciler;
 use crate::folder::watch::{lock, Watch};
@@ -55,16 +52,7 @@ pub fn run(
     opts: DaemonOptions,
     _home_lock: super::lock::HomeLock,
 ) -> anyhow::Result<()> {
-    let Core {
-        rt,
-        store,
-        offline,
-        cache,
-        uploader,
-        catalog,
-        mount_db,
-        local_only,
-    } = open_core(home, cfg, &opts)?;
+    let core = open_core(home, cfg, &opts)?;
     let dir = opts.mountpoint.clone();
     let left = crate::folder::place::clear_leftovers(&dir)
         .with_context(|| format!("cannot clean {}", dir.display()))?;
@@ -78,108 +66,35 @@ pub fn run(
     let reconciler = Arc::new(Mutex::new(
         Reconciler::new(
             dir.clone(),
-            catalog.clone(),
-            cache.clone(),
-            rt.handle().clone(),
-            &mount_db,
-            local_only,
+            core.catalog.clone(),
+            core.cache.clone(),
+            core.rt.handle().clone(),
+            &core.mount_db,
+            core.local_only.clone(),
         )
-        .with_context(|| format!("cannot open {}", mount_db.display()))?,
+        .with_context(|| format!("cannot open {}", core.mount_db.display()))?,
     ));
     let front = Front {
         path: dir.clone(),
         folder: true,
     };
-    write_status(
+    let beside = core.start_beside(
         home,
+        cfg,
         &front,
-        &store.describe(),
-        &offline,
-        &cache,
-        &uploader,
-        &Mutex::new(sync_loop::SyncStatus::default()),
-    );
-    let mut sync_cfg = cfg.clone();
-    sync_cfg.mount_point = Some(dir.clone());
-    let sync = sync_loop::SyncLoop::start(
-        sync_loop::CycleContext {
-            home: home.clone(),
-            cfg: sync_cfg,
-            store: store.clone(),
-            catalog: catalog.clone(),
-            rt: rt.handle().clone(),
-            busy: None,
-        },
-        Some(Box::new(FolderFront(reconciler.clone()))),
+        None,
+        Box::new(FolderFront(reconciler.clone())),
         opts.sync_interval,
-    );
-    #[cfg(fuse)]
-    let control_task = {
-        let listener = {
-            let _enter = rt.enter();
-            super::control::bind(home)
-        };
-        let served = Arc::new(super::control::Served {
-            catalog: catalog.clone(),
-            cache: cache.clone(),
-            store: store.clone(),
-            sync: sync.requester(),
-        });
-        rt.spawn(async move {
-            if let Some(l) = listener {
-                super::control::serve(l, served).await
-            }
-        })
-    };
+    )?;
     let watch = Watch::start(reconciler.clone(), &dir, RESCAN_INTERVAL);
-    std::fs::write(pid_path(home), format!("{}\n", std::process::id()))
-        .with_context(|| format!("cannot write {}", pid_path(home).display()))?;
-    tracing::info!(folder = %dir.display(), store = %store.describe(), "folder mode: keeping the folder in step");
-    let status_task = rt.spawn(write_status_loop(
-        home.clone(),
-        front.clone(),
-        store.describe(),
-        offline.clone(),
-        cache.clone(),
-        uploader.clone(),
-        sync.status.clone(),
-    ));
+    tracing::info!(folder = %dir.display(), store = %core.store.describe(), "folder mode: keeping the folder in step");
 
-    rt.block_on(wait_for_stop(home));
+    core.rt.block_on(wait_for_stop(home));
     tracing::info!(folder = %dir.display(), "stopping: last pass, uploads, last sync");
     watch.stop();
     lock(&reconciler).pass();
-    status_task.abort();
-    let _ = rt.block_on(status_task);
-    if !rt.block_on(uploader.drain(DRAIN_TIMEOUT)) {
-        let (n, bytes) = uploader.pending();
-        tracing::warn!(
-            pending = n,
-            bytes,
-            "uploads not finished: they resume at the next start"
-        );
-    }
-    let sync_status = sync.status.clone();
-    sync.stop(LAST_CYCLE_TIMEOUT);
-    #[cfg(fuse)]
-    {
-        control_task.abort();
-        let _ = std::fs::remove_file(super::control::socket_path(home));
-    }
-    write_status(
-        home,
-        &front,
-        &store.describe(),
-        &offline,
-        &cache,
-        &uploader,
-        &sync_status,
-    );
-    if let Ok(up) = Arc::try_unwrap(uploader) {
-        rt.block_on(up.shutdown());
-    }
+    core.finish(home, &front, beside);
     let _ = std::fs::remove_file(stop_path(home));
-    let _ = std::fs::remove_file(pid_path(home));
     Ok(())
 }
 
