@@ -337,3 +337,71 @@ fn init_files_s3_keys_in_the_keyring_and_nowhere_else() {
         }
     }
 }
+
+/// The passphrase of an encrypted store goes through the same keyring as every other
+/// secret: into the Secret Service when one answers (so a later command needs no file),
+/// and never into the credentials file, a songfs file, the store or the output.
+#[test]
+fn an_encrypted_stores_passphrase_is_kept_in_the_secret_service_and_nowhere_else() {
+    const PASSPHRASE: &str = "keyring test passphrase PLANTED-77";
+    let svc = SecretService::start();
+    let home = common::temp_home();
+    let store = tempfile::tempdir().unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    let pass_file = scratch.path().join("pass");
+    std::fs::write(&pass_file, format!("{PASSPHRASE}\n")).unwrap();
+    let url = format!("file://{}", store.path().display());
+    let mut init = common::songfs(home.path());
+    svc.env(&mut init)
+        .env("SONGFS_TEST_WEAK_KDF", "1")
+        .env("SONGFS_PASSPHRASE_FILE", &pass_file)
+        .args([
+            "init",
+            "--store",
+            &url,
+            "--encrypt",
+            "--device-name",
+            "desk",
+        ]);
+    let init = init.output().unwrap();
+    assert!(
+        init.status.success(),
+        "init failed: {}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+    // Without the file, a later command opens the store with the kept passphrase.
+    std::fs::remove_file(&pass_file).unwrap();
+    let mut sync = common::songfs(home.path());
+    svc.env(&mut sync)
+        .env("SONGFS_TEST_WEAK_KDF", "1")
+        .arg("sync");
+    let sync = sync.output().unwrap();
+    assert!(
+        sync.status.success(),
+        "sync without the passphrase file failed: {}",
+        String::from_utf8_lossy(&sync.stderr)
+    );
+    // It is in the Secret Service, under songfs's service name.
+    let out = svc
+        .env(&mut Command::new("secret-tool"))
+        .args(["search", "--all", "service", "songfs"])
+        .output()
+        .expect("secret-tool (package libsecret-tools) must be installed: run scripts/deps");
+    let listed =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(listed.contains("store-passphrase/"), "{listed}");
+    assert!(!home.path().join("credentials.json").exists());
+    for root in [home.path(), store.path(), svc.keyring_dir().as_path()] {
+        for f in common::files_under(root) {
+            let bytes = std::fs::read(&f).unwrap();
+            assert!(
+                !String::from_utf8_lossy(&bytes).contains(PASSPHRASE),
+                "{} holds the passphrase",
+                f.display()
+            );
+        }
+    }
+    for o in [&init.stdout, &init.stderr, &sync.stdout, &sync.stderr] {
+        assert!(!String::from_utf8_lossy(o).contains(PASSPHRASE));
+    }
+}

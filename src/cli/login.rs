@@ -128,10 +128,7 @@ pub fn run_login(a: LoginArgs) -> anyhow::Result<()> {
         signed_in: Some(chrono::Utc::now().to_rfc3339()),
     };
     let at = grant::save(provider, &g)?;
-    let place = match at {
-        crate::secrets::Location::Keyring => "the system keyring",
-        crate::secrets::Location::File => "the credentials file (no system keyring)",
-    };
+    let place = at.describe();
     eprintln!(
         "songfs: signed in to {}; the sign-in is kept in {place}. Next: songfs init --store {provider}://SongFactory",
         cloud::display_name(provider)

@@ -15,8 +15,8 @@ use clap::{Args, Subcommand};
 use zeroize::Zeroizing;
 
 use crate::config::{Config, Home, StoreConfig};
-use crate::crypt::keyring::{self, PASSPHRASE_FILE_ENV};
 use crate::crypt::keys::{KeyRecord, MasterKey};
+use crate::crypt::passphrase::{self as source, PASSPHRASE_FILE_ENV};
 use crate::crypt::CryptError;
 use crate::store::format::{self, StoreFormat, FORMAT_KEY};
 use crate::store::{encrypted, ObjectStore};
@@ -138,7 +138,7 @@ async fn create(store: &StoreConfig, inner: Arc<dyn ObjectStore>) -> anyhow::Res
 /// record, then keeps it in the keyring.
 async fn join(store: &StoreConfig, inner: &dyn ObjectStore) -> anyhow::Result<()> {
     let record = encrypted::key_record(inner).await?;
-    let passphrase = match keyring::passphrase_from_file().map_err(anyhow::Error::msg)? {
+    let passphrase = match source::passphrase_from_file().map_err(anyhow::Error::msg)? {
         Some(p) => p,
         None => ask(&format!("Passphrase of {}: ", inner.describe()))?,
     };
@@ -162,7 +162,7 @@ async fn change(store: &StoreConfig, inner: Arc<dyn ObjectStore>) -> anyhow::Res
             inner.describe()
         );
     };
-    let current = match keyring::stored_passphrase(&store.url).map_err(anyhow::Error::msg)? {
+    let current = match source::stored_passphrase(&store.url).map_err(anyhow::Error::msg)? {
         Some(p) => p,
         None => ask(&format!("Current passphrase of {}: ", inner.describe()))?,
     };
@@ -202,15 +202,15 @@ async fn wrap(mk: MasterKey, passphrase: Zeroizing<String>) -> anyhow::Result<Ke
 
 /// Keeps the passphrase in the keyring; without one, scripts keep giving the file.
 fn keep(store: &StoreConfig, passphrase: &str) {
-    let k = keyring::system();
-    if let Err(e) = k.set(&keyring::passphrase_account(&store.url), passphrase) {
-        tracing::warn!(error = %e, "the passphrase was not kept; set {PASSPHRASE_FILE_ENV} for every songfs command");
+    match source::keep_passphrase(&store.url, passphrase) {
+        Ok(at) => tracing::info!(kept_in = at.describe(), "passphrase kept"),
+        Err(e) => eprintln!("songfs: the passphrase was not kept: {e}"),
     }
 }
 
 /// A new passphrase: from the file `env` names, else asked twice.
 fn new_passphrase(env: &str) -> anyhow::Result<Zeroizing<String>> {
-    let from_file = keyring::passphrase_from_file_in(env).map_err(anyhow::Error::msg)?;
+    let from_file = source::passphrase_from_file_in(env).map_err(anyhow::Error::msg)?;
     let p = match from_file {
         Some(p) => p,
         None => {

@@ -2,14 +2,14 @@
 //!
 //! `keys` holds the master key and its passphrase wrap (Argon2id + AES-256-GCM), `names`
 //! turns a blob's plaintext hash into a keyed name, `chunks` seals and opens one object
-//! in authenticated 64 KiB chunks, `keyring` keeps a device's passphrase in the system
-//! keyring. Nothing here does store I/O (that is `store::encrypted`), prints, or logs a
+//! in authenticated 64 KiB chunks, `passphrase` finds a device's passphrase (a script's
+//! file, else the keyring through `crate::secrets`). Nothing here does store I/O (that is `store::encrypted`), prints, or logs a
 //! secret: keys are zeroized on drop and never formatted.
 
 pub mod chunks;
-pub mod keyring;
 pub mod keys;
 pub mod names;
+pub mod passphrase;
 
 /// Why an object or a key record did not open.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -13,6 +13,7 @@
 
 mod file;
 pub mod grant;
+mod kernel;
 
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -33,6 +34,13 @@ pub enum SecretError {
     },
     #[error("{path}: {why}")]
     File { path: String, why: String },
+    /// A secret that must never be written to disk (a store passphrase) found no keyring.
+    #[error("cannot {op} {account:?}: {why}, and a store passphrase is never written to disk (unlock the system keyring, or give it in a file named by SONGFS_PASSPHRASE_FILE to every songfs command)")]
+    NoDisk {
+        op: &'static str,
+        account: String,
+        why: String,
+    },
 }
 
 pub type SecretResult<T> = Result<T, SecretError>;
@@ -42,10 +50,55 @@ pub type SecretResult<T> = Result<T, SecretError>;
 pub enum Location {
     Keyring,
     File,
+    /// The kernel's user keyring (Linux): until reboot, never on disk.
+    Session,
+}
+
+impl Location {
+    pub fn describe(self) -> &'static str {
+        match self {
+            Location::Keyring => "the system keyring",
+            Location::File => "the credentials file (no system keyring)",
+            Location::Session => "the kernel's user keyring until reboot (no system keyring)",
+        }
+    }
+}
+
+/// Where a secret goes when the system keyring does not answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fallback {
+    /// Sign-ins and keys, which must outlive a reboot: the 0600 credentials file.
+    File,
+    /// A store passphrase, never written to disk: the kernel's user keyring.
+    Session,
 }
 
 /// The secret filed under `service`/`account`, if any.
 pub fn get(service: &str, account: &str) -> SecretResult<Option<String>> {
+    get_in(Fallback::File, service, account)
+}
+
+/// Files `secret` under `service`/`account`, replacing what was there.
+pub fn set(service: &str, account: &str, secret: &str) -> SecretResult<Location> {
+    set_in(Fallback::File, service, account, secret)
+}
+
+/// Removes the secret under `service`/`account`; true if there was one.
+pub fn delete(service: &str, account: &str) -> SecretResult<bool> {
+    delete_in(Fallback::File, service, account)
+}
+
+/// A store passphrase: as [`get`], but never from a file.
+pub fn get_passphrase(account: &str) -> SecretResult<Option<String>> {
+    get_in(Fallback::Session, SERVICE, account)
+}
+
+/// A store passphrase: as [`set`], but never to a file (the kernel's user keyring instead).
+pub fn set_passphrase(account: &str, secret: &str) -> SecretResult<Location> {
+    set_in(Fallback::Session, SERVICE, account, secret)
+}
+
+fn get_in(fallback: Fallback, service: &str, account: &str) -> SecretResult<Option<String>> {
     if let Some(store) = keyring() {
         match on_own_thread(|| Entry::new_in_store(&store, service, account)?.get_password()) {
             Ok(secret) => return Ok(Some(secret)),
@@ -55,33 +108,44 @@ pub fn get(service: &str, account: &str) -> SecretResult<Option<String>> {
         }
     }
     // Also where a keyring that answers now did not when the secret was saved.
-    file::get(service, account)
+    match fallback {
+        Fallback::File => file::get(service, account),
+        Fallback::Session => kernel::get(service, account),
+    }
 }
 
-/// Files `secret` under `service`/`account`, replacing what was there.
-pub fn set(service: &str, account: &str, secret: &str) -> SecretResult<Location> {
+fn set_in(
+    fallback: Fallback,
+    service: &str,
+    account: &str,
+    secret: &str,
+) -> SecretResult<Location> {
     if let Some(store) = keyring() {
-        let secret = secret.to_string();
+        let owned = secret.to_string();
         match on_own_thread(move || {
-            Entry::new_in_store(&store, service, account)?.set_password(&secret)
+            Entry::new_in_store(&store, service, account)?.set_password(&owned)
         }) {
             Ok(()) => {
                 // A copy from a time without keyring would shadow nothing, but must go.
-                file::delete(service, account)?;
+                delete_fallback(fallback, service, account)?;
                 return Ok(Location::Keyring);
             }
-            Err(e) if unreachable(&e) => tell_once_about_the_file(&e.to_string()),
+            Err(e) if unreachable(&e) && fallback == Fallback::File => {
+                tell_once_about_the_file(&e.to_string())
+            }
+            Err(e) if unreachable(&e) => tracing::debug!(error = %e, "keyring unreachable"),
             Err(e) => return Err(keyring_error("store", account, e)),
         }
-    } else if std::env::var(BACKEND_ENV).as_deref() != Ok("file") {
+    } else if fallback == Fallback::File && std::env::var(BACKEND_ENV).as_deref() != Ok("file") {
         tell_once_about_the_file("no keyring for this OS");
     }
-    file::set(service, account, secret)?;
-    Ok(Location::File)
+    match fallback {
+        Fallback::File => file::set(service, account, secret).map(|()| Location::File),
+        Fallback::Session => kernel::set(service, account, secret).map(|()| Location::Session),
+    }
 }
 
-/// Removes the secret under `service`/`account`; true if there was one.
-pub fn delete(service: &str, account: &str) -> SecretResult<bool> {
+fn delete_in(fallback: Fallback, service: &str, account: &str) -> SecretResult<bool> {
     let mut found = false;
     if let Some(store) = keyring() {
         match on_own_thread(|| Entry::new_in_store(&store, service, account)?.delete_credential()) {
@@ -91,7 +155,14 @@ pub fn delete(service: &str, account: &str) -> SecretResult<bool> {
             Err(e) => return Err(keyring_error("delete", account, e)),
         }
     }
-    Ok(file::delete(service, account)? || found)
+    Ok(delete_fallback(fallback, service, account)? || found)
+}
+
+fn delete_fallback(fallback: Fallback, service: &str, account: &str) -> SecretResult<bool> {
+    match fallback {
+        Fallback::File => file::delete(service, account),
+        Fallback::Session => kernel::delete(service, account),
+    }
 }
 
 /// Replaces the keyring songfs uses (unit tests hand in `keyring_core::mock`).

@@ -24,7 +24,7 @@ use super::{ObjectStore, StoreError, StoreResult};
 use crate::config::{Home, StoreConfig};
 use crate::crypt::chunks::{self, Header, ObjectCipher, CHUNK, HEADER_LEN, SEALED_CHUNK};
 use crate::crypt::keys::{KeyRecord, MasterKey, Subkeys};
-use crate::crypt::{keyring, names, CryptError};
+use crate::crypt::{names, passphrase, CryptError};
 
 /// Objects at least this large are sealed and opened on the blocking pool, so a big
 /// blob does not stall the async workers.
@@ -57,13 +57,13 @@ pub async fn unlock(inner: Arc<dyn ObjectStore>, cfg: &StoreConfig) -> StoreResu
         store: inner.describe(),
         why,
     };
-    let passphrase = keyring::stored_passphrase(&cfg.url)
+    let passphrase = passphrase::stored_passphrase(&cfg.url)
         .map_err(&locked)?
         .ok_or_else(|| {
             locked(format!(
                 "this device keeps no passphrase for it: run `songfs passphrase enter` on a terminal \
                  (or set {}=FILE)",
-                keyring::PASSPHRASE_FILE_ENV
+                passphrase::PASSPHRASE_FILE_ENV
             ))
         })?;
     let master = unwrap_key(record, passphrase).await?.map_err(|e| match e {
