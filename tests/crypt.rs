@@ -761,19 +761,45 @@ fn db_text(db: &Path, sql: &str) -> String {
 }
 
 #[test]
-fn two_devices_on_an_encrypted_store_sync_files_and_the_database_and_refuse_a_forged_log() {
+fn two_devices_on_an_encrypted_folder_store_sync_files_and_the_database_and_refuse_a_forged_log() {
+    two_devices_end_to_end(None);
+}
+
+#[test]
+fn two_devices_on_an_encrypted_s3_store_sync_files_and_the_database_and_refuse_a_forged_log() {
+    let s3 = S3Server::start();
+    two_devices_end_to_end(Some(&s3));
+}
+
+/// Two devices on one encrypted store (a folder store, or S3 when `s3` is given): files and
+/// the database travel, nothing readable is in the store, a forged log is refused.
+fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+fn two_devices_end_to_end(s3: Option<&S3Server>) {
     let tmp = tempfile::tempdir().unwrap();
     let right = pass_file(tmp.path(), "right", PASSPHRASE);
     let (db_a, db_b) = (tmp.path().join("a.db"), tmp.path().join("b.db"));
     sync_util::make_db(&db_a, true);
     sync_util::make_db(&db_b, true);
-    let env = [WEAK_KDF, ("SONGFS_PASSPHRASE_FILE", right.as_str())];
-    let mut a = Mount::init_with(
-        None,
-        &["--encrypt", "--db", db_a.to_str().unwrap()],
-        &env,
-        &[],
-    );
+    let mut env: Vec<(String, String)> = s3.map(|s| s.env()).unwrap_or_default();
+    env.push((WEAK_KDF.0.into(), WEAK_KDF.1.into()));
+    env.push(("SONGFS_PASSPHRASE_FILE".into(), right.clone()));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let endpoint = s3.map(|s| s.endpoint());
+    let init_args = |db: &Path, encrypt: bool| -> Vec<String> {
+        let mut v = vec!["--db".to_string(), db.display().to_string()];
+        if encrypt {
+            v.push("--encrypt".into());
+        }
+        if let Some(e) = &endpoint {
+            v.extend(["--s3-endpoint".to_string(), e.clone()]);
+        }
+        v
+    };
+    let s3_url = s3.map(|s| s.url("two"));
+    let mut a = Mount::init_with(s3_url.as_deref(), &strs(&init_args(&db_a, true)), &env, &[]);
     a.set_env("SONGFS_PASSPHRASE_FILE", None);
     a.mount();
     let audio = common::mount::bytes(11, 3 * CHUNK as usize + 999);
@@ -788,8 +814,10 @@ fn two_devices_on_an_encrypted_store_sync_files_and_the_database_and_refuse_a_fo
         .unwrap();
     settle(&a);
 
-    let url = format!("file://{}", a.store.display());
-    let mut b = Mount::init_with(Some(&url), &["--db", db_b.to_str().unwrap()], &env, &[]);
+    let url = s3_url
+        .clone()
+        .unwrap_or_else(|| format!("file://{}", a.store.display()));
+    let mut b = Mount::init_with(Some(&url), &strs(&init_args(&db_b, false)), &env, &[]);
     b.set_env("SONGFS_PASSPHRASE_FILE", None);
     b.mount();
     settle(&b);
@@ -805,8 +833,11 @@ fn two_devices_on_an_encrypted_store_sync_files_and_the_database_and_refuse_a_fo
         audio
     );
 
-    // Nothing readable in any object of the store.
-    for (p, bytes) in all_files(&a.store) {
+    // Nothing readable in any object of the store (for S3: every file of the server's).
+    let store_files = s3.map(|s| s.data_dir()).unwrap_or_else(|| a.store.clone());
+    let objects = all_files(&store_files);
+    assert!(objects.len() > 5, "{} objects", objects.len());
+    for (p, bytes) in objects {
         for word in [
             &b"Moonlight"[..],
             b"Saudade",
@@ -831,12 +862,16 @@ fn two_devices_on_an_encrypted_store_sync_files_and_the_database_and_refuse_a_fo
         serde_json::from_slice(&std::fs::read(a.home.join("config.json")).unwrap()).unwrap();
     let device_a = cfg_a["device_id"].as_str().unwrap().to_string();
     let forged_key = format!("logs/{device_a}/000000000900.json");
-    let forged = a.store.join(&forged_key);
-    std::fs::write(
-        &forged,
-        format!(r#"{{"device_id":"{device_a}","sync_version":1,"seq":900,"changes":[]}}"#),
-    )
-    .unwrap();
+    let forged = format!(r#"{{"device_id":"{device_a}","sync_version":1,"seq":900,"changes":[]}}"#);
+    match s3 {
+        None => std::fs::write(a.store.join(&forged_key), &forged).unwrap(),
+        Some(s) => tokio::runtime::Runtime::new().unwrap().block_on(async {
+            let raw = s.open_store("two").await;
+            raw.put(&forged_key, Bytes::from(forged.clone()))
+                .await
+                .unwrap();
+        }),
+    }
     rusqlite::Connection::open(&db_a)
         .unwrap()
         .execute_batch("UPDATE songs SET lyrics = 'A second verse' WHERE id = 1")
@@ -856,7 +891,10 @@ fn two_devices_on_an_encrypted_store_sync_files_and_the_database_and_refuse_a_fo
         db_text(&db_b, "SELECT title FROM songs WHERE id = 1"),
         "Moonlight over Lisbon"
     );
-    assert_passphrase_nowhere(&[&a.home, &b.home, &a.store], &[&out.stdout, &out.stderr]);
+    assert_passphrase_nowhere(
+        &[&a.home, &b.home, &store_files],
+        &[&out.stdout, &out.stderr],
+    );
 }
 
 #[test]
