@@ -937,3 +937,72 @@ fn an_encrypted_s3_mount_started_while_the_store_is_down_comes_up_offline() {
         .iter()
         .any(|(p, _)| p.to_string_lossy().contains("blobs/hmac")));
 }
+
+/// After a reboot (the kernel keyring emptied) or `songfs passphrase forget`, `songfs mount`
+/// on a terminal asks for the passphrase and comes up; off a terminal it fails saying what
+/// to run, and mounts nothing.
+#[test]
+fn a_mount_without_a_kept_passphrase_asks_on_a_terminal_and_says_what_to_run_off_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let right = pass_file(tmp.path(), "right", PASSPHRASE);
+    let mut a = Mount::init_with(
+        None,
+        &["--encrypt"],
+        &[WEAK_KDF, ("SONGFS_PASSPHRASE_FILE", &right)],
+        &[],
+    );
+    a.set_env("SONGFS_PASSPHRASE_FILE", None);
+    a.mount();
+    std::fs::write(a.path("take.wav"), b"a take kept in the store").unwrap();
+    a.unmount();
+    let forget = run_ok(a.songfs().args(["passphrase", "forget"]));
+    assert!(
+        String::from_utf8_lossy(&forget.stderr).contains("forgot the passphrase"),
+        "{}",
+        String::from_utf8_lossy(&forget.stderr)
+    );
+
+    // Off a terminal: one clear failure, nothing mounted.
+    let out = a.mount_output();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "mounted without a passphrase: {err}");
+    assert!(err.contains("songfs passphrase enter"), "{err}");
+    assert!(!songfs::cli::mount::is_mounted(&a.dir));
+
+    // On a terminal (util-linux `script` gives it a pseudo-terminal; the passphrase is
+    // typed into it): asked once, then mounted, and the kept passphrase serves later runs.
+    let cmd = format!(
+        "'{}' mount '{}'",
+        common::songfs_bin().display(),
+        a.dir.display()
+    );
+    let mut typed = std::process::Command::new("script");
+    typed
+        .args(["-q", "-e", "-c", &cmd, "/dev/null"])
+        .env("SONGFS_HOME", &a.home)
+        .env(WEAK_KDF.0, WEAK_KDF.1)
+        .env_remove("SONGFS_PASSPHRASE_FILE")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = typed.spawn().unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{PASSPHRASE}\n").as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    a.adopt_daemon();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "mount on a terminal failed: {text}");
+    assert!(text.contains("Passphrase of"), "not asked: {text}");
+    assert_eq!(
+        std::fs::read(a.path("take.wav")).unwrap(),
+        b"a take kept in the store"
+    );
+    a.unmount();
+    a.mount();
+}

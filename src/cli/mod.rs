@@ -12,6 +12,7 @@ pub mod login;
 pub mod mount;
 pub mod ondisk;
 pub mod passphrase;
+pub mod status;
 pub mod sync;
 pub mod sync_json;
 
@@ -35,7 +36,7 @@ pub enum Command {
     /// Unmount a songfs mount (finishes pending work first).
     Unmount(mount::UnmountArgs),
     /// Device, store, cache, uploads, last sync.
-    Status(mount::StatusArgs),
+    Status(status::StatusArgs),
     /// One sync cycle of the app database (and the namespace).
     Sync(sync::SyncArgs),
     /// Conflicts the sync resolved and the copies kept under .conflicts/ (--restore COPY).
@@ -78,7 +79,7 @@ pub fn main() -> ExitCode {
         Command::Init(a) => init::run(a),
         Command::Mount(a) => mount::run_mount(a),
         Command::Unmount(a) => mount::run_unmount(a),
-        Command::Status(a) => mount::run_status(a),
+        Command::Status(a) => status::run_status(a),
         Command::Sync(a) => sync::run_sync(a),
         Command::Conflicts(a) => conflicts::run(a),
         Command::Import(a) => import::run(a),

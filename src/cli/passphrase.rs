@@ -34,8 +34,12 @@ pub struct PassphraseArgs {
 pub enum PassphraseCommand {
     /// Change the passphrase of the encrypted store (rewrites only its key record).
     Change,
-    /// Give this device the store's passphrase (after it was changed on another device).
+    /// Give this device the store's passphrase (after it was changed on another device,
+    /// or forgotten here).
     Enter,
+    /// Forget the passphrase this device keeps (before lending the computer, say): the
+    /// next command that opens the store asks for it again.
+    Forget,
 }
 
 pub fn run(a: PassphraseArgs) -> anyhow::Result<()> {
@@ -47,10 +51,24 @@ pub fn run(a: PassphraseArgs) -> anyhow::Result<()> {
             cfg.store.url
         );
     }
+    if let PassphraseCommand::Forget = a.command {
+        let forgotten = source::forget_passphrase(&cfg.store.url)?;
+        eprintln!(
+            "songfs: {} {}",
+            if forgotten {
+                "forgot the passphrase of"
+            } else {
+                "this device kept no passphrase for"
+            },
+            cfg.store.url
+        );
+        return Ok(());
+    }
     let rt = super::runtime()?;
     rt.block_on(async {
         let inner = crate::store::open_unsealed(&cfg.store).await?;
         match a.command {
+            PassphraseCommand::Forget => unreachable!("handled above"),
             PassphraseCommand::Change => change(&cfg.store, inner).await,
             PassphraseCommand::Enter => {
                 join(&cfg.store, inner.as_ref()).await?;
@@ -61,6 +79,25 @@ pub fn run(a: PassphraseArgs) -> anyhow::Result<()> {
                 Ok(())
             }
         }
+    })
+}
+
+/// For `mount`: a device that keeps no passphrase (the kernel's keyring is emptied by a
+/// reboot, or it was forgotten) asks for it on the terminal, as `passphrase enter` does,
+/// instead of failing. Off a terminal the mount fails later with what to run.
+pub fn ask_if_missing(cfg: &Config) -> anyhow::Result<()> {
+    use std::io::IsTerminal;
+    if !cfg.store.encrypted
+        || !std::io::stdin().is_terminal()
+        || source::stored_passphrase(&cfg.store.url)
+            .map_err(anyhow::Error::msg)?
+            .is_some()
+    {
+        return Ok(());
+    }
+    super::runtime()?.block_on(async {
+        let inner = crate::store::open_unsealed(&cfg.store).await?;
+        join(&cfg.store, inner.as_ref()).await
     })
 }
 

@@ -60,3 +60,8 @@ pub fn stored_passphrase(store_url: &str) -> Result<Option<Zeroizing<String>>, S
 pub fn keep_passphrase(store_url: &str, passphrase: &str) -> SecretResult<Location> {
     secrets::set_passphrase(&passphrase_account(store_url), passphrase)
 }
+
+/// Forgets the passphrase kept for `store_url`; true if one was kept.
+pub fn forget_passphrase(store_url: &str) -> SecretResult<bool> {
+    secrets::delete_passphrase(&passphrase_account(store_url))
+}

@@ -98,6 +98,11 @@ pub fn set_passphrase(account: &str, secret: &str) -> SecretResult<Location> {
     set_in(Fallback::Session, SERVICE, account, secret)
 }
 
+/// A store passphrase: as [`delete`], in the keyring and the kernel's user keyring.
+pub fn delete_passphrase(account: &str) -> SecretResult<bool> {
+    delete_in(Fallback::Session, SERVICE, account)
+}
+
 fn get_in(fallback: Fallback, service: &str, account: &str) -> SecretResult<Option<String>> {
     if let Some(store) = keyring() {
         match on_own_thread(|| Entry::new_in_store(&store, service, account)?.get_password()) {
