@@ -212,30 +212,3 @@ fn human(b: u64) -> String {
         format!("{v:.1} {}", UNITS[u])
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn mountinfo_paths_are_unescaped() {
-        assert_eq!(unescape_mountinfo("/a\\040b"), "/a b");
-        assert_eq!(unescape_mountinfo("/plain"), "/plain");
-    }
-
-    #[test]
-    fn mountpoint_errors_say_what_to_do() {
-        let d = tempfile::tempdir().unwrap();
-        let missing = d.path().join("nope");
-        let e = check_mountpoint(&missing).unwrap_err().to_string();
-        assert!(e.contains("mkdir -p"), "{e}");
-        let file = d.path().join("f");
-        std::fs::write(&file, b"x").unwrap();
-        let e = check_mountpoint(&file).unwrap_err().to_string();
-        assert!(e.contains("not a directory"), "{e}");
-        let e = check_mountpoint(d.path()).unwrap_err().to_string();
-        assert!(e.contains("not empty"), "{e}");
-        std::fs::remove_file(&file).unwrap();
-        assert!(check_mountpoint(d.path()).is_ok());
-    }
-}
