@@ -80,12 +80,12 @@ mod prefetch;
 mod state;
 
 use crate::os::FileExt;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 
@@ -193,6 +193,8 @@ pub struct Cache {
     limit: u64,
     store: Arc<dyn ObjectStore>,
     fetch_timeout: Duration,
+    /// Blobs whose fetch just ran out of time, and when: see `with_timeout`.
+    gave_up: Mutex<HashMap<String, Instant>>,
     flights: Mutex<fetch::Flights>,
     state: Mutex<State>,
     index: Mutex<Index>,
@@ -254,6 +256,7 @@ impl Cache {
             limit: limit_bytes,
             store,
             fetch_timeout,
+            gave_up: Mutex::new(HashMap::new()),
             flights: Mutex::new(fetch::Flights::default()),
             state: Mutex::new(st),
             index: Mutex::new(index),
@@ -533,17 +536,35 @@ impl Cache {
 
     // ---- internals ----
 
-    async fn with_timeout<T>(
+    /// `f`, or `CacheError::Timeout` once `fetch_timeout` has passed. A blob whose fetch
+    /// ran out of time less than `GAVE_UP_FOR` ago fails at once: the kernel answers an
+    /// app's failed read by asking for the page again, which would otherwise double the
+    /// app's wait on a store that does not answer.
+    pub async fn with_timeout<T>(
         &self,
         hash: &str,
         f: impl std::future::Future<Output = T>,
     ) -> Result<T, CacheError> {
-        tokio::time::timeout(self.fetch_timeout, f)
-            .await
-            .map_err(|_| CacheError::Timeout {
-                hash: hash.into(),
-                secs: self.fetch_timeout.as_secs_f64(),
-            })
+        const GAVE_UP_FOR: Duration = Duration::from_secs(2);
+        let timeout = || CacheError::Timeout {
+            hash: hash.into(),
+            secs: self.fetch_timeout.as_secs_f64(),
+        };
+        if lock(&self.gave_up)
+            .get(hash)
+            .is_some_and(|at| at.elapsed() < GAVE_UP_FOR)
+        {
+            return Err(timeout());
+        }
+        match tokio::time::timeout(self.fetch_timeout, f).await {
+            Ok(out) => Ok(out),
+            Err(_) => {
+                let mut gave_up = lock(&self.gave_up);
+                gave_up.retain(|_, at| at.elapsed() < GAVE_UP_FOR);
+                gave_up.insert(hash.to_string(), Instant::now());
+                Err(timeout())
+            }
+        }
     }
 
     fn gen_of(&self, hash: &str) -> Option<u64> {

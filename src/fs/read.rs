@@ -106,8 +106,18 @@ impl SongFs {
         }
     }
 
-    /// The slow read: verified bytes through the cache, fetching what is missing.
+    /// The slow read: verified bytes through the cache, fetching what is missing. One
+    /// deadline for the whole read: the chunk-hash record and the bytes together never
+    /// keep the app waiting longer than `--fetch-timeout` (a black-holed store is EIO then).
     pub async fn read_fetch(&self, fh: u64, offset: u64, len: u32) -> FsResult<Bytes> {
+        let node = self.node_of(self.handle(fh)?.ino)?;
+        let hash = node.hash.as_deref().unwrap_or(EMPTY_HASH);
+        self.cache
+            .with_timeout(hash, self.fetch_unbounded(fh, offset, len))
+            .await?
+    }
+
+    async fn fetch_unbounded(&self, fh: u64, offset: u64, len: u32) -> FsResult<Bytes> {
         let h = self.handle(fh)?;
         let node = self.node_of(h.ino)?;
         if offset >= node.size {

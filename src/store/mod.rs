@@ -6,6 +6,7 @@
 //! so that a reader never sees half of it. This layer knows nothing of files, caches or
 //! databases; it must never retry forever: callers bound their waits.
 
+pub mod backoff;
 pub mod cloud;
 pub mod encrypted;
 pub mod faulty;

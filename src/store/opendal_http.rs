@@ -137,13 +137,12 @@ impl SongfsTransport {
     /// The wait before try `attempt + 1`: the server's `Retry-After` or exponential
     /// backoff, plus up to half of it again at random, never above `max_wait`.
     fn wait_for(&self, attempt: u32, headers: &http::HeaderMap) -> Duration {
-        let backoff = self
-            .throttle
-            .base_delay
-            .saturating_mul(1 << (attempt - 1).min(16));
-        let base = retry_after(headers).unwrap_or(backoff);
-        let jitter = base.mul_f64(rand::random::<f64>() * 0.5);
-        (base + jitter).min(self.throttle.max_wait)
+        super::backoff::wait(
+            self.throttle.base_delay,
+            attempt,
+            self.throttle.max_wait,
+            retry_after(headers),
+        )
     }
 }
 

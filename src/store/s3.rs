@@ -445,15 +445,73 @@ impl S3Store {
         body.collect()
             .await
             .map(|b| b.into_bytes())
-            .map_err(|e| StoreError::Unreachable {
-                detail: format!(
-                    "{}: reading {key} broke off ({})",
-                    self.where_(),
-                    root_cause(&e)
-                ),
-            })
+            .map_err(|e| self.broke_off(key, &e))
+    }
+
+    fn broke_off(&self, key: &str, e: &(dyn std::error::Error + 'static)) -> StoreError {
+        StoreError::Unreachable {
+            detail: format!(
+                "{}: reading {key} {BROKE_OFF} ({})",
+                self.where_(),
+                root_cause(e)
+            ),
+        }
+    }
+
+    /// One ranged GET. A server that ignores `Range` sends the whole object: only the
+    /// range is kept, read from the stream as it passes (never the whole object in memory).
+    async fn get_range_once(&self, key: &str, range: Range<u64>) -> StoreResult<Bytes> {
+        let full = self.full_key(key)?;
+        let sent = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(full)
+            .range(format!("bytes={}-{}", range.start, range.end - 1))
+            .send()
+            .await;
+        let out = match sent {
+            Ok(out) => out,
+            // 416: the object ends before the range starts.
+            Err(e)
+                if e.code() == Some("InvalidRange")
+                    || e.raw_response().map(|r| r.status().as_u16()) == Some(416) =>
+            {
+                return Ok(Bytes::new())
+            }
+            Err(e) => return Err(self.error(key, e)),
+        };
+        let want = (range.end - range.start) as usize;
+        if out.content_range().is_some() {
+            let body = self.collect_body(key, out.body).await?;
+            return Ok(if body.len() > want {
+                body.slice(..want)
+            } else {
+                body
+            });
+        }
+        let mut body = out.body;
+        let mut at = 0u64;
+        let mut kept = bytes::BytesMut::with_capacity(want);
+        while kept.len() < want {
+            let Some(piece) = body.next().await else {
+                break;
+            };
+            let piece = piece.map_err(|e| self.broke_off(key, &e))?;
+            let (start, end) = (at, at + piece.len() as u64);
+            at = end;
+            if end > range.start {
+                let from = range.start.saturating_sub(start) as usize;
+                let to = ((range.end.min(end)) - start) as usize;
+                kept.extend_from_slice(&piece[from..to]);
+            }
+        }
+        Ok(kept.freeze())
     }
 }
+
+/// What a body read that failed half-way says (retried by `get_range`).
+const BROKE_OFF: &str = "broke off";
 
 /// Texts from servers and credential providers may span lines; our messages are one.
 fn one_line(s: &str) -> String {
@@ -572,40 +630,33 @@ impl ObjectStore for S3Store {
                 }),
             };
         }
-        let full = self.full_key(key)?;
-        let sent = self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(full)
-            .range(format!("bytes={}-{}", range.start, range.end - 1))
-            .send()
-            .await;
-        let out = match sent {
-            Ok(out) => out,
-            // 416: the object ends before the range starts.
-            Err(e)
-                if e.code() == Some("InvalidRange")
-                    || e.raw_response().map(|r| r.status().as_u16()) == Some(416) =>
-            {
-                return Ok(Bytes::new())
+        // The SDK retries a request that failed; a body that broke off half-way (a cut
+        // connection, a stall past the read timeout) is retried here, a few times with
+        // backoff: the cache would otherwise see a short read and give up.
+        let mut attempt = 1;
+        loop {
+            match self.get_range_once(key, range.clone()).await {
+                Err(StoreError::Unreachable { detail })
+                    if detail.contains(BROKE_OFF) && attempt < self.opts.max_attempts =>
+                {
+                    let wait = super::backoff::wait(
+                        Duration::from_millis(100),
+                        attempt,
+                        Duration::from_secs(2),
+                        None,
+                    );
+                    tracing::warn!(
+                        key,
+                        attempt,
+                        wait_ms = wait.as_millis() as u64,
+                        "{detail}: fetching the range again"
+                    );
+                    tokio::time::sleep(wait).await;
+                    attempt += 1;
+                }
+                other => return other,
             }
-            Err(e) => return Err(self.error(key, e)),
-        };
-        let honoured = out.content_range().is_some();
-        let body = self.collect_body(key, out.body).await?;
-        let want = (range.end - range.start) as usize;
-        if !honoured && body.len() as u64 > range.end - range.start {
-            // A server that ignored the Range header sent the whole object.
-            let start = (range.start as usize).min(body.len());
-            let end = (range.end as usize).min(body.len());
-            return Ok(body.slice(start..end));
         }
-        Ok(if body.len() > want {
-            body.slice(..want)
-        } else {
-            body
-        })
     }
 
     async fn head(&self, key: &str) -> StoreResult<Option<u64>> {

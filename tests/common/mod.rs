@@ -6,6 +6,7 @@
 
 pub mod cloudfake;
 pub mod contract;
+pub mod faultproxy;
 pub mod mount;
 pub mod s3server;
 pub mod webdav;
