@@ -8,7 +8,7 @@
 //! ```text
 //! rangeget get  --url s3://b/p --endpoint http://127.0.0.1:9000 KEY --offset 0 --len 65536
 //! rangeget read FILE --len 65536
-//! rangeget put  --url s3://b/p --endpoint http://127.0.0.1:9000 KEY FILE
+//! rangeget put  --url s3://b/p --endpoint http://127.0.0.1:9000 KEY FILE   # prints its time
 //! ```
 
 use std::io::Read;
@@ -105,7 +105,11 @@ fn main() -> anyhow::Result<()> {
             file,
         } => rt.block_on(async {
             let store = songfs::store::open(&store_config(url, endpoint)).await?;
+            // Connected first (as a daemon's client would be), so the timing is the PUT.
+            store.head(&format!("{key}.absent")).await.ok();
+            let t = Instant::now();
             store.put_file(&key, &file).await?;
+            println!("{:.3}", t.elapsed().as_secs_f64() * 1000.0);
             Ok(())
         }),
     }

@@ -15,6 +15,11 @@
 //! reader arriving meanwhile joins it (and gets the bytes from memory) instead of
 //! fetching them again; callers that need the chunks *present* (materialize) also wait
 //! for `kept`.
+//!
+//! A blob whose chunk-hash record is not known yet (a new device's first read) would
+//! cost two round trips: the record, then the data. `fetch_info_beside` sends the GET of
+//! the reader's chunk together with the record's and hands its bytes to a flight once
+//! the record has arrived, so they are verified as any flight's before a reader gets one.
 
 use std::collections::HashMap;
 use std::ops::Range;
@@ -24,7 +29,7 @@ use bytes::Bytes;
 use futures::future::{BoxFuture, FutureExt, Shared};
 
 use super::{lock, Cache, CacheError};
-use crate::content::{blob_key, BlobInfo};
+use crate::content::{blob_key, chunk_count, BlobInfo, CHUNK_SIZE};
 use crate::store::StoreError;
 
 /// Largest run of chunks one GET asks for (4 MiB).
@@ -32,6 +37,8 @@ pub const MAX_RUN_CHUNKS: u64 = 16;
 
 pub type FlightOutput = Result<Arc<Vec<Bytes>>, CacheError>;
 type Flight = Shared<BoxFuture<'static, FlightOutput>>;
+/// The bytes of a GET sent before its flight was registered (see `fetch_info_beside`).
+type Early = tokio::task::JoinHandle<Result<Bytes, CacheError>>;
 
 /// Flights in the air, by (blob, chunk).
 #[derive(Default)]
@@ -88,7 +95,7 @@ impl Cache {
                     continue;
                 }
                 if let Some(r) = run.take() {
-                    waits.extend(self.start_flight(&mut flights, info, r));
+                    waits.extend(self.start_flight(&mut flights, info, r, None));
                 }
                 if missing {
                     run = Some(i..i + 1);
@@ -97,7 +104,7 @@ impl Cache {
                 }
             }
             if let Some(r) = run.take() {
-                waits.extend(self.start_flight(&mut flights, info, r));
+                waits.extend(self.start_flight(&mut flights, info, r, None));
             }
         }
         let mut out = HashMap::new();
@@ -111,12 +118,58 @@ impl Cache {
         Ok(out)
     }
 
+    /// The chunk-hash record of `hash` (as `fetch_info`), and when it is not known
+    /// locally, the chunk holding `offset` fetched beside it: its GET goes out with the
+    /// record's, and once the record is checked a flight for that chunk verifies the
+    /// bytes against it, so the read that follows joins the flight instead of making a
+    /// second round trip. A failed record fetch discards those bytes unread.
+    pub async fn fetch_info_beside(
+        &self,
+        hash: &str,
+        size: u64,
+        root: Option<&str>,
+        offset: u64,
+    ) -> Result<BlobInfo, CacheError> {
+        if offset >= size || !crate::content::is_valid_hash(hash) {
+            return self.fetch_info(hash, size, root).await;
+        }
+        if let Some(info) = self.blob_info(hash) {
+            return Ok(info);
+        }
+        let i = offset / CHUNK_SIZE;
+        let bytes = i * CHUNK_SIZE..((i + 1) * CHUNK_SIZE).min(size);
+        let cache = self.me.upgrade().expect("a cache in use is alive");
+        let h = hash.to_string();
+        let early: Early = tokio::spawn(async move { cache.get_bytes(&h, bytes).await });
+        let info = match self.fetch_info(hash, size, root).await {
+            Ok(info) => Arc::new(info),
+            Err(e) => {
+                early.abort();
+                return Err(e);
+            }
+        };
+        debug_assert_eq!(chunk_count(info.size), chunk_count(size));
+        let mut flights = lock(&self.flights);
+        let present = lock(&self.state)
+            .entries
+            .get(hash)
+            .is_some_and(|e| e.present.get(i));
+        if present || flights.by_chunk.contains_key(&(hash.to_string(), i)) {
+            early.abort();
+        } else {
+            self.start_flight(&mut flights, &info, i..i + 1, Some(early));
+        }
+        Ok(Arc::unwrap_or_clone(info))
+    }
+
     /// Registers and spawns one flight for `run`; returns the (chunk, flight) pairs.
+    /// `early` is a GET of exactly the run's bytes already on its way.
     fn start_flight(
         &self,
         flights: &mut Flights,
         info: &Arc<BlobInfo>,
         run: Range<u64>,
+        early: Option<Early>,
     ) -> Vec<(u64, InFlight)> {
         flights.next_id += 1;
         let id = flights.next_id;
@@ -127,7 +180,7 @@ impl Cache {
         }
         .boxed()
         .shared();
-        let task = tokio::spawn(fly(cache, info.clone(), run.clone(), id, kept_tx));
+        let task = tokio::spawn(fly(cache, info.clone(), run.clone(), id, kept_tx, early));
         let flight = async move {
             task.await.unwrap_or_else(|e| {
                 Err(CacheError::Internal {
@@ -150,31 +203,44 @@ impl Cache {
         .collect()
     }
 
-    /// GETs chunks `run` of the blob and checks each against its hash.
-    async fn get_verified(&self, info: &BlobInfo, run: Range<u64>) -> FlightOutput {
-        let key = blob_key(&info.hash);
-        let bytes = info.chunk_range(run.start).start..info.chunk_range(run.end - 1).end;
-        let got = tokio::time::timeout(
-            self.fetch_timeout,
-            self.store.get_range(&key, bytes.clone()),
-        )
-        .await;
-        let data = match got {
+    /// GETs `bytes` of blob `hash`, bounded by `fetch_timeout`.
+    async fn get_bytes(&self, hash: &str, bytes: Range<u64>) -> Result<Bytes, CacheError> {
+        let key = blob_key(hash);
+        let got = tokio::time::timeout(self.fetch_timeout, self.store.get_range(&key, bytes)).await;
+        match got {
             Err(_) => {
                 tracing::warn!(key, "the store did not answer in time");
-                return Err(CacheError::Timeout {
-                    hash: info.hash.clone(),
+                Err(CacheError::Timeout {
+                    hash: hash.to_string(),
                     secs: self.fetch_timeout.as_secs_f64(),
-                });
-            }
-            Ok(Err(StoreError::NotFound { key })) => return Err(CacheError::NotInStore { key }),
-            Ok(Err(e)) => {
-                return Err(CacheError::Store {
-                    hash: info.hash.clone(),
-                    source: Arc::new(e),
                 })
             }
-            Ok(Ok(data)) => data,
+            Ok(Err(StoreError::NotFound { key })) => Err(CacheError::NotInStore { key }),
+            Ok(Err(e)) => Err(CacheError::Store {
+                hash: hash.to_string(),
+                source: Arc::new(e),
+            }),
+            Ok(Ok(data)) => Ok(data),
+        }
+    }
+
+    /// GETs chunks `run` of the blob (or takes the `early` GET of them) and checks each
+    /// against its hash.
+    async fn get_verified(
+        &self,
+        info: &BlobInfo,
+        run: Range<u64>,
+        early: Option<Early>,
+    ) -> FlightOutput {
+        let key = blob_key(&info.hash);
+        let bytes = info.chunk_range(run.start).start..info.chunk_range(run.end - 1).end;
+        let data = match early {
+            Some(task) => task.await.unwrap_or_else(|e| {
+                Err(CacheError::Internal {
+                    what: format!("fetch task failed: {e}"),
+                })
+            })?,
+            None => self.get_bytes(&info.hash, bytes.clone()).await?,
         };
         let mut chunks = Vec::with_capacity((run.end - run.start) as usize);
         for i in run {
@@ -215,8 +281,9 @@ async fn fly(
     run: Range<u64>,
     id: u64,
     kept: tokio::sync::oneshot::Sender<()>,
+    early: Option<Early>,
 ) -> FlightOutput {
-    let out = cache.get_verified(&info, run.clone()).await;
+    let out = cache.get_verified(&info, run.clone(), early).await;
     let chunks = out.as_ref().ok().cloned();
     tokio::spawn(async move {
         if let Some(chunks) = chunks {

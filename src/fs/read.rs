@@ -132,7 +132,7 @@ impl SongFs {
         let info = match cached {
             Some(i) => i,
             None => {
-                let i = Arc::new(self.blob_info(&node).await?);
+                let i = Arc::new(self.blob_info_beside(&node, offset).await?);
                 let mut src = h.source();
                 if src.hash == node.hash {
                     src.info = Some(i.clone());
@@ -144,6 +144,22 @@ impl SongFs {
             .cache
             .read_ahead(&h.read_ahead, &info, offset, len)
             .await?)
+    }
+
+    /// `blob_info` for a read at `offset`: when the record must be fetched, the chunk
+    /// holding `offset` is fetched beside it (one round trip for the first bytes).
+    async fn blob_info_beside(&self, node: &Node, offset: u64) -> FsResult<BlobInfo> {
+        let hash = node.hash.as_deref().unwrap_or(EMPTY_HASH);
+        match self.cache.blob_info(hash) {
+            Some(i) => Ok(i),
+            None => {
+                let root = self.catalog.chunk_root(hash)?;
+                Ok(self
+                    .cache
+                    .fetch_info_beside(hash, node.size, root.as_deref(), offset)
+                    .await?)
+            }
+        }
     }
 
     /// The blob's chunk hashes: known locally, or fetched from the store's record.

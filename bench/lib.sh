@@ -1,0 +1,146 @@
+# Shared by the bench/ scripts (sourced, not run): the work folder and its cleanup (every
+# mount unmounted, every process stopped by PID, also on failure or Ctrl-C), timing,
+# medians, page-cache drops, songfs devices on one store, and the s3s-fs server.
+# The sourcing script sets SONGFS, S3S_FS, ACCESS_KEY, SECRET_KEY, BUCKET, PEER_BUCKET,
+# WAIT_SECS before sourcing, then calls start_s3s_fs.
+
+log() { echo "bench: $*" >&2; }
+die() { log "$*"; exit 1; }
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/songfs-bench.XXXXXX")
+MOUNTS=() # "songfs|<home>|<dir>" or "fuse|<pid>|<dir>", in mount order
+PIDS=()   # background processes started here (s3s-fs)
+
+unmount_entry() {
+  local kind=${1%%|*} rest=${1#*|}
+  local arg=${rest%%|*} dir=${rest#*|}
+  mountpoint -q "$dir" 2>/dev/null || { [ "$kind" = fuse ] && stop_pid "$arg"; return 0; }
+  if [ "$kind" = songfs ]; then
+    SONGFS_HOME=$arg timeout "$WAIT_SECS" "$SONGFS" unmount "$dir" >&2 ||
+      fusermount3 -u "$dir" 2>/dev/null || fusermount3 -uz "$dir" 2>/dev/null || true
+  else
+    fusermount3 -u "$dir" 2>/dev/null || fusermount3 -uz "$dir" 2>/dev/null || true
+    stop_pid "$arg"
+  fi
+}
+
+stop_pid() {
+  local pid=$1 i
+  kill -0 "$pid" 2>/dev/null || return 0
+  for i in $(seq 50); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.1; done
+  kill "$pid" 2>/dev/null || true
+  for i in $(seq 30); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.1; done
+  kill -9 "$pid" 2>/dev/null || true
+}
+
+forget_mount() {
+  local keep=() m
+  for m in "${MOUNTS[@]+"${MOUNTS[@]}"}"; do [ "${m##*|}" = "$1" ] || keep+=("$m"); done
+  MOUNTS=("${keep[@]+"${keep[@]}"}")
+}
+
+cleanup() {
+  set +e
+  local i
+  for ((i = ${#MOUNTS[@]} - 1; i >= 0; i--)); do unmount_entry "${MOUNTS[$i]}"; done
+  for pid in "${PIDS[@]+"${PIDS[@]}"}"; do kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null; done
+  if [ "${KEEP_WORK:-0}" = 1 ]; then log "work folder kept: $WORK"; else rm -rf "$WORK"; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# ---------------------------------------------------------------- helpers
+
+now_ns() { date +%s%N; }
+
+# ms_of CMD...: runs CMD (output discarded), prints its wall time in ms, or FAIL.
+ms_of() {
+  local t0 t1
+  t0=$(now_ns)
+  "$@" >/dev/null 2>>"$WORK/commands.log" || { echo FAIL; return 0; }
+  t1=$(now_ns)
+  awk -v d=$((t1 - t0)) 'BEGIN { printf "%.2f\n", d / 1e6 }'
+}
+
+# out_of CMD...: CMD's own output (a timing it measured itself), or FAIL.
+out_of() { "$@" 2>>"$WORK/commands.log" || echo FAIL; }
+
+median() { sort -g | awk '{ a[NR] = $1 } END { if (NR == 0) { print "NA"; exit }
+  if (NR % 2) print a[(NR + 1) / 2]; else printf "%.2f\n", (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
+
+mib_per_s() { awk -v mib="$1" -v ms="$2" 'BEGIN { printf "%.1f\n", mib / (ms / 1000) }'; }
+
+CAN_DROP=0
+if (sync && echo 3 >/proc/sys/vm/drop_caches) 2>/dev/null; then CAN_DROP=1; fi
+drop_caches() {
+  sync
+  if [ "$CAN_DROP" = 1 ]; then echo 3 >/proc/sys/vm/drop_caches; fi
+}
+
+wait_for() { # wait_for SECONDS TEST...
+  local secs=$1 i
+  shift
+  for ((i = 0; i < secs * 10; i++)); do "$@" && return 0; sleep 0.1; done
+  return 1
+}
+
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+
+declare -A RESULT NOTE RAW
+record() { # record NAME VALUES... (one per run): keeps the raw runs and the median
+  local name=$1
+  shift
+  RAW[$name]="$*"
+  if [[ " $* " == *" FAIL "* ]]; then
+    NOTE[$name]="a run failed (see commands.log with KEEP_WORK=1): no result"
+    unset "RESULT[$name]"
+  else
+    RESULT[$name]=$(printf '%s\n' "$@" | median)
+  fi
+}
+
+# ---------------------------------------------------------------- songfs helpers
+
+# songfs_mount HOME DIR: init is done; mounts and registers the mount.
+songfs_mount() {
+  mkdir -p "$2"
+  SONGFS_HOME=$1 timeout "$WAIT_SECS" "$SONGFS" mount "$2" >&2 || return 1
+  MOUNTS+=("songfs|$1|$2")
+  wait_for 10 mountpoint -q "$2"
+}
+
+songfs_unmount() {
+  SONGFS_HOME=$1 timeout "$WAIT_SECS" "$SONGFS" unmount "$2" >&2 || true
+  mountpoint -q "$2" && { fusermount3 -u "$2" 2>/dev/null || fusermount3 -uz "$2"; }
+  forget_mount "$2"
+}
+
+# new_device NAME: a fresh SONGFS_HOME set up with the store; prints its path.
+new_device() {
+  local home=$WORK/dev-$1
+  rm -rf "$home"
+  mkdir -p "$home"
+  SONGFS_HOME=$home "$SONGFS" init --store "s3://$BUCKET/bench" --s3-endpoint "$ENDPOINT" \
+    --device-name "bench-$1" >&2 || return 1
+  echo "$home"
+}
+
+daemon_pid() { cat "$1/daemon.pid" 2>/dev/null; }
+
+rss_mib() { ps -o rss= -p "$1" 2>/dev/null | awk '{ printf "%.1f\n", $1 / 1024 }'; }
+
+# start_s3s_fs: starts s3s-fs on a free loopback port (buckets BUCKET and PEER_BUCKET),
+# sets ENDPOINT and the AWS environment for songfs and rangeget.
+start_s3s_fs() {
+  PORT=$(free_port)
+  ENDPOINT=http://127.0.0.1:$PORT
+  mkdir -p "$WORK/s3/$BUCKET" "$WORK/s3/$PEER_BUCKET"
+  "$S3S_FS" --host 127.0.0.1 --port "$PORT" --access-key "$ACCESS_KEY" --secret-key "$SECRET_KEY" \
+    "$WORK/s3" >"$WORK/s3s-fs.log" 2>&1 &
+  PIDS+=($!)
+  wait_for 20 bash -c "exec 3<>/dev/tcp/127.0.0.1/$PORT" 2>/dev/null || die "s3s-fs did not start: $(tail -5 "$WORK/s3s-fs.log")"
+  log "s3s-fs (pid ${PIDS[0]}) at $ENDPOINT"
+
+  export AWS_ACCESS_KEY_ID=$ACCESS_KEY AWS_SECRET_ACCESS_KEY=$SECRET_KEY AWS_REGION=us-east-1
+  export AWS_EC2_METADATA_DISABLED=true RUST_LOG=${RUST_LOG:-warn}
+}
