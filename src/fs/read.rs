@@ -132,7 +132,7 @@ impl SongFs {
         let info = match cached {
             Some(i) => i,
             None => {
-                let i = Arc::new(self.blob_info_beside(&node, offset).await?);
+                let i = Arc::new(self.blob_info(&node, Some(offset)).await?);
                 let mut src = h.source();
                 if src.hash == node.hash {
                     src.info = Some(i.clone());
@@ -146,34 +146,23 @@ impl SongFs {
             .await?)
     }
 
-    /// `blob_info` for a read at `offset`: when the record must be fetched, the chunk
-    /// holding `offset` is fetched beside it (one round trip for the first bytes).
-    async fn blob_info_beside(&self, node: &Node, offset: u64) -> FsResult<BlobInfo> {
+    /// The blob's chunk hashes: known locally, or fetched from the store's record. For a
+    /// read at `offset`, the chunk holding it is fetched beside the record (one round
+    /// trip for the first bytes).
+    pub(super) async fn blob_info(&self, node: &Node, offset: Option<u64>) -> FsResult<BlobInfo> {
         let hash = node.hash.as_deref().unwrap_or(EMPTY_HASH);
-        match self.cache.blob_info(hash) {
-            Some(i) => Ok(i),
-            None => {
-                let root = self.catalog.chunk_root(hash)?;
-                Ok(self
-                    .cache
-                    .fetch_info_beside(hash, node.size, root.as_deref(), offset)
-                    .await?)
-            }
+        if let Some(i) = self.cache.blob_info(hash) {
+            return Ok(i);
         }
-    }
-
-    /// The blob's chunk hashes: known locally, or fetched from the store's record.
-    pub(super) async fn blob_info(&self, node: &Node) -> FsResult<BlobInfo> {
-        let hash = node.hash.as_deref().unwrap_or(EMPTY_HASH);
-        match self.cache.blob_info(hash) {
-            Some(i) => Ok(i),
-            None => {
-                let root = self.catalog.chunk_root(hash)?;
-                Ok(self
-                    .cache
-                    .fetch_info(hash, node.size, root.as_deref())
-                    .await?)
+        let root = self.catalog.chunk_root(hash)?;
+        let root = root.as_deref();
+        Ok(match offset {
+            Some(at) => {
+                self.cache
+                    .fetch_info_beside(hash, node.size, root, at)
+                    .await?
             }
-        }
+            None => self.cache.fetch_info(hash, node.size, root).await?,
+        })
     }
 }

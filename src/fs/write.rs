@@ -222,7 +222,7 @@ impl SongFs {
             if node.local_only || node.size == 0 {
                 return Ok(());
             }
-            let info = self.blob_info(&node).await?;
+            let info = self.blob_info(&node, None).await?;
             self.cache.materialize(&info).await?;
             let st = self.writer_entry(ino, false);
             let mut g = lock(&st);
