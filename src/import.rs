@@ -185,7 +185,7 @@ pub enum Outcome {
     Problem(String),
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FileProblem {
     pub source: PathBuf,
     pub dest: PathBuf,
@@ -613,8 +613,9 @@ pub struct Options {
     pub local_only: Vec<glob::Pattern>,
 }
 
-/// What an import did (or, dry, would do).
-#[derive(Debug, Default, Serialize)]
+/// What an import did (or, dry, would do). `--json` prints it whole; a program (or a
+/// test) reads it back as it is.
+#[derive(Debug, Default, Serialize, Deserialize)]
 pub struct Summary {
     pub dry_run: bool,
     pub mount: PathBuf,
