@@ -13,15 +13,6 @@ set -euo pipefail
 
 RUNS=${RUNS:-3}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
-SONGFS=${SONGFS_BIN:-$TARGET_DIR/release/songfs}
-RANGEGET=${RANGEGET_BIN:-$TARGET_DIR/release/examples/rangeget}
-S3S_FS=${S3S_FS:-$(command -v s3s-fs || echo "$HOME/.cargo/bin/s3s-fs")}
-ACCESS_KEY=bench-access
-SECRET_KEY=bench-secret-0123456789
-BUCKET=songfs
-PEER_BUCKET=peers
-WAIT_SECS=120
 FILES=6
 
 # shellcheck source=bench/lib.sh

@@ -1,8 +1,17 @@
 # Shared by the bench/ scripts (sourced, not run): the work folder and its cleanup (every
 # mount unmounted, every process stopped by PID, also on failure or Ctrl-C), timing,
 # medians, page-cache drops, songfs devices on one store, and the s3s-fs server.
-# The sourcing script sets SONGFS, S3S_FS, ACCESS_KEY, SECRET_KEY, BUCKET, PEER_BUCKET,
-# WAIT_SECS before sourcing, then calls start_s3s_fs.
+# The sourcing script sets ROOT (the checkout) before sourcing, then calls start_s3s_fs.
+
+TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+SONGFS=${SONGFS_BIN:-$TARGET_DIR/release/songfs}
+RANGEGET=${RANGEGET_BIN:-$TARGET_DIR/release/examples/rangeget}
+S3S_FS=${S3S_FS:-$(command -v s3s-fs || echo "$HOME/.cargo/bin/s3s-fs")}
+ACCESS_KEY=bench-access
+SECRET_KEY=bench-secret-0123456789
+BUCKET=songfs      # songfs's store: s3://songfs/bench
+PEER_BUCKET=peers  # plain objects for rclone and s3fs (a bucket root: see README)
+WAIT_SECS=120      # bound on every wait (mount, file visible, unmount)
 
 log() { echo "bench: $*" >&2; }
 die() { log "$*"; exit 1; }

@@ -15,15 +15,6 @@ set -euo pipefail
 RUNS=${RUNS:-5}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 OUT_DIR=$ROOT/bench/out
-TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
-SONGFS=${SONGFS_BIN:-$TARGET_DIR/release/songfs}
-RANGEGET=${RANGEGET_BIN:-$TARGET_DIR/release/examples/rangeget}
-S3S_FS=${S3S_FS:-$(command -v s3s-fs || echo "$HOME/.cargo/bin/s3s-fs")}
-ACCESS_KEY=bench-access
-SECRET_KEY=bench-secret-0123456789
-BUCKET=songfs      # songfs's store: s3://songfs/bench
-PEER_BUCKET=peers  # plain objects for rclone and s3fs (a bucket root: see README)
-WAIT_SECS=120      # bound on every wait (mount, file visible, unmount)
 
 # shellcheck source=bench/lib.sh
 . "$ROOT/bench/lib.sh"
