@@ -14,9 +14,12 @@ pub mod webdav;
 use std::path::PathBuf;
 use std::process::Command;
 
-/// The `songfs` binary cargo built for this test run.
+/// The `songfs` binary cargo built for this test run, or the one `SONGFS_TEST_BIN` names:
+/// to run a test against another build (showing a regression test fails on an old one).
 pub fn songfs_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_songfs"))
+    std::env::var_os("SONGFS_TEST_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_songfs")))
 }
 
 /// A fresh, empty SONGFS_HOME (removed when the value is dropped).

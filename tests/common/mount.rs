@@ -7,9 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-pub fn songfs_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_songfs"))
-}
+pub use super::songfs_bin;
 
 /// Runs a command, panicking with its stderr if it fails.
 pub fn run_ok(cmd: &mut Command) -> Output {
