@@ -86,6 +86,21 @@ drop_caches() {
   if [ "$CAN_DROP" = 1 ]; then echo 3 >/proc/sys/vm/drop_caches; fi
 }
 
+# wait_fine SECONDS TEST...: wait_for, polling every 2 ms (for timings).
+wait_fine() {
+  local end=$(($(now_ns) + $1 * 1000000000))
+  shift
+  while [ "$(now_ns)" -lt "$end" ]; do "$@" && return 0; sleep 0.002; done
+  return 1
+}
+
+# since_ms START_NS: milliseconds since START_NS (from now_ns).
+since_ms() { awk -v d=$(($(now_ns) - $1)) 'BEGIN { printf "%.2f\n", d / 1e6 }'; }
+
+# vm_mib PID FIELD: VmRSS (now) or VmHWM (the peak since the process started, kept by
+# the kernel, so no sample is missed: each measurement uses a freshly mounted daemon).
+vm_mib() { awk -v f="$2:" '$1 == f { printf "%.1f\n", $2 / 1024 }' "/proc/$1/status" 2>/dev/null; }
+
 wait_for() { # wait_for SECONDS TEST...
   local secs=$1 i
   shift
@@ -124,19 +139,26 @@ songfs_unmount() {
   forget_mount "$2"
 }
 
+# The store the songfs devices share: s3://$BUCKET/$STORE_PREFIX (or STORE_URL), made with INIT_ARGS
+# (e.g. --encrypt; an encrypted store's passphrase is in $SONGFS_PASSPHRASE_FILE).
+STORE_PREFIX=bench
+INIT_ARGS=()
+
 # new_device NAME: a fresh SONGFS_HOME set up with the store; prints its path.
 new_device() {
-  local home=$WORK/dev-$1
+  local home=$WORK/dev-$STORE_PREFIX-$1
   rm -rf "$home"
   mkdir -p "$home"
-  SONGFS_HOME=$home "$SONGFS" init --store "s3://$BUCKET/bench" --s3-endpoint "$ENDPOINT" \
-    --device-name "bench-$1" >&2 || return 1
+  local store=(--store "s3://$BUCKET/$STORE_PREFIX" --s3-endpoint "${ENDPOINT:-}")
+  [ -n "${STORE_URL:-}" ] && store=(--store "$STORE_URL")
+  SONGFS_HOME=$home "$SONGFS" init "${store[@]}" \
+    --device-name "bench-$1" "${INIT_ARGS[@]+"${INIT_ARGS[@]}"}" >&2 || return 1
   echo "$home"
 }
 
-daemon_pid() { cat "$1/daemon.pid" 2>/dev/null; }
+# daemon_pid HOME: the running daemon holds daemon.lock and wrote its pid in it.
+daemon_pid() { cat "$1/daemon.lock" 2>/dev/null; }
 
-rss_mib() { ps -o rss= -p "$1" 2>/dev/null | awk '{ printf "%.1f\n", $1 / 1024 }'; }
 
 # start_s3s_fs: starts s3s-fs on a free loopback port (buckets BUCKET and PEER_BUCKET),
 # sets ENDPOINT and the AWS environment for songfs and rangeget.

@@ -52,17 +52,6 @@ for f in f256 f10; do
   "$RANGEGET" put --url "s3://$PEER_BUCKET" --endpoint "$ENDPOINT" "$f" "$DATA/$f" >/dev/null
 done
 
-# blob_key_of FILE: the store key songfs gives FILE's bytes (content::blob_key).
-blob_key_of() { local h; h=$(sha256sum "$1" | cut -c1-64); echo "blobs/sha256/${h:0:2}/$h"; }
-# blob_landed PATH SIZE: the object file is in s3s-fs's folder at its full size.
-blob_landed() { [ "$(stat -c %s "$1" 2>/dev/null)" = "$2" ]; }
-# wait_fine SECONDS TEST...: wait_for, polling every 2 ms (for timings).
-wait_fine() {
-  local end=$(($(now_ns) + $1 * 1000000000))
-  shift
-  while [ "$(now_ns)" -lt "$end" ]; do "$@" && return 0; sleep 0.002; done
-  return 1
-}
 fresh_w64() { head -c $((64 << 20)) /dev/urandom >"$DATA/w64"; }
 
 # ---------------------------------------------------------------- native baselines
@@ -104,89 +93,90 @@ record put_ms "${runs[@]}"
 
 # ---------------------------------------------------------------- songfs
 
-SONGFS_OK=1
-songfs_fail() { SONGFS_OK=0; NOTE[songfs]="songfs columns skipped: $*"; log "songfs: $*"; }
-
-if HOME_A=$(new_device a) && songfs_mount "$HOME_A" "$WORK/mnt-a"; then
-  log "songfs: writing the test files through the mount"
-  cp "$DATA/f256" "$DATA/f10" "$DATA/f1g" "$WORK/mnt-a/" && cp -r "$DATA/many" "$WORK/mnt-a/" ||
-    songfs_fail "copying into the mount failed"
-  # Unmount finishes the uploads, so other devices can read everything afterwards.
-  songfs_unmount "$HOME_A" "$WORK/mnt-a"
-else
-  songfs_fail "songfs init/mount failed (see the lines above)"
-fi
-
-if [ "$SONGFS_OK" = 1 ] && songfs_mount "$HOME_A" "$WORK/mnt-a"; then
-  MA=$WORK/mnt-a
-  log "songfs: cached sequential read"
-  dd if="$MA/f256" of=/dev/null bs=1M 2>/dev/null # make sure it is in songfs's cache
-  runs=()
-  for ((i = 0; i < RUNS; i++)); do drop_caches; runs+=("$(ms_of dd if="$MA/f256" of=/dev/null bs=1M)"); done
-  record songfs_cached_read_ms "${runs[@]}"
-
-  log "songfs: ls -l of 5,000 files"
-  runs=()
-  for ((i = 0; i < RUNS; i++)); do drop_caches; runs+=("$(ms_of ls -l "$MA/many")"); done
-  record songfs_ls_ms "${runs[@]}"
-  n=$(ls "$MA/many" | wc -l)
-  [ "$n" = 5000 ] || NOTE[ls]="songfs listed $n files, not 5000"
-
-  log "songfs: write 64 MiB + close, then close -> blob in the store"
-  # Fresh bytes every run; the blob's arrival is seen in s3s-fs's own data folder (the
-  # object file at its full size), not in the daemon's status.
-  runs=() landed=()
-  for ((i = 0; i < RUNS; i++)); do
-    fresh_w64
-    blob=$WORK/s3/$BUCKET/bench/$(blob_key_of "$DATA/w64")
-    runs+=("$(ms_of cp "$DATA/w64" "$MA/w64_$i")")
-    t0=$(now_ns)
-    if wait_fine "$WAIT_SECS" blob_landed "$blob" $((64 << 20)); then
-      landed+=("$(awk -v d=$(($(now_ns) - t0)) 'BEGIN { printf "%.2f\n", d / 1e6 }')")
-    else
-      landed+=(FAIL)
-    fi
-    cmp -s "$DATA/w64" "$MA/w64_$i" || NOTE[write]="songfs: the written file w64_$i reads back different!"
-  done
-  record songfs_write_ms "${runs[@]}"
-  record songfs_landed_ms "${landed[@]}"
-  songfs_unmount "$HOME_A" "$WORK/mnt-a"
-elif [ "$SONGFS_OK" = 1 ]; then
-  songfs_fail "remounting device a failed"
-fi
-
-# cold_device N: a NEW device on the same store (its own empty cache, no chunk-hash
-# records), mounted at $WORK/mnt-cN once device a's files have arrived from its
-# namespace; sets COLD_HOME and COLD_DIR.
-cold_device() {
-  COLD_HOME=$(new_device "c$1") || return 1
-  COLD_DIR=$WORK/mnt-c$1
-  songfs_mount "$COLD_HOME" "$COLD_DIR" || return 1
-  wait_for "$WAIT_SECS" test -e "$COLD_DIR/f1g" -a -e "$COLD_DIR/f256" -a -e "$COLD_DIR/f10" ||
-    { log "device c$1 did not receive device a's files in ${WAIT_SECS}s"; return 1; }
+# sealed_size BYTES: what a blob of BYTES occupies in the store: as is, or, encrypted,
+# the 48-byte header plus a 16-byte tag per 64 KiB chunk (doc/FORMAT.md).
+sealed_size() {
+  if [ "$ENCRYPTED" = 1 ]; then echo $((48 + $1 + 16 * (($1 + 65535) / 65536))); else echo "$1"; fi
+}
+# blob_landed MARK SIZE: a blob object newer than MARK is in s3s-fs's folder, whole
+# (an encrypted store's blob names are keyed MACs, so the blob is found by its size).
+blob_landed() {
+  find "$WORK/s3/$BUCKET/$STORE_PREFIX/blobs" -type f -newer "$1" -size "$(sealed_size "$2")c" 2>/dev/null | grep -q .
 }
 
-if [ "$SONGFS_OK" = 1 ]; then
-  log "songfs: cold reads (a new device for each run)"
-  first=() cold=()
+# cold_device N: a NEW device on the store (its own empty cache, no chunk-hash records),
+# mounted at $WORK/mnt-<store>-cN; sets COLD_HOME, COLD_DIR and COLD_SYNC_MS: from the
+# mount command to device a's whole library listed (its first sync: the namespace pull).
+cold_device() {
+  COLD_HOME=$(new_device "c$1") || return 1
+  COLD_DIR=$WORK/mnt-$STORE_PREFIX-c$1
+  local t0
+  t0=$(now_ns)
+  songfs_mount "$COLD_HOME" "$COLD_DIR" || return 1
+  wait_fine "$WAIT_SECS" test -e "$COLD_DIR/f1g" -a -e "$COLD_DIR/f256" -a -e "$COLD_DIR/f10" -a -e "$COLD_DIR/many/take_4999.mp3" ||
+    { log "device c$1 did not receive device a's files in ${WAIT_SECS}s"; return 1; }
+  COLD_SYNC_MS=$(since_ms "$t0")
+}
+
+
+# songfs_suite LABEL: every songfs measurement on the store the globals name, recorded as
+# LABEL_<measure>; fails (returns 1, with a note) when songfs cannot be set up.
+songfs_suite() {
+  local L=$1 home_a ma i t0 mark blob t pid
+  local runs=() landed=() first=() cold=() synced=()
+  log "$L: writing the test files through the mount"
+  home_a=$(new_device a) && ma=$WORK/mnt-$STORE_PREFIX-a && songfs_mount "$home_a" "$ma" ||
+    { NOTE[$L]="$L skipped: init/mount failed (see the lines above)"; return 1; }
+  cp "$DATA/f256" "$DATA/f10" "$DATA/f1g" "$ma/" && cp -r "$DATA/many" "$ma/" ||
+    { NOTE[$L]="$L skipped: copying into the mount failed"; return 1; }
+  # Unmount finishes the uploads, so other devices can read everything afterwards.
+  songfs_unmount "$home_a" "$ma"
+  songfs_mount "$home_a" "$ma" || { NOTE[$L]="$L skipped: remounting device a failed"; return 1; }
+
+  log "$L: cached sequential read"
+  dd if="$ma/f256" of=/dev/null bs=1M 2>/dev/null # make sure it is in songfs's cache
+  for ((i = 0; i < RUNS; i++)); do drop_caches; runs+=("$(ms_of dd if="$ma/f256" of=/dev/null bs=1M)"); done
+  record "${L}_cached_read_ms" "${runs[@]}"
+
+  log "$L: ls -l of 5,000 files"
+  runs=()
+  for ((i = 0; i < RUNS; i++)); do drop_caches; runs+=("$(ms_of ls -l "$ma/many")"); done
+  record "${L}_ls_ms" "${runs[@]}"
+  [ "$(ls "$ma/many" | wc -l)" = 5000 ] || NOTE[${L}_ls]="$L listed $(ls "$ma/many" | wc -l) files, not 5000"
+
+  log "$L: write 64 MiB + close, then close -> blob in the store"
+  # Fresh bytes every run; the blob's arrival is seen in s3s-fs's own data folder (the
+  # object file at its full size), not in the daemon's status.
+  runs=()
+  mark=$WORK/mark-$L
   for ((i = 0; i < RUNS; i++)); do
-    cold_device "$i" || { songfs_fail "setting up a new device for a cold read failed"; break; }
+    fresh_w64
+    touch "$mark"
+    runs+=("$(ms_of cp "$DATA/w64" "$ma/w64_$i")")
+    t0=$(now_ns)
+    if wait_fine "$WAIT_SECS" blob_landed "$mark" $((64 << 20)); then landed+=("$(since_ms "$t0")"); else landed+=(FAIL); fi
+    cmp -s "$DATA/w64" "$ma/w64_$i" || NOTE[${L}_write]="$L: the written file w64_$i reads back different!"
+  done
+  record "${L}_write_ms" "${runs[@]}"
+  record "${L}_landed_ms" "${landed[@]}"
+  songfs_unmount "$home_a" "$ma"
+
+  log "$L: cold reads (a new device for each run)"
+  for ((i = 0; i < RUNS; i++)); do
+    cold_device "$i" || { NOTE[${L}_cold]="$L: setting up a new device for a cold read failed"; return 0; }
+    synced+=("$COLD_SYNC_MS")
     drop_caches
     first+=("$(out_of "$RANGEGET" read "$COLD_DIR/f10" --len 65536)")
     drop_caches
     cold+=("$(ms_of dd if="$COLD_DIR/f256" of=/dev/null bs=1M)")
     songfs_unmount "$COLD_HOME" "$COLD_DIR"
   done
-  [ "${#first[@]}" = "$RUNS" ] && record songfs_first64k_ms "${first[@]}"
-  [ "${#cold[@]}" = "$RUNS" ] && record songfs_cold_read_ms "${cold[@]}"
-fi
+  record "${L}_new_device_sync_ms" "${synced[@]}"
+  record "${L}_first64k_ms" "${first[@]}"
+  record "${L}_cold_read_ms" "${cold[@]}"
 
-# vm_mib PID FIELD: VmRSS (now) or VmHWM (the peak since the process started, kept by
-# the kernel, so no sample is missed: each measurement uses a freshly mounted daemon).
-vm_mib() { awk -v f="$2:" '$1 == f { printf "%.1f\n", $2 / 1024 }' "/proc/$1/status" 2>/dev/null; }
-
-if [ "$SONGFS_OK" = 1 ]; then
-  log "songfs: daemon memory, idle, reading 1 GiB cold (new device), writing 1 GiB"
+  [ "$L" = songfs ] || return 0
+  log "$L: daemon memory, idle, reading 1 GiB cold (new device), writing 1 GiB"
   if cold_device mem; then
     pid=$(daemon_pid "$COLD_HOME")
     sleep 2
@@ -203,19 +193,27 @@ if [ "$SONGFS_OK" = 1 ]; then
   else
     NOTE[rss]="memory not measured: no new device could be set up"
   fi
-  if songfs_mount "$HOME_A" "$WORK/mnt-a"; then
-    pid=$(daemon_pid "$HOME_A")
+  if songfs_mount "$home_a" "$ma"; then
+    pid=$(daemon_pid "$home_a")
     head -c $((1024 << 20)) /dev/urandom >"$DATA/w1g"
-    blob=$WORK/s3/$BUCKET/bench/$(blob_key_of "$DATA/w1g")
-    if cp "$DATA/w1g" "$WORK/mnt-a/w1g" && wait_for "$WAIT_SECS" blob_landed "$blob" $((1024 << 20)); then
+    touch "$mark"
+    if cp "$DATA/w1g" "$ma/w1g" && wait_for "$WAIT_SECS" blob_landed "$mark" $((1024 << 20)); then
       RESULT[rss_peak_write]=$(vm_mib "$pid" VmHWM)
     else
       NOTE[rss_write]="writing 1 GiB (and its upload) failed or took over ${WAIT_SECS}s"
     fi
     rm -f "$DATA/w1g"
-    songfs_unmount "$HOME_A" "$WORK/mnt-a"
+    songfs_unmount "$home_a" "$ma"
   fi
-fi
+}
+
+STORE_PREFIX=bench INIT_ARGS=() ENCRYPTED=0
+songfs_suite songfs || true
+# The same measurements on an encrypted store (default Argon2id cost: init, not timed).
+echo "bench-passphrase-$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')" >"$WORK/passphrase"
+export SONGFS_PASSPHRASE_FILE=$WORK/passphrase
+STORE_PREFIX=bench-enc INIT_ARGS=(--encrypt) ENCRYPTED=1
+songfs_suite enc || true
 
 # ---------------------------------------------------------------- peers
 
@@ -300,6 +298,13 @@ row() { # row MEASURE SONGFS BASELINE-NAME BASELINE-VALUE
   echo "| $1 | $2 | $3 | $4 | $(ratio "$2" "$4") |"
 }
 
+enc_row() { # enc_row MEASURE PLAIN ENCRYPTED up|down (which way is better)
+  local r ok
+  r=$(ratio "$3" "$2")
+  ok=$(awk -v r="$r" -v d="$4" 'BEGIN { if (r == "n/a") print "n/a"; else if (d == "up" ? r >= 0.9 : r <= 1.1) print "yes"; else print "**no**" }')
+  echo "| $1 | $2 | $3 | $r | $ok |"
+}
+
 mkdir -p "$OUT_DIR"
 {
   echo "# songfs benchmark"
@@ -325,6 +330,20 @@ mkdir -p "$OUT_DIR"
   echo "| Daemon RSS, peak reading 1 GiB cold (MiB, VmHWM) | $(v rss_peak_read) | | | |"
   echo "| Daemon RSS, peak writing 1 GiB + upload (MiB, VmHWM) | $(v rss_peak_write) | | | |"
   echo "| (that 1 GiB cold read, MiB/s) | $(v read1g_mibs) | | | |"
+  echo "| New device: mount -> 5,003-file library listed (ms) | $(v songfs_new_device_sync_ms) | | | |"
+  echo
+  echo "Encrypted store (--encrypt) beside the unencrypted one, same run. Ratio = encrypted ÷"
+  echo "unencrypted; the target is within 10 % (0.90-1.10 for MiB/s, at most 1.10 for ms)."
+  echo
+  echo "| Measurement | unencrypted | encrypted | Ratio | Within 10 % |"
+  echo "|---|---|---|---|---|"
+  enc_row "Cached sequential read, 256 MiB (MiB/s)" "$(mibs songfs_cached_read_ms 256)" "$(mibs enc_cached_read_ms 256)" up
+  enc_row "Cold sequential read, 256 MiB (MiB/s)" "$(mibs songfs_cold_read_ms 256)" "$(mibs enc_cold_read_ms 256)" up
+  enc_row "First 64 KiB of a cold 10 MiB file (ms)" "$(v songfs_first64k_ms)" "$(v enc_first64k_ms)" down
+  enc_row "ls -l of 5,000 files (ms)" "$(v songfs_ls_ms)" "$(v enc_ls_ms)" down
+  enc_row "Write 64 MiB + close (ms)" "$(v songfs_write_ms)" "$(v enc_write_ms)" down
+  enc_row "Close -> blob in the S3 store, 64 MiB (ms)" "$(v songfs_landed_ms)" "$(v enc_landed_ms)" down
+  enc_row "New device: mount -> library listed (ms)" "$(v songfs_new_device_sync_ms)" "$(v enc_new_device_sync_ms)" down
   echo
   for k in "${!NOTE[@]}"; do echo "- $k: ${NOTE[$k]}"; done
   echo
