@@ -6,7 +6,8 @@
 //! leaves the registry. Every reader that wants one of those chunks meanwhile awaits
 //! the same flight. The task is spawned (not polled by a reader) so a reader that
 //! gives up (timeout, interrupted syscall) never cancels the download for the others.
-//! A flight never lasts longer than `fetch_timeout`; a failed flight caches nothing.
+//! A flight never lasts longer than `fetch_timeout`; a failed flight caches nothing and
+//! leaves the registry before its readers hear of the failure.
 //!
 //! A flight answers its readers as soon as its chunks are verified, before they are
 //! written into the cache: keeping them (a data file to create, index rows, perhaps an
@@ -274,7 +275,9 @@ impl Cache {
 }
 
 /// The body of one flight: fetch, verify, answer the readers; then keep the chunks and
-/// leave the registry (signalled through `kept`).
+/// leave the registry (signalled through `kept`). A failed flight leaves the registry
+/// before it answers: a reader asking again after the error must get a new fetch, not
+/// the same failure.
 async fn fly(
     cache: Arc<Cache>,
     info: Arc<BlobInfo>,
@@ -284,28 +287,34 @@ async fn fly(
     early: Option<Early>,
 ) -> FlightOutput {
     let out = cache.get_verified(&info, run.clone(), early).await;
-    let chunks = out.as_ref().ok().cloned();
+    let Ok(chunks) = out.as_ref().cloned() else {
+        leave(&cache, &info.hash, run, id);
+        let _ = kept.send(());
+        return out;
+    };
     tokio::spawn(async move {
-        if let Some(chunks) = chunks {
-            let (c, i) = (cache.clone(), info.clone());
-            let first = run.start;
-            let done = tokio::task::spawn_blocking(move || c.keep_chunks(&i, first, &chunks));
-            match done.await {
-                Ok(Ok(())) => {}
-                // The bytes are verified: they were served even if they cannot be kept.
-                Ok(Err(e)) => tracing::warn!(hash = %info.hash, "fetched chunks not cached: {e}"),
-                Err(e) => tracing::warn!(hash = %info.hash, "fetched chunks not cached: {e}"),
-            }
+        let (c, i) = (cache.clone(), info.clone());
+        let first = run.start;
+        let done = tokio::task::spawn_blocking(move || c.keep_chunks(&i, first, &chunks));
+        match done.await {
+            Ok(Ok(())) => {}
+            // The bytes are verified: they were served even if they cannot be kept.
+            Ok(Err(e)) => tracing::warn!(hash = %info.hash, "fetched chunks not cached: {e}"),
+            Err(e) => tracing::warn!(hash = %info.hash, "fetched chunks not cached: {e}"),
         }
-        let mut flights = lock(&cache.flights);
-        for i in run {
-            let key = (info.hash.clone(), i);
-            if flights.by_chunk.get(&key).is_some_and(|f| f.id == id) {
-                flights.by_chunk.remove(&key);
-            }
-        }
-        drop(flights);
+        leave(&cache, &info.hash, run, id);
         let _ = kept.send(());
     });
     out
+}
+
+/// Removes flight `id` from the registry (a later flight of the same chunks stays).
+fn leave(cache: &Cache, hash: &str, run: Range<u64>, id: u64) {
+    let mut flights = lock(&cache.flights);
+    for i in run {
+        let key = (hash.to_string(), i);
+        if flights.by_chunk.get(&key).is_some_and(|f| f.id == id) {
+            flights.by_chunk.remove(&key);
+        }
+    }
 }
