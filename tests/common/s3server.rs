@@ -244,7 +244,14 @@ impl S3Server {
         let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
-            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            // A connection alone may reach another test's server that took the port
+            // first (ours then exits on its failed bind): the listener must be ours.
+            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
+                && self
+                    .child
+                    .as_ref()
+                    .is_some_and(|c| listens_on(c.id(), self.port))
+            {
                 return Ok(());
             }
             let exited = self
@@ -283,6 +290,31 @@ pub fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("bind 127.0.0.1:0")
+}
+
+/// Whether process `pid` holds the socket listening on 127.0.0.1:`port` (Linux: the
+/// socket's inode from /proc/net/tcp among the process's open files).
+pub fn listens_on(pid: u32, port: u16) -> bool {
+    const LISTEN: &str = "0A";
+    let want = format!("0100007F:{port:04X}");
+    let Ok(table) = std::fs::read_to_string("/proc/net/tcp") else {
+        return false;
+    };
+    let inodes: Vec<String> = table
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() > 9 && f[1] == want && f[3] == LISTEN).then(|| format!("socket:[{}]", f[9]))
+        })
+        .collect();
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    fds.flatten().any(|fd| {
+        std::fs::read_link(fd.path())
+            .is_ok_and(|t| inodes.iter().any(|i| t.as_os_str() == i.as_str()))
+    })
 }
 
 /// `$S3S_FS`, else `s3s-fs` on PATH, else `~/.cargo/bin/s3s-fs`.

@@ -246,7 +246,13 @@ DocumentRoot {data}
         let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
-            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            // The listener must be ours, not another test's that took the port first.
+            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
+                && self
+                    .child
+                    .as_ref()
+                    .is_some_and(|c| super::s3server::listens_on(c.id(), self.port))
+            {
                 return Ok(());
             }
             if let Some(status) = self
