@@ -1,7 +1,8 @@
 //! Background upload of blobs written on this machine.
 //!
 //! The queue is the cache's dirty blobs (durable in mount.db, so a restart resumes
-//! it), uploaded several at a time. For each: the blob goes up first
+//! it), uploaded several at a time; a blob queued while others are in the air goes
+//! ahead of those still waiting (see `run`). For each: the blob goes up first
 //! (`content::blob_key`, skipped when the store already has it with the right size:
 //! dedup), then its chunk-hash sidecar
 //! (`content::chunks_key`), so a reader that finds the sidecar always finds the blob.
@@ -10,11 +11,12 @@
 //! must never delete a dirty blob or mark one uploaded before the store has both
 //! objects.
 
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::StreamExt;
+use futures::stream::{FuturesUnordered, StreamExt};
 
 use crate::cache::{Cache, CacheError};
 use crate::content::{blob_key, chunks_key};
@@ -138,6 +140,12 @@ impl Uploader {
     }
 }
 
+/// The loop: rounds of uploads. A round starts with the queue, keeps
+/// `PARALLEL_UPLOADS` in the air, and takes in blobs queued while it runs, ahead of
+/// those still waiting (a file saved during a long import should not wait for the whole
+/// backlog, let alone for its slowest upload). It ends when nothing is left or the store
+/// is down; after a failure the next round waits with backoff, else until a blob is
+/// queued.
 async fn run(
     cache: Arc<Cache>,
     store: Arc<dyn ObjectStore>,
@@ -147,26 +155,45 @@ async fn run(
 ) {
     let mut delay = retry.first_delay;
     // Blobs whose last attempt failed, with the error.
-    let mut failing: std::collections::HashMap<String, String> = Default::default();
+    let mut failing: HashMap<String, String> = HashMap::new();
+    let upload = |hash: String, size: u64| {
+        let (cache, store) = (&cache, store.as_ref());
+        async move {
+            let result = upload_one(cache, store, &hash, size).await;
+            (hash, result)
+        }
+    };
     loop {
+        // Armed before the queue is read, so a blob queued after the read wakes us.
         let queued = cache.upload_wakeup().notified();
-        let queue = cache.upload_queue();
+        tokio::pin!(queued);
+        let mut waiting: VecDeque<(String, u64)> = cache.upload_queue().into();
+        let mut taken: HashSet<String> = waiting.iter().map(|(h, _)| h.clone()).collect();
+        let mut in_air = FuturesUnordered::new();
         let mut failed = false;
-        let mut uploads = futures::stream::iter(queue)
-            .map(|(hash, size)| {
-                let (cache, store) = (&cache, store.as_ref());
-                async move {
-                    let result = upload_one(cache, store, &hash, size).await;
-                    (hash, result)
-                }
-            })
-            .buffer_unordered(PARALLEL_UPLOADS);
         loop {
-            let next = tokio::select! {
-                next = uploads.next() => next,
+            while in_air.len() < PARALLEL_UPLOADS {
+                let Some((hash, size)) = waiting.pop_front() else {
+                    break;
+                };
+                in_air.push(upload(hash, size));
+            }
+            if in_air.is_empty() {
+                break;
+            }
+            let (hash, result) = tokio::select! {
+                Some(done) = in_air.next() => done,
+                _ = &mut queued => {
+                    queued.set(cache.upload_wakeup().notified());
+                    for (hash, size) in cache.upload_queue() {
+                        if taken.insert(hash.clone()) {
+                            waiting.push_front((hash, size));
+                        }
+                    }
+                    continue;
+                }
                 _ = stopped.changed() => return,
             };
-            let Some((hash, result)) = next else { break };
             let mut store_down = false;
             match result {
                 Ok(()) => {
@@ -192,7 +219,7 @@ async fn run(
                 break;
             }
         }
-        drop(uploads);
+        drop(in_air);
         if !failed {
             delay = retry.first_delay;
         }
@@ -205,7 +232,7 @@ async fn run(
             retry.max_delay
         };
         tokio::select! {
-            _ = queued, if !failed => {}
+            _ = &mut queued, if !failed => {}
             _ = tokio::time::sleep(wait) => {}
             _ = stopped.changed() => return,
         }

@@ -599,6 +599,44 @@ async fn the_uploader_uploads_blob_and_sidecar_and_another_cache_reads_it() {
     assert_eq!(err.errno(), libc::EIO);
 }
 
+/// A file saved while a backlog uploads goes ahead of the blobs still waiting: it lands
+/// while several of the backlog are still queued, not after the whole backlog.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blob_queued_during_a_backlog_goes_up_before_the_backlog_ends() {
+    let fx = Fx::new(64 * CHUNK);
+    // Every request takes 100 ms: an upload (HEAD, blob, sidecar) about 0.3 s.
+    fx.store.set_latency(Duration::from_millis(100));
+    let backlog: Vec<BlobInfo> = (0..12)
+        .map(|i| fx.commit(&pseudo_random(1000 + i, 300 + i)))
+        .collect();
+    let up = Uploader::start_with(fx.cache.clone(), fx.store.clone(), fast_retry());
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let saved = fx.commit(&pseudo_random(5000, 299));
+    let start = Instant::now();
+    while fx.cache.state(&saved.hash) != BlobState::Cached {
+        assert!(start.elapsed() < Duration::from_secs(10), "never uploaded");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let still_waiting = backlog
+        .iter()
+        .filter(|b| fx.cache.state(&b.hash) == BlobState::Uploading)
+        .count();
+    assert!(
+        still_waiting >= 2,
+        "the saved file waited for the backlog: {still_waiting} of 12 left when it landed"
+    );
+    assert!(fx.store_file(&saved.hash).exists());
+    assert!(up.drain(Duration::from_secs(10)).await);
+    for b in &backlog {
+        assert!(
+            fx.store_file(&b.hash).exists(),
+            "backlog blob {} lost",
+            b.hash
+        );
+    }
+    up.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_uploader_skips_blobs_the_store_already_has() {
     let fx = Fx::new(64 * CHUNK);
