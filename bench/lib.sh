@@ -133,6 +133,21 @@ songfs_mount() {
   wait_for 10 mountpoint -q "$2"
 }
 
+# uploads_drained HOME [SECS]: waits (default 600 s) until the daemon of HOME reports no
+# upload pending. `songfs unmount` drains for at most 10 s and leaves the rest for the
+# next start: a measurement after a remount would otherwise queue behind that backlog.
+uploads_drained() {
+  local end=$(($(now_ns) + ${2:-600} * 1000000000))
+  while [ "$(now_ns)" -lt "$end" ]; do
+    SONGFS_HOME=$1 "$SONGFS" status --json 2>/dev/null | python3 -c '
+import json, sys
+d = json.load(sys.stdin).get("daemon") or {}
+sys.exit(0 if d.get("pending_uploads") == 0 else 1)' && return 0
+    sleep 0.5
+  done
+  return 1
+}
+
 songfs_unmount() {
   SONGFS_HOME=$1 timeout "$WAIT_SECS" "$SONGFS" unmount "$2" >&2 || true
   mountpoint -q "$2" && { fusermount3 -u "$2" 2>/dev/null || fusermount3 -uz "$2"; }

@@ -129,7 +129,9 @@ songfs_suite() {
     { NOTE[$L]="$L skipped: init/mount failed (see the lines above)"; return 1; }
   cp "$DATA/f256" "$DATA/f10" "$DATA/f1g" "$ma/" && cp -r "$DATA/many" "$ma/" ||
     { NOTE[$L]="$L skipped: copying into the mount failed"; return 1; }
-  # Unmount finishes the uploads, so other devices can read everything afterwards.
+  # Every upload done before the unmount, so other devices can read everything and the
+  # close -> blob measurement below does not queue behind this backlog.
+  uploads_drained "$home_a" || log "$L: device a's uploads did not drain in 600 s"
   songfs_unmount "$home_a" "$ma"
   songfs_mount "$home_a" "$ma" || { NOTE[$L]="$L skipped: remounting device a failed"; return 1; }
 
