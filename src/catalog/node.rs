@@ -230,6 +230,10 @@ pub struct NewNode<'a> {
     pub local_only: bool,
     pub target: Option<&'a str>,
     pub rdev: u32,
+    /// A file's size and mtime at creation, so an entry that arrives whole (another
+    /// device's file) is never seen with its hash but without its size.
+    pub size: u64,
+    pub mtime_ns: Option<i64>,
 }
 
 /// The POSIX mode bits the catalog stores. They are part of the catalog's format, the same

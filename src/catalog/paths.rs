@@ -3,7 +3,7 @@
 //! hard links is listed once per name: on another machine it becomes two paths of one
 //! blob. Special files (FIFOs, sockets, devices) and local-only files are never listed.
 
-use super::node::{AttrChange, CatalogError, CatalogResult, Kind, Node, ROOT_INO};
+use super::node::{AttrChange, CatalogError, CatalogResult, Kind, NewNode, Node, ROOT_INO};
 use super::Catalog;
 
 impl Catalog {
@@ -79,17 +79,18 @@ impl Catalog {
             Ok(n) if n.is_dir() => return Err(CatalogError::IsDir),
             Ok(n) => n.ino,
             Err(CatalogError::NotFound) => {
-                self.create(
-                    parent,
-                    name,
-                    Kind::File,
+                // Created whole, in one step: a reader in between (the folder mode's
+                // pass, a stat) must never see the hash with a size of 0.
+                let new = NewNode {
                     mode,
-                    root.uid,
-                    root.gid,
-                    Some(hash),
-                    false,
-                )?
-                .ino
+                    uid: root.uid,
+                    gid: root.gid,
+                    hash: Some(hash),
+                    size,
+                    mtime_ns: Some(mtime_ns),
+                    ..NewNode::default()
+                };
+                return self.create_node(parent, name, Kind::File, &new);
             }
             Err(e) => return Err(e),
         };

@@ -427,3 +427,32 @@ fn long_names_are_enametoolong_everywhere() {
         .lookup(ROOT_INO, &"x".repeat(255))
         .is_err_and(|e| e.errno() == libc::ENOENT));
 }
+
+/// Another device's file arrives whole: a reader at any moment (the folder mode's pass
+/// runs beside the sync) sees it absent or complete, never with its hash and size 0.
+/// Before the fix such a pass placed a 0-byte file and recorded it under the real hash.
+#[test]
+fn a_file_put_from_a_path_is_never_seen_half_made() {
+    let d = tempfile::tempdir().unwrap();
+    let c = open(d.path());
+    let done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let reader = s.spawn(|| {
+            let mut looks = 0u64;
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                for (path, n) in c.files() {
+                    assert_eq!(n.size, 100, "{path} seen with size {}", n.size);
+                }
+                looks += 1;
+            }
+            looks
+        });
+        for i in 0..500 {
+            c.upsert_file(&format!("song{}/take{i}.wav", i % 20), "h", 100, 7, 0o644)
+                .unwrap();
+        }
+        done.store(true, std::sync::atomic::Ordering::SeqCst);
+        assert!(reader.join().unwrap() > 0, "the reader looked");
+    });
+    assert_eq!(c.files().len(), 500);
+}

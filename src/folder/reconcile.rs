@@ -398,7 +398,13 @@ impl Reconciler {
         let rec = held.get(path);
         let untouched = |rec: &Record, s: &Seen| rec.size == s.size && rec.mtime_ns == s.mtime_ns;
         match (here, rec) {
-            (Some(s), Some(rec)) if untouched(rec, &s) && rec.hash == n.hash => return Ok(()),
+            // Same hash, and the size to match (a 0-byte file recorded under a hash
+            // that is not empty is placed again).
+            (Some(s), Some(rec))
+                if untouched(rec, &s) && rec.hash == n.hash && rec.size == n.size =>
+            {
+                return Ok(())
+            }
             // Changed here, or new here and not taken yet: the local version goes first.
             (Some(s), Some(rec)) if !untouched(rec, &s) => return Ok(()),
             (Some(_), None) => return Ok(()),
