@@ -267,7 +267,7 @@ fn shared_mountpoint() -> (tempfile::TempDir, PathBuf) {
 
 fn conflict_copies(m: &Machine, mnt: &Path) -> Vec<String> {
     let out = m.sh_ok(&format!(
-        "cd '{}' && find .conflicts -type f 2>/dev/null || true",
+        "cd '{}' && find .conflicts ! -type d 2>/dev/null || true",
         mnt.display()
     ));
     let mut v: Vec<String> = String::from_utf8_lossy(&out)
@@ -643,6 +643,106 @@ fn a_machine_mounting_elsewhere_gets_paths_rerooted() {
         .expect("the path arrived");
     assert_eq!(on_b, mnt_b.join(rel).to_str().unwrap());
     assert_eq!(sha256_hex(&b.read(Path::new(&on_b))), sha256_hex(&data));
+    a.stop();
+    b.stop();
+}
+
+/// Symlinks travel as namespace entries (target verbatim, relative or absolute) and a
+/// chmod as the file's mode; a retarget, a rename, a delete and a file replaced by a link
+/// follow. (issue 12)
+#[test]
+fn a_symlink_and_a_chmod_made_on_a_arrive_on_b() {
+    let s3 = S3Server::start();
+    let (_d, mnt) = shared_mountpoint();
+    let mut a = Machine::new(&s3, "links", "desk");
+    let mut b = Machine::new(&s3, "links", "laptop");
+    a.start(&mnt, &["--sync-interval", "3600"]);
+    b.start(&mnt, &["--sync-interval", "3600"]);
+    let m = mnt.display();
+    let data = bytes(12, 300_000);
+    a.app_write(&mnt.join("take/x.wav"), &data);
+    a.sh_ok(&format!(
+        "cd '{m}' && chmod 755 take/x.wav && ln -s take/x.wav latest.wav \
+         && ln -s ../take/x.wav take/self.wav && ln -s /etc/hostname abs \
+         && printf old > swap && ln -s x.wav take/dangling-later"
+    ));
+    a.sync();
+    let v = b.sync();
+    assert!(
+        v["namespace"]["received_files"].as_u64().unwrap() >= 5,
+        "B received the file and four links: {v}"
+    );
+    let readlink = |m: &Machine, p: &str| {
+        String::from_utf8_lossy(&m.sh_ok(&format!("readlink '{}'", mnt.join(p).display())))
+            .trim()
+            .to_string()
+    };
+    assert_eq!(readlink(&b, "latest.wav"), "take/x.wav");
+    assert_eq!(readlink(&b, "take/self.wav"), "../take/x.wav");
+    assert_eq!(
+        readlink(&b, "abs"),
+        "/etc/hostname",
+        "absolute kept verbatim"
+    );
+    assert_eq!(readlink(&b, "take/dangling-later"), "x.wav");
+    assert_eq!(
+        sha256_hex(&b.read(&mnt.join("latest.wav"))),
+        sha256_hex(&data),
+        "reading through B's link gives A's bytes"
+    );
+    let lstat = |m: &Machine, p: &str| {
+        String::from_utf8_lossy(&m.sh_ok(&format!("stat -c '%F %a' '{}'", mnt.join(p).display())))
+            .trim()
+            .to_string()
+    };
+    assert_eq!(
+        lstat(&b, "take/x.wav"),
+        "regular file 755",
+        "A's chmod arrived"
+    );
+    assert_eq!(lstat(&b, "latest.wav"), "symbolic link 777");
+
+    // Later changes on A: chmod again, retarget a link, delete one, rename one, replace
+    // a file by a link.
+    a.sh_ok(&format!(
+        "cd '{m}' && chmod 640 take/x.wav && ln -sfn take/y.wav latest.wav && rm abs \
+         && mv take/self.wav take/me.wav && rm swap && ln -s take swap"
+    ));
+    a.sync();
+    b.sync();
+    assert_eq!(lstat(&b, "take/x.wav"), "regular file 640");
+    assert_eq!(readlink(&b, "latest.wav"), "take/y.wav", "retarget arrived");
+    let is_link = |m: &Machine, p: &str| {
+        m.sh(&format!("test -L '{}'", mnt.join(p).display()))
+            .status
+            .success()
+    };
+    assert!(!is_link(&b, "abs"), "the deleted link is gone");
+    assert_eq!(
+        readlink(&b, "take/me.wav"),
+        "../take/x.wav",
+        "rename arrived"
+    );
+    assert!(
+        !is_link(&b, "take/self.wav"),
+        "the old name of the renamed link is gone"
+    );
+    assert_eq!(readlink(&b, "swap"), "take", "a file replaced by a link");
+    assert_eq!(
+        String::from_utf8_lossy(&b.sh_ok(&format!("ls '{}'", mnt.join("swap/").display())))
+            .split_whitespace()
+            .collect::<Vec<_>>(),
+        vec!["dangling-later", "me.wav", "x.wav"],
+        "B's kernel follows the link into the folder"
+    );
+
+    // And back: a link made on B arrives on A, and nothing was left as a conflict.
+    b.sh_ok(&format!("cd '{m}' && ln -s me.wav take/back"));
+    b.sync();
+    a.sync();
+    assert_eq!(readlink(&a, "take/back"), "me.wav");
+    assert!(conflict_copies(&a, &mnt).is_empty(), "no conflict copies");
+    assert!(conflict_copies(&b, &mnt).is_empty(), "no conflict copies");
     a.stop();
     b.stop();
 }

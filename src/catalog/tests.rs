@@ -315,9 +315,11 @@ fn symlinks_and_special_files_keep_what_makes_them() {
     assert!(matches!(c.readlink(p.ino), Err(CatalogError::NotSymlink)));
     assert!(c.get(p.ino).unwrap().local_only, "FIFOs never sync");
     assert_eq!(c.get(dev.ino).unwrap().rdev, libc::makedev(1, 3) as u32);
-    assert!(
-        c.files().is_empty(),
-        "only regular files are synced as files"
+    let synced: Vec<String> = c.files().into_iter().map(|(p, _)| p).collect();
+    assert_eq!(
+        synced,
+        vec!["l"],
+        "the symlink syncs, the FIFO and device never do"
     );
 }
 
@@ -455,4 +457,40 @@ fn a_file_put_from_a_path_is_never_seen_half_made() {
         assert!(reader.join().unwrap() > 0, "the reader looked");
     });
     assert_eq!(c.files().len(), 500);
+}
+
+/// The sync puts symlinks by path like files: a link replaces a file at its name and a
+/// file a link, a folder at the name is never removed for either, and `files()` lists
+/// links beside files.
+#[test]
+fn symlinks_put_by_path_replace_files_and_files_replace_them() {
+    let d = tempfile::tempdir().unwrap();
+    let c = open(d.path());
+    c.upsert_file("a/song.wav", "h", 10, 5, 0o644).unwrap();
+    let l = c.upsert_symlink("a/song.wav", "../b/x.wav", 9).unwrap();
+    assert_eq!((l.kind, l.mtime_ns), (Kind::Symlink, 9));
+    assert_eq!(c.readlink(l.ino).unwrap(), "../b/x.wav");
+    let again = c.upsert_symlink("a/song.wav", "../b/x.wav", 9).unwrap();
+    assert_eq!(again.ino, l.ino, "the same link again changes nothing");
+    let l2 = c.upsert_symlink("a/song.wav", "/abs/y", 11).unwrap();
+    assert_eq!(c.readlink(l2.ino).unwrap(), "/abs/y");
+    let f = c.upsert_file("a/song.wav", "h2", 20, 12, 0o600).unwrap();
+    assert_eq!(
+        (f.kind, f.hash.as_deref(), f.size),
+        (Kind::File, Some("h2"), 20)
+    );
+    c.upsert_symlink("new/dir/link", "target", 1).unwrap();
+    let listed: Vec<(String, Kind)> = c.files().into_iter().map(|(p, n)| (p, n.kind)).collect();
+    assert_eq!(
+        listed,
+        vec![
+            ("a/song.wav".to_string(), Kind::File),
+            ("new/dir/link".to_string(), Kind::Symlink)
+        ]
+    );
+    assert!(matches!(
+        c.upsert_symlink("new/dir", "x", 1),
+        Err(CatalogError::IsDir)
+    ));
+    assert!(c.resolve("new/dir").unwrap().is_dir(), "the folder stays");
 }

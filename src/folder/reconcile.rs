@@ -461,7 +461,13 @@ impl Reconciler {
 
     /// Every folder and synced file of the catalog by path (local-only entries left out).
     fn catalog_tree(&self) -> (BTreeSet<String>, BTreeMap<String, Node>) {
-        let files: BTreeMap<String, Node> = self.catalog.files().into_iter().collect();
+        // Symlinks from the mount are not placed in the folder yet (doc/SEMANTICS.md).
+        let files: BTreeMap<String, Node> = self
+            .catalog
+            .files()
+            .into_iter()
+            .filter(|(_, n)| n.kind == Kind::File)
+            .collect();
         let mut dirs = BTreeSet::new();
         let mut stack = vec![(ROOT_INO, String::new())];
         while let Some((ino, prefix)) = stack.pop() {

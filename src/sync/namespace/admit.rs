@@ -1,7 +1,8 @@
 //! Admission: every namespace entry from another device is checked on arrival, before it
 //! reaches the merge. Unsafe paths (`..`, absolute, NUL, a name past 255 bytes), names
 //! planted under `.conflicts/` that are no conflict copy's, hashes that are not 64 hex
-//! digits, and entries whose chunk-hash record is missing or does not match them are
+//! digits, symlink targets that are empty, hold NUL or pass 4,095 bytes, and entries
+//! whose chunk-hash record is missing or does not match them are
 //! refused, each reported with the log it came from (`NsSummary::refused`, shown by
 //! `songfs sync` and `--json`). What is admitted is made safe: setuid, setgid and sticky
 //! bits stripped, the size taken from the blob's record (never the entry's claim).
@@ -157,11 +158,29 @@ fn looks_like_conflict_copy(path: &str) -> bool {
         && chrono::NaiveDateTime::parse_from_str(date, "%Y-%m-%d %H-%M-%S").is_ok()
 }
 
+/// The longest symlink target Linux stores (PATH_MAX less its NUL).
+const LINK_MAX: usize = 4095;
+
 /// A remote file version made safe, or why it is refused.
 fn check_file(
     mut v: FileValue,
     records: &BTreeMap<String, Option<BlobInfo>>,
 ) -> Result<FileValue, String> {
+    if let Some(target) = &v.target {
+        // Kept verbatim, absolute ones too: the catalog never follows a link, so a target
+        // cannot make anything land outside the mount; the reader's kernel resolves it.
+        if target.is_empty() || target.contains('\0') || target.len() > LINK_MAX {
+            return Err(format!(
+                "a symlink target must be 1 to {LINK_MAX} bytes without NUL ({} bytes given)",
+                target.len()
+            ));
+        }
+        v.hash = EMPTY_HASH.to_string();
+        v.size = 0;
+        v.chunk_root = None;
+        v.mode &= 0o777;
+        return Ok(v);
+    }
     if !is_valid_hash(&v.hash) {
         return Err(format!("{:?} is not a blob hash (64 hex digits)", v.hash));
     }
@@ -235,5 +254,31 @@ mod tests {
         }
         assert!(path_refusal("a/b.mp3").is_none());
         assert!(path_refusal(".conflicts/").is_none());
+    }
+
+    #[test]
+    fn symlink_targets_are_kept_verbatim_or_refused() {
+        let link = |t: &str| FileValue {
+            hash: "not a hash".into(),
+            size: 77,
+            mtime_ns: 1,
+            mode: 0o4777,
+            by: "x".into(),
+            chunk_root: Some("r".into()),
+            target: Some(t.into()),
+        };
+        let none = BTreeMap::new();
+        let v = check_file(link("/etc/passwd"), &none).unwrap();
+        assert_eq!(
+            v.target.as_deref(),
+            Some("/etc/passwd"),
+            "absolute kept as it is"
+        );
+        assert_eq!((v.hash.as_str(), v.size, v.mode), (EMPTY_HASH, 0, 0o777));
+        assert_eq!(v.chunk_root, None);
+        assert!(check_file(link("../../x"), &none).is_ok(), "relative kept");
+        for bad in ["", "a\0b", &"t".repeat(LINK_MAX + 1)] {
+            assert!(check_file(link(bad), &none).is_err(), "{bad:?}");
+        }
     }
 }

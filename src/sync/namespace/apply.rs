@@ -216,7 +216,7 @@ impl NamespaceSync<'_> {
             .and_then(|row| row.get(FILE_FIELD).cloned())
             .and_then(|v| serde_json::from_value(v).ok());
         match (&value, self.catalog.resolve(&copy)) {
-            (Some(want), Ok(n)) if !n.is_dir() && node_hash(&n) == want.hash => {}
+            (Some(want), Ok(n)) if want.same_content(&n) => {}
             (Some(_), Ok(_)) => return Ok(None),
             (Some(want), Err(CatalogError::NotFound)) => {
                 let n = self.put_file(&copy, want)?;
@@ -249,7 +249,7 @@ impl NamespaceSync<'_> {
         let mut candidate = base.clone();
         for i in 2.. {
             match self.catalog.resolve(&candidate) {
-                Ok(n) if !n.is_dir() && node_hash(&n) == v.hash => return Ok(candidate),
+                Ok(n) if v.same_content(&n) => return Ok(candidate),
                 Ok(_) => {
                     candidate = match base.rsplit_once('.') {
                         Some((s, e)) if !s.ends_with(CONFLICTS_DIR) => format!("{s} {i}.{e}"),
@@ -350,7 +350,10 @@ fn lost_versions(m: &MergeState, rules: &Rules, path: &str) -> Vec<(Hlc, FileVal
             let lost: FileValue = serde_json::from_value(c.lost).ok()?;
             let kept: Option<FileValue> = serde_json::from_value(c.kept).ok();
             // Same bytes on both sides is no conflict worth a copy.
-            (kept.as_ref().map(|k| &k.hash) != Some(&lost.hash)).then_some((c.lost_clock, lost))
+            let same = kept
+                .as_ref()
+                .is_some_and(|k| k.hash == lost.hash && k.target == lost.target);
+            (!same).then_some((c.lost_clock, lost))
         })
         .collect()
 }

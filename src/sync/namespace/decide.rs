@@ -53,9 +53,9 @@ pub struct Decision {
     pub remote_aside: Option<FileValue>,
 }
 
-/// Same bytes and mode (the mtime may differ).
+/// Same bytes (or link target) and mode (the mtime may differ).
 pub fn same_content(a: &FileValue, b: &FileValue) -> bool {
-    a.hash == b.hash && a.size == b.size && a.mode == b.mode
+    a.hash == b.hash && a.size == b.size && a.mode == b.mode && a.target == b.target
 }
 
 /// Same bytes, mode and mtime.
@@ -107,14 +107,19 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    /// A file version, or (h = 3, 4) a symlink to one of two targets.
     fn value() -> impl Strategy<Value = FileValue> {
-        (0..3u8, 0..2i64, prop::bool::ANY, 0..2u8).prop_map(|(h, mtime, exec, by)| FileValue {
-            hash: format!("h{h}"),
-            size: h as u64 * 10,
-            mtime_ns: mtime,
-            mode: if exec { 0o755 } else { 0o644 },
-            by: format!("dev{by}"),
-            chunk_root: None,
+        (0..5u8, 0..2i64, prop::bool::ANY, 0..2u8).prop_map(|(h, mtime, exec, by)| {
+            let link = h >= 3;
+            FileValue {
+                hash: if link { "h0".into() } else { format!("h{h}") },
+                size: if link { 0 } else { h as u64 * 10 },
+                mtime_ns: mtime,
+                mode: if link || exec { 0o755 } else { 0o644 },
+                by: format!("dev{by}"),
+                chunk_root: None,
+                target: link.then(|| format!("../t{h}")),
+            }
         })
     }
 

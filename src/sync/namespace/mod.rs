@@ -236,6 +236,17 @@ impl<'a> NamespaceSync<'a> {
 
     fn value_of(&self, n: &Node) -> Result<FileValue, NamespaceError> {
         let hash = node_hash(n);
+        if n.target.is_some() {
+            return Ok(FileValue {
+                hash,
+                size: 0,
+                mtime_ns: n.mtime_ns,
+                mode: n.mode,
+                by: self.cfg.device_name.clone(),
+                chunk_root: None,
+                target: n.target.clone(),
+            });
+        }
         Ok(FileValue {
             chunk_root: self.catalog.chunk_root(&hash)?,
             hash,
@@ -243,12 +254,16 @@ impl<'a> NamespaceSync<'a> {
             mtime_ns: n.mtime_ns,
             mode: n.mode,
             by: self.cfg.device_name.clone(),
+            target: None,
         })
     }
 
-    /// Puts a remote file version at `path` and records its chunk root, so the record
-    /// fetched when it is first read is checked against it.
+    /// Puts a remote file version (or symlink) at `path` and records its chunk root, so
+    /// the record fetched when it is first read is checked against it.
     fn put_file(&self, path: &str, v: &FileValue) -> Result<Node, CatalogError> {
+        if let Some(target) = &v.target {
+            return self.catalog.upsert_symlink(path, target, v.mtime_ns);
+        }
         let n = self
             .catalog
             .upsert_file(path, &v.hash, v.size, v.mtime_ns, v.mode)?;

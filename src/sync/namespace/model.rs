@@ -22,11 +22,21 @@ pub struct FileValue {
     /// is served. None in entries from before it travelled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chunk_root: Option<String>,
+    /// A symlink's target, verbatim (relative stays relative, absolute is kept as it
+    /// is). A symlink travels with the empty blob's hash and size 0, so a device from
+    /// before symlinks travelled shows an empty file rather than failing on a read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
 }
 
 impl FileValue {
+    /// Same bytes (or link target) and mode as the entry here.
     pub(super) fn same_content(&self, n: &Node) -> bool {
-        node_hash(n) == self.hash && n.size == self.size && n.mode == self.mode
+        let same = match &n.target {
+            Some(t) => self.target.as_ref() == Some(t),
+            None => self.target.is_none() && node_hash(n) == self.hash && n.size == self.size,
+        };
+        same && n.mode == self.mode
     }
     pub(super) fn same_as(&self, n: &Node) -> bool {
         self.same_content(n) && n.mtime_ns == self.mtime_ns
