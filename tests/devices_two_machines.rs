@@ -746,3 +746,98 @@ fn a_symlink_and_a_chmod_made_on_a_arrive_on_b() {
     a.stop();
     b.stop();
 }
+
+/// Names that tools trip over travel as they are, each its own file: the NFC and NFD
+/// spellings of one word (two names on Linux, never merged), emoji, a name of exactly
+/// 255 bytes (ASCII and two-byte letters), spaces, a newline, leading dashes, and a tree
+/// 50 folders deep. A rename and a delete of one of the twin spellings leave the other
+/// alone. (issue 13)
+#[test]
+fn odd_names_and_a_50_level_tree_travel_between_machines_unmerged() {
+    let s3 = S3Server::start();
+    let (_d, mnt) = shared_mountpoint();
+    let mut a = Machine::new(&s3, "names", "desk");
+    let mut b = Machine::new(&s3, "names", "laptop");
+    a.start(&mnt, &["--sync-interval", "3600"]);
+    b.start(&mnt, &["--sync-interval", "3600"]);
+    let deep: String = (1..=50).map(|i| format!("d{i:02}/")).collect();
+    let names: Vec<String> = vec![
+        "caf\u{e9}.wav".into(),
+        "cafe\u{301}.wav".into(),
+        "\u{1f3b5} song \u{1f3a4}.wav".into(),
+        format!("{}.wav", "n".repeat(251)),
+        format!("{}x.wav", "\u{fc}".repeat(125)),
+        "  two  spaces .wav".into(),
+        "line\nbreak.wav".into(),
+        "-rf.wav".into(),
+        "--help".into(),
+        "a:b\\c 'q' \"dq\".wav".into(),
+        format!("{deep}deep.wav"),
+    ];
+    for n in &names {
+        assert!(n.rsplit('/').next().unwrap().len() <= 255, "{n:?}");
+    }
+    let put = |m: &Machine, rel: &str, data: &[u8]| {
+        let mut child = Command::new("nsenter")
+            .args(["-t", &m.pid().to_string(), "-m", "--", "sh", "-c"])
+            .arg("mkdir -p \"$(dirname \"$1\")\" && cat > \"$1\"")
+            .arg("sh")
+            .arg(mnt.join(rel))
+            .stdin(Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(data).unwrap();
+        assert!(child.wait().unwrap().success(), "writing {rel:?}");
+    };
+    let tree = |m: &Machine| -> std::collections::BTreeMap<String, String> {
+        // Every file below the mount with the SHA-256 of its bytes, NUL-separated so a
+        // newline in a name cannot split it.
+        let out = m.sh_ok(&format!(
+            "cd '{}' && find . -type f -print0 | xargs -0 -r sha256sum -z --",
+            mnt.display()
+        ));
+        out.split(|&c| c == 0)
+            .filter(|l| !l.is_empty())
+            .map(|l| {
+                let l = String::from_utf8(l.to_vec()).unwrap();
+                let (hash, path) = l.split_once("  ").unwrap();
+                (path.trim_start_matches("./").to_string(), hash.to_string())
+            })
+            .collect()
+    };
+    let mut want = std::collections::BTreeMap::new();
+    for (i, n) in names.iter().enumerate() {
+        let data = bytes(40 + i as u64, 1000 + i * 37);
+        put(&a, n, &data);
+        want.insert(n.clone(), sha256_hex(&data));
+    }
+    assert_eq!(tree(&a), want, "A's own mount keeps every name apart");
+    a.sync();
+    b.sync();
+    assert_eq!(
+        tree(&b),
+        want,
+        "B has every name, byte for byte, none merged"
+    );
+
+    // B renames the NFD twin and deletes the NFC one: A follows, nothing else moves.
+    let (nfc, nfd) = (&names[0], &names[1]);
+    b.sh_ok(&format!(
+        "cd '{}' && mv 'cafe\u{301}.wav' 'renamed cafe\u{301}.wav' && rm 'caf\u{e9}.wav'",
+        mnt.display()
+    ));
+    let h = want.remove(nfd).unwrap();
+    want.insert(format!("renamed {nfd}"), h);
+    want.remove(nfc);
+    b.sync();
+    a.sync();
+    assert_eq!(
+        tree(&a),
+        want,
+        "the rename and the delete touched only their name"
+    );
+    assert!(conflict_copies(&a, &mnt).is_empty() && conflict_copies(&b, &mnt).is_empty());
+    a.stop();
+    b.stop();
+}
