@@ -72,6 +72,9 @@ pub struct Uploader {
 #[derive(Default)]
 struct Shared {
     last_error: Mutex<Option<String>>,
+    /// The error of a blob failing for a reason retrying will not cure by itself (the
+    /// store refuses it: read-only, denied, full), as opposed to network trouble.
+    lasting_error: Mutex<Option<String>>,
     /// Woken after every upload attempt (drain waits on it).
     progress: tokio::sync::Notify,
 }
@@ -133,6 +136,16 @@ impl Uploader {
             .clone()
     }
 
+    /// Why some blob cannot be uploaded, when retrying alone will not cure it (see
+    /// `Shared::lasting_error`); None while uploads work or only the network fails.
+    pub fn lasting_error(&self) -> Option<String> {
+        self.shared
+            .lasting_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     /// Stops the loop (an upload in progress is abandoned and redone after restart).
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
@@ -154,8 +167,8 @@ async fn run(
     mut stopped: tokio::sync::watch::Receiver<bool>,
 ) {
     let mut delay = retry.first_delay;
-    // Blobs whose last attempt failed, with the error.
-    let mut failing: HashMap<String, String> = HashMap::new();
+    // Blobs whose last attempt failed, with the error and whether it is transient.
+    let mut failing: HashMap<String, (String, bool)> = HashMap::new();
     let upload = |hash: String, size: u64| {
         let (cache, store) = (&cache, store.as_ref());
         async move {
@@ -201,17 +214,25 @@ async fn run(
                 }
                 Err(e) => {
                     tracing::warn!(hash, "upload failed, retrying in {delay:?}: {e}");
-                    failing.insert(hash.clone(), e.to_string());
-                    failed = true;
                     store_down = e.is_transient();
+                    failing.insert(hash.clone(), (e.to_string(), store_down));
+                    failed = true;
                 }
             }
             // The error shown is that of a blob still failing, if any.
             let shown = failing
                 .get(&hash)
                 .or_else(|| failing.values().next())
-                .cloned();
+                .map(|(e, _)| e.clone());
+            let lasting = failing
+                .values()
+                .find(|(_, transient)| !transient)
+                .map(|(e, _)| e.clone());
             *shared.last_error.lock().unwrap_or_else(|e| e.into_inner()) = shown;
+            *shared
+                .lasting_error
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()) = lasting;
             shared.progress.notify_waiters();
             if store_down {
                 // Every other blob would fail the same way: wait, then retry (uploads

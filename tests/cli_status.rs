@@ -1,7 +1,8 @@
 //! `songfs status PATH` on a real mount and then with no daemon running: the states a
 //! running mount reports (pinned, remote, cached, uploading, local-only) are what the
 //! on-disk answer gives after the daemon is gone (killed with an upload still pending),
-//! and the output says it comes from disk, not from a live mount.
+//! and the output says it comes from disk, not from a live mount. And a store that
+//! refuses uploads is said by `songfs sync` and `status`, not hidden behind "waiting".
 
 mod common;
 
@@ -192,4 +193,79 @@ fn status_of_paths_on_a_device_that_only_synced() {
         "{}",
         String::from_utf8_lossy(&o.stderr)
     );
+}
+
+/// A read-only bind mount of a folder, undone on drop (also when the test fails).
+struct ReadOnly(std::path::PathBuf);
+
+impl ReadOnly {
+    fn bind(dir: &Path) -> ReadOnly {
+        run_ok(
+            std::process::Command::new("mount")
+                .arg("--bind")
+                .arg(dir)
+                .arg(dir),
+        );
+        let ro = ReadOnly(dir.to_path_buf());
+        run_ok(
+            std::process::Command::new("mount")
+                .args(["-o", "remount,bind,ro"])
+                .arg(dir),
+        );
+        ro
+    }
+}
+
+impl Drop for ReadOnly {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// A store that refuses every upload (here: read-only, EROFS) is not a quiet "1 file(s)
+/// wait for upload": `songfs sync` exits non-zero naming the reason, `status` shows it,
+/// and once the store takes writes again the file goes up and the sync is clean.
+#[test]
+fn a_store_refusing_uploads_fails_the_sync_with_the_reason_and_loses_nothing() {
+    let m = Mount::new();
+    let ro = ReadOnly::bind(&m.store);
+    let data = bytes(77, 200_000);
+    std::fs::write(m.path("take.wav"), &data).unwrap();
+    let mut last = serde_json::Value::Null;
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            last = m.fresh_status();
+            last["daemon"]["last_error"].is_string()
+        }),
+        "status never showed the failing upload: {last}"
+    );
+    assert!(
+        last["daemon"]["pending_uploads"].as_u64() == Some(1),
+        "{last}"
+    );
+    let out = m.songfs().arg("sync").output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "the sync exited 0 while uploads fail: {err}"
+    );
+    assert!(
+        err.contains("1 file(s) cannot be uploaded") && err.contains("Read-only file system"),
+        "the reason is named: {err}"
+    );
+    drop(ro);
+    assert!(
+        m.wait_uploads(Duration::from_secs(60)),
+        "the upload did not go once the store took writes: {}",
+        m.daemon_log()
+    );
+    let out = m.songfs().arg("sync").output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(std::fs::read(m.path("take.wav")).unwrap(), data);
+    let hash = common::mount::sha256_hex(&data);
+    assert!(m.store_blob(&hash).exists(), "the blob is in the store");
 }

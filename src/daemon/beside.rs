@@ -57,6 +57,10 @@ impl Core {
                 catalog: self.catalog.clone(),
                 rt: self.rt.handle().clone(),
                 busy,
+                upload_error: Some({
+                    let uploader = self.uploader.clone();
+                    Arc::new(move || uploader.lasting_error())
+                }),
             },
             Some(invalidate),
             interval,

@@ -118,6 +118,10 @@ pub struct CycleContext {
     pub rt: tokio::runtime::Handle,
     /// Inodes with unsaved writes in the mount (see `NamespaceSync::with_busy`).
     pub busy: Option<Arc<dyn Fn(u64) -> bool + Send + Sync>>,
+    /// Why uploads fail now for a reason retrying alone will not cure (the uploader's
+    /// lasting error): files that wait for upload then make the cycle an error, not a
+    /// quiet "wait for upload". Network trouble is not such a reason.
+    pub upload_error: Option<Arc<dyn Fn() -> Option<String> + Send + Sync>>,
 }
 
 /// One full cycle under the lock: namespace first (so files a database path names are
@@ -159,6 +163,9 @@ pub fn run_cycle(ctx: &CycleContext, inval: Option<&dyn Invalidate>, number: u64
                 i.invalidate(&touched);
             }
             errors.extend(s.errors.iter().cloned());
+            if let Some(e) = uploads_failing(ctx, &s) {
+                errors.push(e);
+            }
             parts.push(ns_line(&s));
             Some(s)
         }
@@ -195,6 +202,20 @@ pub fn run_cycle(ctx: &CycleContext, inval: Option<&dyn Invalidate>, number: u64
         error,
         cycle_number: number,
     }
+}
+
+/// Files held back because their uploads fail (a read-only or full store, a revoked
+/// token): said as an error of the cycle, so `songfs sync` exits non-zero with the
+/// reason instead of "wait for upload" forever.
+fn uploads_failing(ctx: &CycleContext, s: &NsSummary) -> Option<String> {
+    if s.waiting_for_upload == 0 {
+        return None;
+    }
+    let why = ctx.upload_error.as_ref()?()?;
+    Some(format!(
+        "{} file(s) cannot be uploaded and are not sent yet (retried; nothing is lost): {why}",
+        s.waiting_for_upload
+    ))
 }
 
 /// The database part of a cycle. Its state.db transactions take the write lock at BEGIN
