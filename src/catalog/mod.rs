@@ -9,12 +9,14 @@
 //!
 //! `node.rs` is what an entry is, `schema.rs` how it is stored, `index.rs` the in-memory
 //! copy and its name bookkeeping (hard links), `paths.rs` the path-based access the sync
-//! uses, `roots.rs` the chunk roots that bind a blob's chunk-hash record to its name;
-//! this file holds the operations.
+//! uses, `roots.rs` the chunk roots that bind a blob's chunk-hash record to its name,
+//! `reserve.rs` the room kept so removals work on a full disk; this file holds the
+//! operations.
 
 mod index;
 mod node;
 mod paths;
+mod reserve;
 mod roots;
 mod schema;
 #[cfg(test)]
@@ -37,6 +39,7 @@ pub const REFRESH_INTERVAL: Duration = Duration::from_secs(1);
 
 pub struct Catalog {
     inner: Mutex<Index>,
+    reserve: reserve::Reserve,
 }
 
 fn check_name(name: &str) -> CatalogResult<()> {
@@ -58,6 +61,7 @@ impl Catalog {
         schema::insert_root(&db, now_ns(), root_uid, root_gid)?;
         Ok(Catalog {
             inner: Mutex::new(Index::open(db)?),
+            reserve: reserve::Reserve::beside(state_db),
         })
     }
 
@@ -240,9 +244,24 @@ impl Catalog {
         n.target.ok_or(CatalogError::NotSymlink)
     }
 
+    /// Runs a removal; if the disk is too full for SQLite to record it, gives up the
+    /// space reserve and runs it again (`reserve.rs`). The reserve is made again after.
+    fn freeing_space<T>(&self, op: impl Fn() -> CatalogResult<T>) -> CatalogResult<T> {
+        let result = match op() {
+            Err(e) if reserve::is_disk_full(&e) && self.reserve.release() => op(),
+            other => other,
+        };
+        self.reserve.refill();
+        result
+    }
+
     /// Removes a name that is not a directory. Returns the node with `nlink` the names
     /// it has left: 0 when the inode is gone (its content may be dropped by the caller).
     pub fn unlink(&self, parent: u64, name: &str) -> CatalogResult<Node> {
+        self.freeing_space(|| self.unlink_once(parent, name))
+    }
+
+    fn unlink_once(&self, parent: u64, name: &str) -> CatalogResult<Node> {
         check_name(name)?;
         let mut ix = self.index_for_change();
         let ino = ix.ino_at(parent, name)?;
@@ -268,6 +287,10 @@ impl Catalog {
     }
 
     pub fn rmdir(&self, parent: u64, name: &str) -> CatalogResult<Node> {
+        self.freeing_space(|| self.rmdir_once(parent, name))
+    }
+
+    fn rmdir_once(&self, parent: u64, name: &str) -> CatalogResult<Node> {
         check_name(name)?;
         let mut ix = self.index_for_change();
         let ino = ix.ino_at(parent, name)?;

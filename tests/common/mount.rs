@@ -90,6 +90,21 @@ impl Mount {
         m
     }
 
+    /// init with `$SONGFS_HOME` at `home` (a small disk, say), then mount.
+    pub fn with_home(home: &Path, args: &[&str]) -> Mount {
+        let mut m = Mount::bare(args);
+        m.home = home.to_path_buf();
+        run_ok(m.songfs().args([
+            "init",
+            "--store",
+            &format!("file://{}", m.store.display()),
+            "--device-name",
+            "test",
+        ]));
+        m.mount();
+        m
+    }
+
     /// A home set up (`songfs init`) but not mounted yet.
     pub fn init_only(args: &[&str]) -> Mount {
         let m = Mount::bare(args);
