@@ -118,3 +118,103 @@ fn a_full_home_refuses_the_write_keeps_every_earlier_file_and_recovers() {
     }
     m.unmount();
 }
+
+/// Names of the files under `dir`, recursively, that start with `prefix`.
+fn leftovers(dir: &Path, prefix: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if entry.file_name().to_string_lossy().starts_with(prefix) {
+                found.push(path.display().to_string());
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn a_full_folder_store_holds_uploads_back_and_sends_every_one_once_there_is_room() {
+    let disk = SmallDisk::new(16 << 20);
+    let store = disk.0.path().join("store");
+    let mut a = Mount::init_on_folder_store(&store, "studio");
+    a.mount();
+    let filler = fill(disk.0.path());
+    let takes: Vec<(String, Vec<u8>)> = (0..3)
+        .map(|i| (format!("take{i}.wav"), bytes(40 + i, 2 << 20)))
+        .collect();
+    for (name, data) in &takes {
+        save(&a.path(name), data).expect("the mount takes writes while the store is full");
+    }
+    let mut last = serde_json::Value::Null;
+    assert!(
+        common::mount::wait_until(Duration::from_secs(30), || {
+            last = a.fresh_status();
+            last["daemon"]["last_error"]
+                .as_str()
+                .is_some_and(|e| e.contains("No space left"))
+        }),
+        "status never named the full store: {last}"
+    );
+    assert_eq!(
+        last["daemon"]["pending_uploads"].as_u64(),
+        Some(3),
+        "{last}"
+    );
+    let out = a.songfs().arg("sync").output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "sync exited 0 with a full store");
+    assert!(err.contains("No space left"), "the reason is named: {err}");
+    assert!(
+        leftovers(&store, ".tmp-").is_empty(),
+        "a failed upload leaves no partial object: {:?}",
+        leftovers(&store, ".tmp-")
+    );
+    for (name, data) in &takes {
+        assert_eq!(
+            sha256_hex(&std::fs::read(a.path(name)).unwrap()),
+            sha256_hex(data),
+            "{name} reads back whole while it waits"
+        );
+    }
+
+    // Room again: the uploads go by themselves, and another device reads every take.
+    std::fs::remove_file(&filler).unwrap();
+    assert!(
+        a.wait_uploads(Duration::from_secs(90)),
+        "the uploads did not go once the store had room: {}",
+        a.daemon_log()
+    );
+    run_sync(&a);
+    for (_, data) in &takes {
+        let hash = sha256_hex(data);
+        assert_eq!(
+            sha256_hex(&std::fs::read(a.store_blob(&hash)).unwrap()),
+            hash,
+            "the stored blob is whole"
+        );
+    }
+    let b = Mount::on_folder_store(&store, "laptop");
+    run_sync(&b);
+    for (name, data) in &takes {
+        assert_eq!(
+            sha256_hex(&std::fs::read(b.path(name)).unwrap()),
+            sha256_hex(data),
+            "{name} on the other device"
+        );
+    }
+    drop(b);
+    a.unmount();
+}
+
+fn run_sync(m: &Mount) {
+    let out = m.songfs().arg("sync").output().unwrap();
+    assert!(
+        out.status.success(),
+        "sync failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
