@@ -132,3 +132,69 @@ fn a_restored_database_fails_with_one_clear_line() {
     ok(songfs(&a, &["sync", "--accept-restore"]));
     ok(songfs(&a, &["sync"]));
 }
+
+/// Two `songfs sync` of one home at once, no daemon running (a scheduled sync and the
+/// app's "Sync Now"): they take turns on `sync.lock`, both succeed, and every edit is
+/// sent once: the other device receives each new song once, with no conflict.
+#[test]
+fn two_syncs_of_one_home_at_once_take_turns_and_send_each_edit_once() {
+    let store = tempfile::tempdir().unwrap();
+    let a = machine(store.path(), "laptop");
+    let b = machine(store.path(), "desk");
+    ok(songfs(&a, &["sync"]));
+    ok(songfs(&b, &["sync"]));
+    for round in 0..3 {
+        exec(
+            &a,
+            &format!(
+                "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 400)
+                 INSERT INTO songs (title, prompt, lyrics) SELECT 'twin {round} ' || i, 'p', 'l' FROM n;
+                 UPDATE songs SET notes = 'round {round}' WHERE id = 2;"
+            ),
+        );
+        let spawn = || {
+            Command::new(env!("CARGO_BIN_EXE_songfs"))
+                .args(["sync", "--json"])
+                .env("SONGFS_HOME", a.home.path().join("songfs"))
+                .env("HOME", a.home.path())
+                .env_remove("RUST_LOG")
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        };
+        let (first, second) = (spawn(), spawn());
+        let sent: i64 = [first, second]
+            .into_iter()
+            .map(|child| {
+                let out = ok(child.wait_with_output().unwrap());
+                let summary: serde_json::Value =
+                    serde_json::from_str(out.lines().last().unwrap()).unwrap();
+                let songs = &summary["sent"]["songs"];
+                songs["new"].as_i64().unwrap_or(0) + songs["updated"].as_i64().unwrap_or(0)
+            })
+            .sum();
+        assert_eq!(sent, 401, "round {round}: each edit sent by one of the two");
+        let json: serde_json::Value =
+            serde_json::from_str(ok(songfs(&b, &["sync", "--json"])).lines().last().unwrap())
+                .unwrap();
+        assert_eq!(
+            json["received"]["songs"]["new"], 400,
+            "round {round}: {json}"
+        );
+        assert_eq!(json["conflicts"], 0, "round {round}: {json}");
+    }
+    let c = rusqlite::Connection::open(&b.db).unwrap();
+    let (twins, distinct): (i64, i64) = c
+        .query_row(
+            "SELECT COUNT(*), COUNT(DISTINCT title) FROM songs WHERE title LIKE 'twin %'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!((twins, distinct), (1200, 1200), "each song arrived once");
+    let notes: String = c
+        .query_row("SELECT notes FROM songs WHERE id = 2", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(notes, "round 2");
+}
