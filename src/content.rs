@@ -5,7 +5,7 @@
 //! bytes) let a reader verify a ranged read before the whole file is local; they travel
 //! with the blob as a sidecar object (`<blob key>.chunks`), bound to the name that points
 //! at the blob by their `chunk_root` (carried beside the hash). Nothing here does I/O except
-//! `hash_file`, which reads a local file.
+//! `hash_file` and `hash_whole_file`, which read a local file.
 
 use std::io::Read;
 use std::path::Path;
@@ -256,6 +256,17 @@ pub fn hash_file(path: &Path) -> std::io::Result<BlobInfo> {
     Ok(h.finish())
 }
 
+/// SHA-256 and size of a local file, without its chunk hashes (half the work of
+/// `hash_file`, for a file whose chunks were verified already).
+pub fn hash_whole_file(path: &Path) -> std::io::Result<(BlobHash, u64)> {
+    let (mut h, mut size) = (Sha256::new(), 0u64);
+    read_blocks(path, |block| {
+        h.update(block);
+        size += block.len() as u64;
+    })?;
+    Ok((hex::encode(h.finalize()), size))
+}
+
 /// Feeds a file's bytes to `f`, 1 MiB at a time.
 pub fn read_blocks(path: &Path, mut f: impl FnMut(&[u8])) -> std::io::Result<()> {
     let mut file = std::fs::File::open(path)?;
@@ -272,6 +283,18 @@ pub fn read_blocks(path: &Path, mut f: impl FnMut(&[u8])) -> std::io::Result<()>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_whole_file_hash_is_that_of_hash_file() {
+        let dir = tempfile::tempdir().unwrap();
+        for len in [0, 1, CHUNK_SIZE as usize, 3 << 20 | 17] {
+            let path = dir.path().join(format!("f{len}"));
+            let data: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
+            std::fs::write(&path, &data).unwrap();
+            let full = hash_file(&path).unwrap();
+            assert_eq!(hash_whole_file(&path).unwrap(), (full.hash, len as u64));
+        }
+    }
 
     #[test]
     fn empty_file_has_the_known_sha256_and_no_chunks() {
