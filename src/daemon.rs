@@ -52,6 +52,8 @@ pub struct DaemonOptions {
     pub allow_other: bool,
     /// Seconds between sync cycles.
     pub sync_interval: Duration,
+    /// Folder mode: the naming rules of the folder's file system.
+    pub names: crate::paths::Style,
 }
 
 /// How long the last sync cycle at unmount may take before the daemon exits without it.

@@ -77,7 +77,18 @@ impl FolderDevice {
     }
 
     fn start(&mut self) {
-        run_ok(self.songfs().arg("mount").arg("--folder").arg(&self.dir));
+        self.start_with(&[]);
+    }
+
+    /// Starts the folder daemon with extra `songfs mount` arguments.
+    fn start_with(&mut self, args: &[&str]) {
+        run_ok(
+            self.songfs()
+                .arg("mount")
+                .arg("--folder")
+                .arg(&self.dir)
+                .args(args),
+        );
         self.pid = std::fs::read_to_string(self.home.join("daemon.pid"))
             .ok()
             .and_then(|s| s.trim().parse().ok());
@@ -383,5 +394,122 @@ fn on_s3_writes_and_a_rename_travel_both_ways() {
         read(&m.path("2026-04-01_z/z_keep.wav")).as_deref() == Some(&take[..])
             && !m.path("2026-04-01_z/z_take.wav").exists()
     });
+    f.stop();
+}
+
+/// The files directly in `dir`, by name.
+fn names_in(dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.path().is_file())
+        .map(|e| {
+            let data = std::fs::read(e.path()).unwrap();
+            (e.file_name().into_string().unwrap(), data)
+        })
+        .collect()
+}
+
+#[test]
+fn twins_by_case_or_normalisation_each_keep_a_file_where_the_folder_folds_names() {
+    let store = tempfile::tempdir().unwrap();
+    let m = Mount::on_folder_store(store.path(), "laptop");
+    let mut f = FolderDevice::on_folder_store(store.path(), "mac");
+    // The macOS rules (names equal by case or normalisation are one file), on Linux.
+    f.start_with(&["--names", "macos"]);
+    let (nfc, nfd) = ("Caf\u{e9}.wav", "Cafe\u{301}.wav");
+    let take = |n: u64| bytes(100 + n, 50_000 + n as usize);
+    std::fs::create_dir_all(m.path("Album")).unwrap();
+    for (i, name) in ["Take.wav", "take.wav", nfc, nfd].iter().enumerate() {
+        std::fs::write(m.path(&format!("Album/{name}")), take(i as u64)).unwrap();
+    }
+    // First in byte order keeps the name; the twin gets " (2)".
+    let expected: std::collections::BTreeMap<String, Vec<u8>> = [
+        ("Take.wav".to_string(), take(0)),
+        ("take (2).wav".to_string(), take(1)),
+        ("Caf\u{e9} (2).wav".to_string(), take(2)),
+        (nfd.to_string(), take(3)),
+    ]
+    .into();
+    sync_until(&m, &f, "four twins placed", || {
+        names_in(&f.path("Album")) == expected
+    });
+
+    // An edit of the suffixed file goes back to the store name it stands for.
+    let edited = bytes(200, 60_000);
+    mkstemp_rename(&f.path("Album/take (2).wav"), &edited);
+    sync_until(&m, &f, "the edit of take (2).wav", || {
+        read(&m.path("Album/take.wav")).as_deref() == Some(&edited[..])
+    });
+    assert_eq!(
+        read(&m.path("Album/Take.wav")),
+        Some(take(0)),
+        "its twin is left alone"
+    );
+
+    // A delete here removes only the one it stands for.
+    std::fs::remove_file(f.path("Album/Take.wav")).unwrap();
+    sync_until(&m, &f, "the delete of Take.wav", || {
+        !m.path("Album/Take.wav").exists()
+    });
+    assert_eq!(read(&m.path("Album/take.wav")), Some(edited.clone()));
+
+    // A third twin arriving later renames nothing already in the folder.
+    let third = bytes(300, 70_000);
+    std::fs::write(m.path("Album/TAKE.wav"), &third).unwrap();
+    sync_until(&m, &f, "TAKE.wav placed", || {
+        read(&f.path("Album/TAKE.wav")).as_deref() == Some(&third[..])
+    });
+    assert_eq!(read(&f.path("Album/take (2).wav")), Some(edited.clone()));
+
+    // A rename of the suffixed file renames the store name it stands for.
+    std::fs::rename(f.path("Album/take (2).wav"), f.path("Album/renamed.wav")).unwrap();
+    sync_until(&m, &f, "the rename", || {
+        read(&m.path("Album/renamed.wav")).as_deref() == Some(&edited[..])
+            && !m.path("Album/take.wav").exists()
+    });
+    let mut on_mount: Vec<String> = names_in(&m.path("Album")).into_keys().collect();
+    on_mount.sort();
+    let mut want = vec![
+        "TAKE.wav".to_string(),
+        nfc.to_string(),
+        nfd.to_string(),
+        "renamed.wav".to_string(),
+    ];
+    want.sort();
+    assert_eq!(on_mount, want, "nothing lost, nothing merged");
+    assert!(conflict_copies(m.root()).is_empty() && conflict_copies(&f.dir).is_empty());
+    f.stop();
+}
+
+#[test]
+fn names_windows_cannot_hold_get_look_alikes_and_travel_back() {
+    let store = tempfile::tempdir().unwrap();
+    let m = Mount::on_folder_store(store.path(), "laptop");
+    let mut f = FolderDevice::on_folder_store(store.path(), "pc");
+    // The Windows rules (an exFAT disk, say), on Linux.
+    f.start_with(&["--names", "windows"]);
+    let song = bytes(400, 40_000);
+    std::fs::create_dir_all(m.path("Demos: 2026")).unwrap();
+    std::fs::write(m.path("Demos: 2026/Intro? take 2.mp3"), &song).unwrap();
+    std::fs::write(m.path("Demos: 2026/CON.txt"), b"notes").unwrap();
+    sync_until(&m, &f, "look-alike names placed", || {
+        read(&f.path("Demos\u{ff1a} 2026/Intro\u{ff1f} take 2.mp3")).as_deref() == Some(&song[..])
+            && read(&f.path("Demos\u{ff1a} 2026/\u{ff23}ON.txt")).as_deref() == Some(&b"notes"[..])
+    });
+    // A file the user makes there with a look-alike is read back as the character.
+    let new = bytes(401, 30_000);
+    mkstemp_rename(&f.path("Demos\u{ff1a} 2026/What\u{ff1f}.mp3"), &new);
+    let edited = bytes(402, 41_000);
+    mkstemp_rename(
+        &f.path("Demos\u{ff1a} 2026/Intro\u{ff1f} take 2.mp3"),
+        &edited,
+    );
+    sync_until(&m, &f, "back in the store's spelling", || {
+        read(&m.path("Demos: 2026/What?.mp3")).as_deref() == Some(&new[..])
+            && read(&m.path("Demos: 2026/Intro? take 2.mp3")).as_deref() == Some(&edited[..])
+    });
+    assert_eq!(names_in(&m.path("Demos: 2026")).len(), 3, "no file doubled");
     f.stop();
 }

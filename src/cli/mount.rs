@@ -17,6 +17,7 @@ use clap::Args;
 use super::init::parse_size;
 use crate::config::{Config, Home};
 use crate::daemon::{self, DaemonOptions};
+use crate::paths::Style;
 
 #[derive(Args)]
 pub struct MountArgs {
@@ -44,6 +45,37 @@ pub struct MountArgs {
     /// Seconds between sync cycles (overrides the config's sync_interval_secs).
     #[arg(long)]
     pub sync_interval: Option<u64>,
+    /// Folder mode: the naming rules of the folder's file system (doc/PATHS.md), when
+    /// they are not this system's own: `windows` for an exFAT or FAT disk, `macos` for
+    /// a case-insensitive one.
+    #[arg(long, value_enum, requires = "folder", default_value_t = NameRules::host())]
+    pub names: NameRules,
+}
+
+/// The naming rules `--names` picks (`paths::Style`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum NameRules {
+    Linux,
+    Macos,
+    Windows,
+}
+
+impl NameRules {
+    fn host() -> NameRules {
+        match Style::HOST {
+            Style::Linux => NameRules::Linux,
+            Style::MacOs => NameRules::Macos,
+            Style::Windows => NameRules::Windows,
+        }
+    }
+
+    fn style(self) -> Style {
+        match self {
+            NameRules::Linux => Style::Linux,
+            NameRules::Macos => Style::MacOs,
+            NameRules::Windows => Style::Windows,
+        }
+    }
 }
 
 #[derive(Args)]
@@ -93,6 +125,7 @@ pub fn run_mount(a: MountArgs) -> anyhow::Result<()> {
             sync_interval: Duration::from_secs(
                 a.sync_interval.unwrap_or(cfg.sync_interval_secs).max(1),
             ),
+            names: a.names.style(),
         };
         if folder {
             return daemon::folder::run(&home, &cfg, opts, home_lock);
@@ -258,6 +291,11 @@ fn start_background(
         cmd.arg("--folder");
     }
     cmd.arg(mountpoint).arg("--foreground");
+    if folder {
+        if let Some(v) = clap::ValueEnum::to_possible_value(&a.names) {
+            cmd.arg("--names").arg(v.get_name());
+        }
+    }
     if let Some(c) = a.cache_size {
         cmd.arg("--cache-size").arg(c.to_string());
     }

@@ -71,6 +71,7 @@ pub fn run(
             core.rt.handle().clone(),
             &core.mount_db,
             core.local_only.clone(),
+            opts.names,
         )
         .with_context(|| format!("cannot open {}", core.mount_db.display()))?,
     ));

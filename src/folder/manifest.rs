@@ -1,5 +1,6 @@
 //! What the folder held at the last reconcile, path by path (store spelling, relative to
-//! the folder): size, modification time and hash for a file, a mark for a folder. It is
+//! the folder): size, modification time and hash for a file, a mark for a folder, and
+//! the local name that stands for it (`spelling.rs`). It is
 //! how a local edit is told from a remote one: a file that still matches its record was
 //! not touched here since, so a newer catalog version may replace it; one that does not
 //! was changed here and is never overwritten. Kept in `mount.db` (table
@@ -19,6 +20,9 @@ pub struct Record {
     pub mtime_ns: i64,
     /// The content's SHA-256; None for a folder.
     pub hash: Option<String>,
+    /// The local file's name, where it was recorded (None: records from before names
+    /// were recorded, spelled by the rule).
+    pub local: Option<String>,
 }
 
 impl Record {
@@ -27,6 +31,7 @@ impl Record {
             size: 0,
             mtime_ns: 0,
             hash: None,
+            local: None,
         }
     }
 
@@ -47,13 +52,19 @@ impl Manifest {
                  path TEXT PRIMARY KEY, size INTEGER NOT NULL,
                  mtime_ns INTEGER NOT NULL, hash TEXT)",
         )?;
+        let has_local = db
+            .prepare("SELECT 1 FROM pragma_table_info('folder_manifest') WHERE name = 'local'")?
+            .exists([])?;
+        if !has_local {
+            db.execute_batch("ALTER TABLE folder_manifest ADD COLUMN local TEXT")?;
+        }
         Ok(Manifest { db })
     }
 
     pub fn all(&self) -> rusqlite::Result<BTreeMap<String, Record>> {
         let mut stmt = self
             .db
-            .prepare("SELECT path, size, mtime_ns, hash FROM folder_manifest")?;
+            .prepare("SELECT path, size, mtime_ns, hash, local FROM folder_manifest")?;
         let rows = stmt.query_map([], |r| {
             Ok((
                 r.get::<_, String>(0)?,
@@ -61,6 +72,7 @@ impl Manifest {
                     size: r.get::<_, i64>(1)? as u64,
                     mtime_ns: r.get(2)?,
                     hash: r.get(3)?,
+                    local: r.get(4)?,
                 },
             ))
         })?;
@@ -69,10 +81,11 @@ impl Manifest {
 
     pub fn put(&self, path: &str, r: &Record) -> rusqlite::Result<()> {
         self.db.execute(
-            "INSERT INTO folder_manifest(path, size, mtime_ns, hash) VALUES (?1, ?2, ?3, ?4)
+            "INSERT INTO folder_manifest(path, size, mtime_ns, hash, local)
+             VALUES (?1, ?2, ?3, ?4, ?5)
              ON CONFLICT(path) DO UPDATE SET size = excluded.size,
-                 mtime_ns = excluded.mtime_ns, hash = excluded.hash",
-            params![path, r.size as i64, r.mtime_ns, r.hash],
+                 mtime_ns = excluded.mtime_ns, hash = excluded.hash, local = excluded.local",
+            params![path, r.size as i64, r.mtime_ns, r.hash, r.local],
         )?;
         Ok(())
     }
@@ -96,6 +109,7 @@ mod tests {
             size: 5,
             mtime_ns: 42,
             hash: Some("ab".repeat(32)),
+            local: Some("x (2).mp3".into()),
         };
         {
             let m = Manifest::open(&db).unwrap();

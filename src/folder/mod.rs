@@ -7,7 +7,9 @@
 //! `scan.rs` looks at the folder, `settle.rs` decides when a file the app writes is
 //! complete, `manifest.rs` remembers what the folder held at the last pass (so a local
 //! edit is told from a remote one), `place.rs` puts a downloaded file under its real name
-//! atomically, `reconcile.rs` is one pass both ways, `watch.rs` decides when passes run.
+//! atomically, `spelling.rs` says which local file stands for which store path (names
+//! another OS cannot hold, case and normalisation twins), `reconcile.rs` is one pass both
+//! ways, `watch.rs` decides when passes run.
 //!
 //! Must never: leave a half file under a real name, take a file still being written, or
 //! overwrite a file changed here that the catalog has not taken yet.
@@ -17,4 +19,5 @@ pub mod place;
 pub mod reconcile;
 pub mod scan;
 pub mod settle;
+pub mod spelling;
 pub mod watch;

@@ -36,9 +36,11 @@ use super::manifest::{Manifest, Record};
 use super::place;
 use super::scan::{self, Seen};
 use super::settle::{self, Settle};
+use super::spelling::Spelling;
 use crate::cache::Cache;
 use crate::catalog::{ns_to_time, Catalog, CatalogError, Kind, Node, ROOT_INO};
 use crate::content::{self, EMPTY_HASH};
+use crate::paths::Style;
 use crate::sync::namespace::{conflict_copy_path, ensure_dirs};
 
 /// How long a file must stay unchanged before it is taken.
@@ -78,9 +80,16 @@ pub struct Reconciler {
     manifest: Manifest,
     settle: Settle,
     local_only: Vec<glob::Pattern>,
+    /// The folder's file system's naming rules (`Style::HOST` unless told otherwise).
+    style: Style,
+    /// This pass's local spelling of each store path.
+    spelling: Spelling,
 }
 
 type Fallible<T> = Result<T, String>;
+
+/// The catalog's folders and files by store path.
+type Tree = (BTreeSet<String>, BTreeMap<String, Node>);
 
 impl Reconciler {
     pub fn new(
@@ -90,6 +99,7 @@ impl Reconciler {
         rt: tokio::runtime::Handle,
         mount_db: &Path,
         local_only: Vec<glob::Pattern>,
+        style: Style,
     ) -> rusqlite::Result<Reconciler> {
         Ok(Reconciler {
             root,
@@ -99,6 +109,8 @@ impl Reconciler {
             manifest: Manifest::open(mount_db)?,
             settle: Settle::new(SETTLE_QUIET),
             local_only,
+            style,
+            spelling: Spelling::new(style, [], &BTreeMap::new()),
         })
     }
 
@@ -120,13 +132,33 @@ impl Reconciler {
     }
 
     fn run(&mut self, r: &mut PassReport) -> Fallible<()> {
-        let seen = scan::scan(&self.root)
+        let found = scan::scan(&self.root)
             .map_err(|e| format!("cannot look at {}: {e}", self.root.display()))?;
         let mut held = self.manifest.all().map_err(|e| e.to_string())?;
+        self.respell(&held);
+        let seen: BTreeMap<String, Seen> = found
+            .into_iter()
+            .map(|(local, s)| (self.spelling.store(&local), s))
+            .collect();
         self.send_deletes(&seen, &mut held, r)?;
         self.take_changes(&seen, &mut held, r)?;
-        self.bring_in(&mut held, r)?;
+        // What was taken is held now, under the spelling it was found by.
+        let tree = self.respell(&held);
+        self.bring_in(tree, &mut held, r)?;
         Ok(())
+    }
+
+    /// Spells this pass's paths; returns the catalog's tree it spelled.
+    fn respell(&mut self, held: &BTreeMap<String, Record>) -> Tree {
+        let (dirs, files) = self.catalog_tree();
+        let paths = dirs.iter().chain(files.keys()).map(String::as_str);
+        self.spelling = Spelling::new(self.style, paths, held);
+        (dirs, files)
+    }
+
+    /// The local file that stands for a store path.
+    fn local_path(&self, path: &str) -> PathBuf {
+        self.spelling.local_path(&self.root, path)
     }
 
     fn is_local_only(&self, path: &str) -> bool {
@@ -134,7 +166,13 @@ impl Reconciler {
         crate::config::name_is_local_only(&self.local_only, name)
     }
 
-    fn record(&self, held: &mut BTreeMap<String, Record>, path: &str, rec: Record) -> Fallible<()> {
+    fn record(
+        &self,
+        held: &mut BTreeMap<String, Record>,
+        path: &str,
+        mut rec: Record,
+    ) -> Fallible<()> {
+        rec.local = Some(self.spelling.local_leaf(path));
         self.manifest.put(path, &rec).map_err(|e| e.to_string())?;
         held.insert(path.to_string(), rec);
         Ok(())
@@ -222,7 +260,7 @@ impl Reconciler {
                 size: s.size,
                 mtime: ns_to_time(s.mtime_ns),
             };
-            let local = scan::local_path(&self.root, path);
+            let local = self.local_path(path);
             if !self.settle.observe(path, look, now) {
                 r.waiting += 1;
                 continue;
@@ -248,7 +286,7 @@ impl Reconciler {
         held: &mut BTreeMap<String, Record>,
         r: &mut PassReport,
     ) -> Fallible<()> {
-        let local = scan::local_path(&self.root, path);
+        let local = self.local_path(path);
         // Hash a copy, not the file: what is committed is exactly what was hashed, even
         // if a program writes the file again meanwhile.
         let staged = self.cache.staging_dir().join(format!(
@@ -282,6 +320,7 @@ impl Reconciler {
             size: s.size,
             mtime_ns: s.mtime_ns,
             hash: Some(info.hash.clone()),
+            local: None,
         };
         if prev.as_ref().and_then(|p| p.hash.as_deref()) == Some(info.hash.as_str()) {
             // Touched, same bytes: nothing to send.
@@ -335,13 +374,13 @@ impl Reconciler {
     /// no longer has.
     fn bring_in(
         &mut self,
+        (dirs, files): Tree,
         held: &mut BTreeMap<String, Record>,
         r: &mut PassReport,
     ) -> Fallible<()> {
-        let (dirs, files) = self.catalog_tree();
         for dir in &dirs {
             if !held.contains_key(dir) && !self.is_local_only(dir) {
-                let local = scan::local_path(&self.root, dir);
+                let local = self.local_path(dir);
                 std::fs::create_dir_all(&local)
                     .map_err(|e| format!("cannot create {}: {e}", local.display()))?;
                 self.record(held, dir, Record::dir())?;
@@ -364,7 +403,7 @@ impl Reconciler {
             .map(|(p, rec)| (p.clone(), rec.clone()))
             .collect();
         for (path, rec) in gone.iter().filter(|(_, rec)| !rec.is_dir()) {
-            let local = scan::local_path(&self.root, path);
+            let local = self.local_path(path);
             let untouched = std::fs::metadata(&local)
                 .map(|m| Seen::of(&m))
                 .is_ok_and(|s| s.size == rec.size && s.mtime_ns == rec.mtime_ns);
@@ -378,8 +417,8 @@ impl Reconciler {
         }
         for (path, _) in gone.iter().rev().filter(|(_, rec)| rec.is_dir()) {
             // Only if empty: anything still inside is this device's and stays.
-            let _ = std::fs::remove_dir(scan::local_path(&self.root, path));
-            if !scan::local_path(&self.root, path).exists() {
+            let _ = std::fs::remove_dir(self.local_path(path));
+            if !self.local_path(path).exists() {
                 self.forget(held, path)?;
             }
         }
@@ -393,7 +432,7 @@ impl Reconciler {
         held: &mut BTreeMap<String, Record>,
         r: &mut PassReport,
     ) -> Fallible<()> {
-        let local = scan::local_path(&self.root, path);
+        let local = self.local_path(path);
         let here = std::fs::metadata(&local).ok().map(|m| Seen::of(&m));
         let rec = held.get(path);
         let untouched = |rec: &Record, s: &Seen| rec.size == s.size && rec.mtime_ns == s.mtime_ns;
@@ -421,6 +460,7 @@ impl Reconciler {
                 size: s.size,
                 mtime_ns: s.mtime_ns,
                 hash: n.hash.clone(),
+                local: None,
             },
         )?;
         r.downloaded += 1;
@@ -460,7 +500,7 @@ impl Reconciler {
     }
 
     /// Every folder and synced file of the catalog by path (local-only entries left out).
-    fn catalog_tree(&self) -> (BTreeSet<String>, BTreeMap<String, Node>) {
+    fn catalog_tree(&self) -> Tree {
         // Symlinks from the mount are not placed in the folder yet (doc/SEMANTICS.md).
         let files: BTreeMap<String, Node> = self
             .catalog

@@ -1,6 +1,6 @@
 //! One look at the folder: every file and sub-folder with its size and modification
-//! time, by its path in the store's spelling (each local name decoded by the rule of
-//! doc/PATHS.md, so `ＣON.txt` on Windows is `CON.txt` in the library). Symlinks and
+//! time, by its local path relative to the folder (`spelling.rs` says which store path
+//! each stands for: `ＣON.txt` on Windows is `CON.txt` in the library). Symlinks and
 //! special files are not library content and are left out, as are songfs's own
 //! downloads in progress (`place.rs`).
 //!
@@ -8,10 +8,9 @@
 //! whole look, or its files would be taken as deleted).
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crate::catalog::time_to_ns;
-use crate::paths::{names, Style};
 
 /// What one look saw at one path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,7 +30,7 @@ impl Seen {
     }
 }
 
-/// The folder's content, path (store spelling, `/`-separated) → what was seen.
+/// The folder's content, local path (relative, `/`-separated) → what was seen.
 pub fn scan(root: &Path) -> std::io::Result<BTreeMap<String, Seen>> {
     let mut out = BTreeMap::new();
     let walk = walkdir::WalkDir::new(root)
@@ -48,7 +47,7 @@ pub fn scan(root: &Path) -> std::io::Result<BTreeMap<String, Seen>> {
         if !(kind.is_file() || kind.is_dir()) {
             continue;
         }
-        let Some(path) = store_path(root, entry.path()) else {
+        let Some(path) = relative(root, entry.path()) else {
             continue;
         };
         let meta = entry.metadata().map_err(std::io::Error::other)?;
@@ -57,27 +56,11 @@ pub fn scan(root: &Path) -> std::io::Result<BTreeMap<String, Seen>> {
     Ok(out)
 }
 
-/// The store path of a local path under `root` (None for a name that is not UTF-8).
-pub fn store_path(root: &Path, local: &Path) -> Option<String> {
+/// `local` relative to `root`, `/`-separated (None for a name that is not UTF-8).
+fn relative(root: &Path, local: &Path) -> Option<String> {
     let rel = local.strip_prefix(root).ok()?;
-    let parts: Option<Vec<String>> = rel
-        .components()
-        .map(|c| {
-            c.as_os_str()
-                .to_str()
-                .map(|s| names::decode(s, Style::HOST))
-        })
-        .collect();
+    let parts: Option<Vec<&str>> = rel.components().map(|c| c.as_os_str().to_str()).collect();
     Some(parts?.join("/"))
-}
-
-/// The local path of a store path under `root`.
-pub fn local_path(root: &Path, path: &str) -> PathBuf {
-    let mut p = root.to_path_buf();
-    for part in path.split('/').filter(|s| !s.is_empty()) {
-        p.push(names::encode(part, Style::HOST));
-    }
-    p
 }
 
 #[cfg(test)]
@@ -99,13 +82,5 @@ mod tests {
         assert_eq!(paths, ["album", "album/empty", "album/x.mp3"]);
         assert_eq!(seen["album/x.mp3"].size, 5);
         assert!(seen["album/empty"].dir);
-        assert_eq!(
-            local_path(d.path(), "album/x.mp3"),
-            d.path().join("album").join("x.mp3")
-        );
-        assert_eq!(
-            store_path(d.path(), &d.path().join("album/x.mp3")).as_deref(),
-            Some("album/x.mp3")
-        );
     }
 }

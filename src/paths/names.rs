@@ -142,9 +142,30 @@ pub fn local_names<'a>(
     store_names: impl IntoIterator<Item = &'a str>,
     style: Style,
 ) -> BTreeMap<String, String> {
+    local_names_keeping(store_names, &BTreeMap::new(), style)
+}
+
+/// `local_names`, where the store names in `kept` keep the local spelling given there
+/// (what the folder holds already), so a name arriving later never renames a file that
+/// is on disk: it takes the next free spelling instead.
+pub fn local_names_keeping<'a>(
+    store_names: impl IntoIterator<Item = &'a str>,
+    kept: &BTreeMap<String, String>,
+    style: Style,
+) -> BTreeMap<String, String> {
     let sorted: BTreeSet<&str> = store_names.into_iter().collect();
     let mut taken: BTreeSet<String> = BTreeSet::new();
     let mut out = BTreeMap::new();
+    for name in &sorted {
+        if let Some(local) = kept.get(*name) {
+            taken.insert(fold_key(local, style));
+            out.insert(name.to_string(), local.clone());
+        }
+    }
+    let sorted: Vec<&str> = sorted
+        .into_iter()
+        .filter(|n| !kept.contains_key(*n))
+        .collect();
     // Names that keep their spelling claim it first, so a suffixed name never takes a
     // spelling that a real name needs.
     let mut later = Vec::new();
@@ -172,7 +193,7 @@ pub fn local_names<'a>(
 }
 
 /// `("song", ".mp3")`; a leading dot is part of the stem (`.hidden`).
-fn split_ext(name: &str) -> (&str, &str) {
+pub fn split_ext(name: &str) -> (&str, &str) {
     match name.rfind('.') {
         Some(i) if i > 0 => name.split_at(i),
         _ => (name, ""),
@@ -184,6 +205,28 @@ mod tests {
     use super::*;
 
     const W: Style = Style::Windows;
+
+    #[test]
+    fn names_on_disk_keep_their_spelling_when_a_twin_arrives() {
+        let m = Style::MacOs;
+        let kept: BTreeMap<String, String> =
+            [("take.wav".to_string(), "take.wav".to_string())].into();
+        // "Take.wav" sorts first, but "take.wav" is on disk already: the newcomer moves.
+        let got = local_names_keeping(["take.wav", "Take.wav"], &kept, m);
+        assert_eq!(got["take.wav"], "take.wav");
+        assert_eq!(got["Take.wav"], "Take (2).wav");
+        let kept: BTreeMap<String, String> =
+            [("take.wav".to_string(), "take (2).wav".to_string())].into();
+        let got = local_names_keeping(["take.wav", "TAKE.wav"], &kept, m);
+        assert_eq!(got["take.wav"], "take (2).wav");
+        assert_eq!(got["TAKE.wav"], "TAKE.wav");
+        let got = local_names_keeping(["take (2).wav", "take.wav", "TAKE.wav"], &kept, m);
+        assert_eq!(
+            got["take (2).wav"], "take (2) (2).wav",
+            "a spelling on disk is never given away"
+        );
+        assert_eq!(got.len(), 3);
+    }
 
     #[test]
     fn windows_gets_look_alikes_for_what_it_cannot_hold() {
