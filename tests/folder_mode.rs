@@ -4,9 +4,11 @@
 //! renames and deletes too, a conflict keeps the losing version under `.conflicts/` on
 //! both sides, a file being written slowly is not taken until closed and settled, and a
 //! kill -9 of the folder daemon mid-download leaves no half file under the real name;
-//! the same writes and a rename on S3 (s3s-fs on 127.0.0.1).
+//! the same writes and a rename on S3 (s3s-fs on 127.0.0.1); names another system's
+//! rules spell differently; database paths re-rooted between the mount and the folder.
 
 mod common;
+mod sync_util;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -511,5 +513,75 @@ fn names_windows_cannot_hold_get_look_alikes_and_travel_back() {
             && read(&m.path("Demos: 2026/Intro? take 2.mp3")).as_deref() == Some(&edited[..])
     });
     assert_eq!(names_in(&m.path("Demos: 2026")).len(), 3, "no file doubled");
+    f.stop();
+}
+
+fn db_text(db: &Path, sql: &str) -> Option<String> {
+    rusqlite::Connection::open(db)
+        .unwrap()
+        .query_row(sql, [], |r| r.get(0))
+        .ok()
+}
+
+fn set_path(db: &Path, column: &str, id: i64, path: &Path) {
+    rusqlite::Connection::open(db)
+        .unwrap()
+        .execute(
+            &format!("UPDATE songs SET {column} = ?1 WHERE id = ?2"),
+            rusqlite::params![path.to_str().unwrap(), id],
+        )
+        .unwrap();
+}
+
+/// The app's database on each device names files by absolute path: a path inside the
+/// mount arrives as the same file inside the folder, wherever each sits, and back.
+#[test]
+fn database_paths_are_rerooted_between_the_mount_and_the_folder() {
+    let store = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", store.path().display());
+    let dbs = tempfile::tempdir().unwrap();
+    let (db_m, db_f) = (dbs.path().join("laptop.db"), dbs.path().join("desktop.db"));
+    sync_util::make_db(&db_m, true);
+    sync_util::make_db(&db_f, true);
+    let mut m = Mount::init_with(Some(&url), &["--db", db_m.to_str().unwrap()], &[], &[]);
+    m.mount();
+    let mut f = FolderDevice::init(
+        &[
+            "--store",
+            &url,
+            "--device-name",
+            "desktop",
+            "--db",
+            db_f.to_str().unwrap(),
+        ],
+        Vec::new(),
+    );
+    f.start();
+    assert_ne!(m.path(""), f.path(""), "two different roots");
+
+    let rel = "2026-02-12_song/song_vocals.mp3";
+    let vocals = bytes(500, 120_000);
+    std::fs::create_dir_all(m.path("2026-02-12_song")).unwrap();
+    std::fs::write(m.path(rel), &vocals).unwrap();
+    set_path(&db_m, "file_path_vocals", 2, &m.path(rel));
+    sync_until(&m, &f, "mount path → folder path", || {
+        db_text(&db_f, "SELECT file_path_vocals FROM songs WHERE id = 2").as_deref()
+            == f.path(rel).to_str()
+            && read(&f.path(rel)).as_deref() == Some(&vocals[..])
+    });
+
+    let rel2 = "2026-03-01_other/other_v1.mp3";
+    let take = bytes(501, 90_000);
+    mkstemp_rename(&f.path(rel2), &take);
+    set_path(&db_f, "file_path_instrumental", 3, &f.path(rel2));
+    sync_until(&m, &f, "folder path → mount path", || {
+        db_text(
+            &db_m,
+            "SELECT file_path_instrumental FROM songs WHERE id = 3",
+        )
+        .as_deref()
+            == m.path(rel2).to_str()
+            && read(&m.path(rel2)).as_deref() == Some(&take[..])
+    });
     f.stop();
 }
