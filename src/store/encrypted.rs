@@ -321,7 +321,10 @@ fn seal_file(keys: &Subkeys, name: &str, src: &Path, dir: &Path) -> std::io::Res
             c.seal_chunk_into(i, &buf[..n], &mut sealed);
             out.write_all(&sealed)?;
         }
-        out.into_inner().map_err(|e| e.into_error())?.sync_all()
+        // Flushed, not synced: the copy lives only until the upload reads it, and a
+        // crash meanwhile redoes the upload from the cache (an fsync of every sealed
+        // blob only delayed the upload and slowed the writer beside it).
+        out.into_inner().map_err(|e| e.into_error()).map(drop)
     })();
     match result {
         Ok(()) => Ok(out_path),
