@@ -54,6 +54,45 @@ pub fn place(target: &Path, fill: impl FnOnce(&mut File) -> io::Result<()>) -> i
     written
 }
 
+/// Makes `target` a symlink to `link_to` the same way: the link is made under the
+/// temporary name and renamed over the real one (a file or link there is replaced whole).
+#[cfg(unix)]
+pub fn place_link(target: &Path, link_to: &str) -> io::Result<()> {
+    if let Some(dir) = target.parent() {
+        fs::create_dir_all(dir)?;
+    }
+    let tmp = temp_path(target);
+    if fs::symlink_metadata(&tmp).is_ok() {
+        fs::remove_file(&tmp)?;
+    }
+    std::os::unix::fs::symlink(link_to, &tmp)?;
+    let renamed = fs::rename(&tmp, target);
+    if renamed.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    renamed
+}
+
+/// True if every folder between `root` and `target` is a real folder or not there yet:
+/// none is a symlink, so nothing written at `target` can land outside `root`.
+pub fn inside_real_folders(root: &Path, target: &Path) -> bool {
+    let Ok(rel) = target.strip_prefix(root) else {
+        return false;
+    };
+    let mut at = root.to_path_buf();
+    let folders: Vec<_> = rel.components().collect();
+    for part in folders.iter().take(folders.len().saturating_sub(1)) {
+        at.push(part);
+        match fs::symlink_metadata(&at) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => return false,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return true,
+            Err(_) => return false,
+        }
+    }
+    true
+}
+
 /// Removes the temporary files a killed daemon left under `dir` (recursively); returns
 /// how many.
 pub fn clear_leftovers(dir: &Path) -> io::Result<usize> {
@@ -63,7 +102,7 @@ pub fn clear_leftovers(dir: &Path) -> io::Result<usize> {
         let kind = entry.file_type()?;
         if kind.is_dir() {
             n += clear_leftovers(&entry.path())?;
-        } else if kind.is_file() && is_own_temporary(&entry.file_name().to_string_lossy()) {
+        } else if (kind.is_file() || kind.is_symlink()) && is_own_temporary(&entry.file_name().to_string_lossy()) {
             fs::remove_file(entry.path())?;
             n += 1;
         }
@@ -100,6 +139,31 @@ mod tests {
         })
         .unwrap();
         assert_eq!(fs::read(&target).unwrap(), b"second version");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_link_replaces_a_file_whole_and_nothing_is_written_through_a_linked_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("lib");
+        let outside = dir.path().join("outside");
+        fs::create_dir_all(root.join("album")).unwrap();
+        fs::create_dir(&outside).unwrap();
+        let latest = root.join("album/latest");
+        fs::write(&latest, b"a file first").unwrap();
+        place_link(&latest, "../x.mp3").unwrap();
+        assert_eq!(fs::read_link(&latest).unwrap(), Path::new("../x.mp3"));
+        place_link(&latest, "/elsewhere").unwrap();
+        assert_eq!(fs::read_link(&latest).unwrap(), Path::new("/elsewhere"));
+        assert!(!temp_path(&latest).exists());
+
+        std::os::unix::fs::symlink(&outside, root.join("linked")).unwrap();
+        assert!(inside_real_folders(&root, &root.join("album/x.mp3")));
+        assert!(inside_real_folders(&root, &root.join("new/deeper/x.mp3")));
+        assert!(inside_real_folders(&root, &root.join("linked")));
+        assert!(!inside_real_folders(&root, &root.join("linked/x.mp3")));
+        assert!(!inside_real_folders(&root, &root.join("linked/a/x.mp3")));
+        assert!(!inside_real_folders(&root, &outside.join("x.mp3")));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! One reconcile pass between the folder and the catalog (the model of the library the
 //! namespace sync keeps in step with the other devices). First what changed here goes
-//! into the catalog, then what the catalog holds that the folder does not comes out:
+//! into the catalog (`take.rs`), then what the catalog holds that the folder does not
+//! comes out (`bring.rs`):
 //!
 //! - local → catalog: a new or changed file, once settled (`settle.rs`: same size and
 //!   mtime across two looks, and not open for writing where the OS tells), is copied
@@ -27,21 +28,20 @@
 //! the last pass, take a file still being written, or take a partial listing as deletes.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use super::manifest::{Manifest, Record};
-use super::place;
 use super::scan::{self, Seen};
-use super::settle::{self, Settle};
+use super::settle::Settle;
 use super::spelling::Spelling;
 use crate::cache::Cache;
-use crate::catalog::{ns_to_time, Catalog, CatalogError, Kind, Node, ROOT_INO};
-use crate::content::{self, EMPTY_HASH};
+use crate::catalog::{Catalog, Kind, Node, ROOT_INO};
 use crate::paths::Style;
-use crate::sync::namespace::{conflict_copy_path, ensure_dirs};
+
+mod bring;
+mod take;
 
 /// How long a file must stay unchanged before it is taken.
 pub const SETTLE_QUIET: Duration = Duration::from_secs(1);
@@ -185,328 +185,14 @@ impl Reconciler {
         Ok(())
     }
 
-    // ---- local → catalog ----
-
-    /// Paths the folder held at the last pass and no longer holds: deleted here. Files
-    /// first, then folders deepest first.
-    fn send_deletes(
-        &mut self,
-        seen: &BTreeMap<String, Seen>,
-        held: &mut BTreeMap<String, Record>,
-        r: &mut PassReport,
-    ) -> Fallible<()> {
-        let gone: Vec<(String, Record)> = held
-            .iter()
-            .filter(|(p, _)| !seen.contains_key(*p))
-            .map(|(p, rec)| (p.clone(), rec.clone()))
-            .collect();
-        for (path, rec) in gone.iter().filter(|(_, rec)| !rec.is_dir()) {
-            match self.catalog.resolve(path) {
-                // Still the version the folder held: the delete travels.
-                Ok(n) if n.kind == Kind::File && n.hash == rec.hash => {
-                    self.catalog
-                        .unlink(n.parent, &n.name)
-                        .map_err(|e| e.to_string())?;
-                    r.deleted_in_catalog += 1;
-                }
-                // A newer version arrived meanwhile: it wins over the delete and is
-                // downloaded below (the path is no longer held).
-                _ => {}
-            }
-            self.forget(held, path)?;
-        }
-        for (path, _) in gone.iter().rev().filter(|(_, rec)| rec.is_dir()) {
-            if let Ok(n) = self.catalog.resolve(path) {
-                if n.is_dir() {
-                    // Not empty in the catalog (something arrived in it): it stays, and
-                    // comes back here below.
-                    match self.catalog.rmdir(n.parent, &n.name) {
-                        Ok(_) | Err(CatalogError::NotEmpty) => {}
-                        Err(e) => return Err(e.to_string()),
-                    }
-                }
-            }
-            self.forget(held, path)?;
-        }
-        Ok(())
-    }
-
-    /// New and changed local files and folders, each file taken once settled.
-    fn take_changes(
-        &mut self,
-        seen: &BTreeMap<String, Seen>,
-        held: &mut BTreeMap<String, Record>,
-        r: &mut PassReport,
-    ) -> Fallible<()> {
-        let now = Instant::now();
-        for (path, s) in seen {
-            if self.is_local_only(path) || settle::is_temporary(path) {
-                continue;
-            }
-            if s.dir {
-                if !held.contains_key(path) {
-                    ensure_dirs(&self.catalog, path).map_err(|e| format!("{path}: {e}"))?;
-                    self.record(held, path, Record::dir())?;
-                }
-                continue;
-            }
-            if let Some(rec) = held.get(path) {
-                if rec.size == s.size && rec.mtime_ns == s.mtime_ns {
-                    self.settle.forget(path);
-                    continue;
-                }
-            }
-            let look = settle::Seen {
-                size: s.size,
-                mtime: ns_to_time(s.mtime_ns),
-            };
-            let local = self.local_path(path);
-            if !self.settle.observe(path, look, now) {
-                r.waiting += 1;
-                continue;
-            }
-            if crate::os::open_for_writing(&local) == Some(true) {
-                // Settled in size and time but still open by its writer: wait again.
-                self.settle.observe(path, look, now);
-                r.waiting += 1;
-                continue;
-            }
-            if let Err(e) = self.take(path, *s, held, r) {
-                r.errors.push(format!("{path}: {e}"));
-            }
-        }
-        Ok(())
-    }
-
-    /// Takes one settled local file into the cache and the catalog.
-    fn take(
-        &mut self,
-        path: &str,
-        s: Seen,
-        held: &mut BTreeMap<String, Record>,
-        r: &mut PassReport,
-    ) -> Fallible<()> {
-        let local = self.local_path(path);
-        // Hash a copy, not the file: what is committed is exactly what was hashed, even
-        // if a program writes the file again meanwhile.
-        let staged = self.cache.staging_dir().join(format!(
-            "folder-{}-{}",
-            std::process::id(),
-            rand::random::<u64>()
-        ));
-        std::fs::copy(&local, &staged).map_err(|e| format!("cannot copy it: {e}"))?;
-        let outcome = self.commit_copy(path, &local, &staged, s, held, r);
-        let _ = std::fs::remove_file(&staged);
-        outcome
-    }
-
-    fn commit_copy(
-        &mut self,
-        path: &str,
-        local: &Path,
-        staged: &Path,
-        s: Seen,
-        held: &mut BTreeMap<String, Record>,
-        r: &mut PassReport,
-    ) -> Fallible<()> {
-        let info = content::hash_file(staged).map_err(|e| format!("cannot hash it: {e}"))?;
-        let now = std::fs::metadata(local).map(|m| Seen::of(&m));
-        if now.ok() != Some(s) || info.size != s.size {
-            // Changed while copied: the next look starts the wait again.
-            return Ok(());
-        }
-        let prev = held.get(path).cloned();
-        let rec = Record {
-            size: s.size,
-            mtime_ns: s.mtime_ns,
-            hash: Some(info.hash.clone()),
-            local: None,
-        };
-        if prev.as_ref().and_then(|p| p.hash.as_deref()) == Some(info.hash.as_str()) {
-            // Touched, same bytes: nothing to send.
-            return self.record(held, path, rec);
-        }
-        if info.size > 0 {
-            self.cache
-                .commit_new(staged, &info)
-                .map_err(|e| format!("cannot commit it to the cache: {e}"))?;
-            // As the mount's write does: the root that binds the blob's chunk record.
-            self.catalog
-                .set_chunk_root(&info.hash, &info.chunk_root())
-                .map_err(|e| e.to_string())?;
-        }
-        match self.catalog.resolve(path) {
-            Ok(n) if n.kind == Kind::File => {
-                let held_hash = prev.as_ref().and_then(|p| p.hash.clone());
-                if n.hash.as_deref() != Some(info.hash.as_str()) && n.hash != held_hash {
-                    // A version from another device reached the catalog while this file
-                    // was edited here: keep it beside, never under the name.
-                    self.keep_remote_version(path, &n)?;
-                    r.conflict_copies += 1;
-                }
-            }
-            Ok(n) if n.is_dir() => {
-                return Err("the library holds a folder of this name: rename the file".into())
-            }
-            _ => {}
-        }
-        let mode = 0o644;
-        self.catalog
-            .upsert_file(path, &info.hash, info.size, s.mtime_ns, mode)
-            .map_err(|e| format!("cannot record it in the library: {e}"))?;
-        r.taken += 1;
-        self.record(held, path, rec)
-    }
-
-    fn keep_remote_version(&self, path: &str, n: &Node) -> Fallible<()> {
-        let copy = conflict_copy_path(path, "another device", wall_ms());
-        let hash = n.hash.as_deref().unwrap_or(EMPTY_HASH);
-        self.catalog
-            .upsert_file(&copy, hash, n.size, n.mtime_ns, n.mode)
-            .map_err(|e| format!("cannot keep the other version as {copy}: {e}"))?;
-        tracing::warn!(path, copy, "edited here while another device changed it: the other version is kept under .conflicts/");
-        Ok(())
-    }
-
-    // ---- catalog → local ----
-
-    /// Downloads what the catalog has and the folder does not; removes what the catalog
-    /// no longer has.
-    fn bring_in(
-        &mut self,
-        (dirs, files): Tree,
-        held: &mut BTreeMap<String, Record>,
-        r: &mut PassReport,
-    ) -> Fallible<()> {
-        for dir in &dirs {
-            if !held.contains_key(dir) && !self.is_local_only(dir) {
-                let local = self.local_path(dir);
-                std::fs::create_dir_all(&local)
-                    .map_err(|e| format!("cannot create {}: {e}", local.display()))?;
-                self.record(held, dir, Record::dir())?;
-            }
-        }
-        for (path, n) in &files {
-            if let Err(e) = self.bring_file(path, n, held, r) {
-                r.errors.push(format!("{path}: {e}"));
-            }
-        }
-        let gone: Vec<(String, Record)> = held
-            .iter()
-            .filter(|(p, rec)| {
-                if rec.is_dir() {
-                    !dirs.contains(*p)
-                } else {
-                    !files.contains_key(*p)
-                }
-            })
-            .map(|(p, rec)| (p.clone(), rec.clone()))
-            .collect();
-        for (path, rec) in gone.iter().filter(|(_, rec)| !rec.is_dir()) {
-            let local = self.local_path(path);
-            let untouched = std::fs::metadata(&local)
-                .map(|m| Seen::of(&m))
-                .is_ok_and(|s| s.size == rec.size && s.mtime_ns == rec.mtime_ns);
-            if untouched {
-                std::fs::remove_file(&local)
-                    .map_err(|e| format!("cannot remove {}: {e}", local.display()))?;
-                r.removed_here += 1;
-            }
-            // Changed here (or already gone): no longer held; an edit is taken again.
-            self.forget(held, path)?;
-        }
-        for (path, _) in gone.iter().rev().filter(|(_, rec)| rec.is_dir()) {
-            // Only if empty: anything still inside is this device's and stays.
-            let _ = std::fs::remove_dir(self.local_path(path));
-            if !self.local_path(path).exists() {
-                self.forget(held, path)?;
-            }
-        }
-        Ok(())
-    }
-
-    fn bring_file(
-        &mut self,
-        path: &str,
-        n: &Node,
-        held: &mut BTreeMap<String, Record>,
-        r: &mut PassReport,
-    ) -> Fallible<()> {
-        let local = self.local_path(path);
-        let here = std::fs::metadata(&local).ok().map(|m| Seen::of(&m));
-        let rec = held.get(path);
-        let untouched = |rec: &Record, s: &Seen| rec.size == s.size && rec.mtime_ns == s.mtime_ns;
-        match (here, rec) {
-            // Same hash, and the size to match (a 0-byte file recorded under a hash
-            // that is not empty is placed again).
-            (Some(s), Some(rec))
-                if untouched(rec, &s) && rec.hash == n.hash && rec.size == n.size =>
-            {
-                return Ok(())
-            }
-            // Changed here, or new here and not taken yet: the local version goes first.
-            (Some(s), Some(rec)) if !untouched(rec, &s) => return Ok(()),
-            (Some(_), None) => return Ok(()),
-            _ => {}
-        }
-        self.download(path, &local, n)?;
-        let s = std::fs::metadata(&local)
-            .map(|m| Seen::of(&m))
-            .map_err(|e| e.to_string())?;
-        self.record(
-            held,
-            path,
-            Record {
-                size: s.size,
-                mtime_ns: s.mtime_ns,
-                hash: n.hash.clone(),
-                local: None,
-            },
-        )?;
-        r.downloaded += 1;
-        Ok(())
-    }
-
-    /// The catalog's bytes of `n` under `local`, atomically, with the catalog's mtime.
-    fn download(&self, path: &str, local: &Path, n: &Node) -> Fallible<()> {
-        let hash = n.hash.as_deref().unwrap_or(EMPTY_HASH);
-        let source = if n.size == 0 {
-            None
-        } else {
-            let cache = self.cache.clone();
-            let (hash, size) = (hash.to_string(), n.size);
-            let root = self.catalog.chunk_root(&hash).map_err(|e| e.to_string())?;
-            let file = self
-                .rt
-                .block_on(async move {
-                    let info = cache.fetch_info(&hash, size, root.as_deref()).await?;
-                    cache.materialize(&info).await?;
-                    Ok::<_, crate::cache::CacheError>(cache.open_complete(&hash))
-                })
-                .map_err(|e| format!("cannot download it: {e}"))?;
-            Some(file.ok_or("its blob was evicted during the download; retried next pass")?)
-        };
-        let mtime: SystemTime = n.mtime();
-        place::place(local, |f| {
-            if let Some(mut src) = source {
-                std::io::copy(&mut src, f)?;
-            }
-            f.flush()?;
-            f.set_modified(mtime)
-        })
-        .map_err(|e| format!("cannot write {}: {e}", local.display()))?;
-        tracing::debug!(path, size = n.size, "placed in the folder");
-        Ok(())
-    }
-
-    /// Every folder and synced file of the catalog by path (local-only entries left out).
+    /// Every folder, synced file and symlink of the catalog by path.
     fn catalog_tree(&self) -> Tree {
-        // Symlinks from the mount are not placed in the folder yet (doc/SEMANTICS.md).
+        // Links where the OS lets anyone make them (see `bring::place_link`).
         let files: BTreeMap<String, Node> = self
             .catalog
             .files()
             .into_iter()
-            .filter(|(_, n)| n.kind == Kind::File)
+            .filter(|(_, n)| n.kind == Kind::File || (cfg!(unix) && n.kind == Kind::Symlink))
             .collect();
         let mut dirs = BTreeSet::new();
         let mut stack = vec![(ROOT_INO, String::new())];

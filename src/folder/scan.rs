@@ -1,8 +1,9 @@
-//! One look at the folder: every file and sub-folder with its size and modification
-//! time, by its local path relative to the folder (`spelling.rs` says which store path
-//! each stands for: `ＣON.txt` on Windows is `CON.txt` in the library). Symlinks and
-//! special files are not library content and are left out, as are songfs's own
-//! downloads in progress (`place.rs`).
+//! One look at the folder: every file, sub-folder and symlink with its size and
+//! modification time, by its local path relative to the folder (`spelling.rs` says which
+//! store path each stands for: `ＣON.txt` on Windows is `CON.txt` in the library). Links
+//! are looked at, never followed (a link to a folder is one entry, not its content).
+//! Special files are not library content and are left out, as are songfs's own downloads
+//! in progress (`place.rs`).
 //!
 //! Must never: report a partial listing as complete (an unreadable folder fails the
 //! whole look, or its files would be taken as deleted).
@@ -16,18 +17,27 @@ use crate::catalog::time_to_ns;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Seen {
     pub dir: bool,
+    /// A symlink (its size is its target's length).
+    pub link: bool,
     pub size: u64,
     pub mtime_ns: i64,
 }
 
 impl Seen {
+    /// From `symlink_metadata` (a link's own metadata, not its target's).
     pub fn of(meta: &std::fs::Metadata) -> Seen {
         Seen {
             dir: meta.is_dir(),
+            link: meta.file_type().is_symlink(),
             size: if meta.is_dir() { 0 } else { meta.len() },
             mtime_ns: meta.modified().map(time_to_ns).unwrap_or(0),
         }
     }
+}
+
+/// What is at `local` now, without following a link (None: nothing, or unreadable).
+pub fn look(local: &Path) -> Option<Seen> {
+    std::fs::symlink_metadata(local).ok().map(|m| Seen::of(&m))
 }
 
 /// The folder's content, local path (relative, `/`-separated) → what was seen.
@@ -44,7 +54,7 @@ pub fn scan(root: &Path) -> std::io::Result<BTreeMap<String, Seen>> {
             std::io::Error::other(format!("cannot read {}: {e}", path.display()))
         })?;
         let kind = entry.file_type();
-        if !(kind.is_file() || kind.is_dir()) {
+        if !(kind.is_file() || kind.is_dir() || kind.is_symlink()) {
             continue;
         }
         let Some(path) = relative(root, entry.path()) else {
@@ -68,7 +78,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_look_lists_files_and_folders_but_not_downloads_in_progress() {
+    fn a_look_lists_files_folders_and_links_but_not_downloads_in_progress() {
         let d = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(d.path().join("album/empty")).unwrap();
         std::fs::write(d.path().join("album/x.mp3"), b"12345").unwrap();
@@ -77,10 +87,27 @@ mod tests {
             b"half",
         )
         .unwrap();
+        #[cfg(unix)]
+        {
+            std::os::unix::fs::symlink("x.mp3", d.path().join("album/latest")).unwrap();
+            std::os::unix::fs::symlink("/", d.path().join("album/root")).unwrap();
+        }
         let seen = scan(d.path()).unwrap();
         let paths: Vec<&str> = seen.keys().map(String::as_str).collect();
-        assert_eq!(paths, ["album", "album/empty", "album/x.mp3"]);
+        if cfg!(unix) {
+            // The link to / is one entry: the walk does not go through it.
+            assert_eq!(
+                paths,
+                ["album", "album/empty", "album/latest", "album/root", "album/x.mp3"]
+            );
+            assert!(seen["album/latest"].link && !seen["album/latest"].dir);
+            assert_eq!(seen["album/latest"].size, 5);
+            assert!(seen["album/root"].link && !seen["album/root"].dir);
+        } else {
+            assert_eq!(paths, ["album", "album/empty", "album/x.mp3"]);
+        }
         assert_eq!(seen["album/x.mp3"].size, 5);
+        assert!(!seen["album/x.mp3"].link);
         assert!(seen["album/empty"].dir);
     }
 }
