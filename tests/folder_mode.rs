@@ -5,7 +5,8 @@
 //! both sides, a file being written slowly is not taken until closed and settled, and a
 //! kill -9 of the folder daemon mid-download leaves no half file under the real name;
 //! the same writes and a rename on S3 (s3s-fs on 127.0.0.1); names another system's
-//! rules spell differently; database paths re-rooted between the mount and the folder.
+//! rules spell differently; database paths re-rooted between the mount and the folder;
+//! symlinks both ways, kinds changing under one name, nothing written through a link.
 
 mod common;
 mod sync_util;
@@ -584,4 +585,78 @@ fn database_paths_are_rerooted_between_the_mount_and_the_folder() {
             && read(&m.path(rel2)).as_deref() == Some(&take[..])
     });
     f.stop();
+}
+
+fn link_of(p: &Path) -> Option<PathBuf> {
+    std::fs::read_link(p).ok()
+}
+
+#[test]
+fn symlinks_travel_between_the_mount_and_the_folder_and_nothing_lands_outside() {
+    let (m, f, _store) = two_devices();
+    let outside = tempfile::tempdir().unwrap();
+    let take = bytes(7, 100_000);
+    std::fs::create_dir_all(m.path("album")).unwrap();
+    std::fs::write(m.path("album/x.mp3"), &take).unwrap();
+    let link = |target: &str, at: PathBuf| std::os::unix::fs::symlink(target, at).unwrap();
+    link("x.mp3", m.path("album/latest"));
+    link("nowhere.wav", m.path("album/dangling"));
+    let out = outside.path().to_str().unwrap().to_string();
+    link(&out, m.path("album/stems"));
+
+    // Links from the mount are placed as links, targets verbatim, never followed.
+    sync_until(&m, &f, "links mount → folder", || {
+        link_of(&f.path("album/latest")) == Some("x.mp3".into())
+            && link_of(&f.path("album/dangling")) == Some("nowhere.wav".into())
+            && link_of(&f.path("album/stems")) == Some(PathBuf::from(&out))
+    });
+    assert!(
+        read(&f.path("album/latest")).as_ref() == Some(&take),
+        "read through the link"
+    );
+
+    // Links made, retargeted and deleted in the folder travel to the mount.
+    let v2 = bytes(8, 50_000);
+    std::fs::write(f.path("album/x_v2.mp3"), &v2).unwrap();
+    link("x.mp3", f.path("album/first"));
+    std::fs::remove_file(f.path("album/latest")).unwrap();
+    link("x_v2.mp3", f.path("album/latest"));
+    std::fs::remove_file(f.path("album/dangling")).unwrap();
+    sync_until(&m, &f, "links folder → mount", || {
+        link_of(&m.path("album/first")) == Some("x.mp3".into())
+            && link_of(&m.path("album/latest")) == Some("x_v2.mp3".into())
+            && !m.path("album/dangling").exists()
+            && std::fs::symlink_metadata(m.path("album/dangling")).is_err()
+            && read(&m.path("album/x_v2.mp3")).as_deref() == Some(&v2[..])
+    });
+    assert!(
+        read(&m.path("album/latest")) == Some(v2),
+        "read through the link"
+    );
+
+    // The link to a folder outside becomes a real folder in the mount, with a file in
+    // it: the folder side removes its link and makes a folder; nothing is written into
+    // the folder the link pointed to.
+    std::fs::remove_file(m.path("album/stems")).unwrap();
+    std::fs::create_dir(m.path("album/stems")).unwrap();
+    let stem = bytes(9, 30_000);
+    std::fs::write(m.path("album/stems/drums.wav"), &stem).unwrap();
+    // A file replaced by a link in the mount arrives as a link.
+    std::fs::remove_file(m.path("album/x_v2.mp3")).unwrap();
+    link("x.mp3", m.path("album/x_v2.mp3"));
+    std::fs::remove_file(m.path("album/first")).unwrap();
+    sync_until(&m, &f, "kinds changed in the mount", || {
+        read(&f.path("album/stems/drums.wav")).as_deref() == Some(&stem[..])
+            && link_of(&f.path("album/x_v2.mp3")) == Some("x.mp3".into())
+            && std::fs::symlink_metadata(f.path("album/first")).is_err()
+    });
+    assert!(std::fs::symlink_metadata(f.path("album/stems"))
+        .unwrap()
+        .is_dir());
+    let leaked: Vec<_> = std::fs::read_dir(outside.path()).unwrap().collect();
+    assert!(leaked.is_empty(), "written outside the folder: {leaked:?}");
+    // The latest link now points at a link: both sides read the first take through it.
+    assert!(read(&f.path("album/latest")).as_ref() == Some(&take));
+    assert!(read(&m.path("album/latest")) == Some(take));
+    assert!(conflict_copies(&f.dir).is_empty(), "no conflicts expected");
 }

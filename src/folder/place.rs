@@ -102,7 +102,9 @@ pub fn clear_leftovers(dir: &Path) -> io::Result<usize> {
         let kind = entry.file_type()?;
         if kind.is_dir() {
             n += clear_leftovers(&entry.path())?;
-        } else if (kind.is_file() || kind.is_symlink()) && is_own_temporary(&entry.file_name().to_string_lossy()) {
+        } else if (kind.is_file() || kind.is_symlink())
+            && is_own_temporary(&entry.file_name().to_string_lossy())
+        {
             fs::remove_file(entry.path())?;
             n += 1;
         }

@@ -98,7 +98,13 @@ mod tests {
             // The link to / is one entry: the walk does not go through it.
             assert_eq!(
                 paths,
-                ["album", "album/empty", "album/latest", "album/root", "album/x.mp3"]
+                [
+                    "album",
+                    "album/empty",
+                    "album/latest",
+                    "album/root",
+                    "album/x.mp3"
+                ]
             );
             assert!(seen["album/latest"].link && !seen["album/latest"].dir);
             assert_eq!(seen["album/latest"].size, 5);

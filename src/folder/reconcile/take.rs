@@ -141,8 +141,9 @@ impl Reconciler {
             Ok(n) if n.is_dir() => {
                 return Err("the library holds a folder of this name: rename the link".into())
             }
-            Ok(n) if n.target.as_deref() != Some(target.as_str())
-                && !prev.as_ref().is_some_and(|p| p.is_version_of(&n)) =>
+            Ok(n)
+                if n.target.as_deref() != Some(target.as_str())
+                    && !prev.as_ref().is_some_and(|p| p.is_version_of(&n)) =>
             {
                 self.keep_remote_version(path, &n)?;
                 r.conflict_copies += 1;
