@@ -119,6 +119,130 @@ async fn a_full_account_is_told_as_full_and_the_upload_works_once_space_is_freed
     }
 }
 
+/// Upload-session requests the fake saw (Drive's resumable PUTs, Dropbox's
+/// upload_session calls), and the bytes they carried.
+fn session_requests(fake: &CloudFake) -> Vec<serde_json::Value> {
+    fake.requests()
+        .into_iter()
+        .filter(|r| {
+            let path = r["path"].as_str().unwrap_or("");
+            (r["method"] == "PUT" && path.starts_with("/upload/drive/"))
+                || path.starts_with("/2/files/upload_session/")
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_large_file_goes_up_in_chunks_and_a_lost_answer_resumes_instead_of_restarting() {
+    let dir = tempfile::tempdir().unwrap();
+    for provider in BOTH {
+        let fake = CloudFake::start(provider);
+        let store = fake.open_store("SF");
+        // 2.5 chunks: the answer to the first chunk after the start is lost, then the
+        // last one's (the file is already committed when that answer goes missing).
+        // Dropbox's start carries the first chunk and is not counted by the fake.
+        let size = 20 << 20;
+        let data = pattern(size, 9);
+        let file = dir.path().join(format!("{provider:?}.wav"));
+        std::fs::write(&file, &data).unwrap();
+        let lose = match provider {
+            Provider::Gdrive => r#"{"chunks": [0, 2]}"#,
+            Provider::Dropbox => r#"{"chunks": [0, 1]}"#,
+        };
+        fake.control("/_fake/lose", lose);
+        store.put_file("blobs/sha256/ab/abcd", &file).await.unwrap();
+        assert_eq!(
+            store.get("blobs/sha256/ab/abcd").await.unwrap().len(),
+            size,
+            "{provider:?}"
+        );
+        assert!(
+            store.get("blobs/sha256/ab/abcd").await.unwrap()[..] == data[..],
+            "{provider:?}: the bytes differ"
+        );
+        let sessions = session_requests(&fake);
+        let lost = sessions.iter().filter(|r| r["status"] == 0).count();
+        assert_eq!(lost, 2, "{provider:?}: {sessions:?}");
+        let sent: u64 = sessions
+            .iter()
+            .map(|r| r["received"].as_u64().unwrap())
+            .sum();
+        let biggest = sessions
+            .iter()
+            .map(|r| r["received"].as_u64().unwrap())
+            .max()
+            .unwrap();
+        assert!(
+            biggest <= 8 << 20,
+            "{provider:?}: a request carried {biggest} bytes"
+        );
+        // Resumed: at most each lost chunk sent again, never the file from zero.
+        assert!(
+            sent >= size as u64 && sent <= size as u64 + 2 * (8 << 20),
+            "{provider:?}: {sent} bytes sent for a {size}-byte file"
+        );
+        // One file under the name, listed once.
+        assert_eq!(
+            store.list("blobs/").await.unwrap(),
+            vec!["blobs/sha256/ab/abcd"]
+        );
+        // An existing name is overwritten in place (Drive: the same file's content).
+        let other = pattern(size - 5, 3);
+        std::fs::write(&file, &other).unwrap();
+        store.put_file("blobs/sha256/ab/abcd", &file).await.unwrap();
+        assert!(store.get("blobs/sha256/ab/abcd").await.unwrap()[..] == other[..]);
+        assert_eq!(
+            store.list("blobs/").await.unwrap(),
+            vec!["blobs/sha256/ab/abcd"]
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_file_over_dropboxs_single_upload_limit_arrives_whole() {
+    // Dropbox (and the fake) refuse one upload over 150 MiB.
+    let fake = CloudFake::start(Provider::Dropbox);
+    let store = fake.open_store("SF");
+    let size = (150 << 20) + 12345;
+    let data = Bytes::from(pattern(size, 4));
+    store.put("blobs/long-take", data.clone()).await.unwrap();
+    assert_eq!(
+        store.head("blobs/long-take").await.unwrap(),
+        Some(size as u64)
+    );
+    let tail = store
+        .get_range("blobs/long-take", size as u64 - 1000..size as u64)
+        .await
+        .unwrap();
+    assert_eq!(&tail[..], &data[size - 1000..]);
+    assert!(session_requests(&fake).len() >= 19);
+}
+
+#[tokio::test]
+async fn a_full_account_fails_a_large_upload_as_full_and_keeps_nothing_half_written() {
+    let dir = tempfile::tempdir().unwrap();
+    for provider in BOTH {
+        let fake = CloudFake::start(provider);
+        let store = fake.open_store("SF");
+        let file = dir.path().join("big.wav");
+        std::fs::write(&file, pattern(12 << 20, 2)).unwrap();
+        fake.control("/_fake/full", r#"{"full": true}"#);
+        let err = store
+            .put_file("blobs/big", &file)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("is full") && err.contains("free some space"),
+            "{provider:?}: {err}"
+        );
+        assert_eq!(store.head("blobs/big").await.unwrap(), None, "{provider:?}");
+        fake.control("/_fake/full", r#"{"full": false}"#);
+        store.put_file("blobs/big", &file).await.unwrap();
+        assert_eq!(store.head("blobs/big").await.unwrap(), Some(12 << 20));
+    }
+}
+
 #[tokio::test]
 async fn throttling_past_the_bound_fails_as_transient_not_forever() {
     let fake = CloudFake::start(Provider::Dropbox);

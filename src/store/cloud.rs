@@ -5,7 +5,8 @@
 //!
 //! `gdrive://SongFactory` and `dropbox://SongFactory` name the folder (nested folders:
 //! `gdrive://Music/SongFactory`). Uploads on both are atomic (a reader sees the old
-//! file or the new one), so no temporary name is needed.
+//! file or the new one), so no temporary name is needed; large ones go up in the
+//! providers' resumable upload sessions (`upload_session`).
 //!
 //! This module only builds the operator; the store behaviour is `opendal_store`'s.
 //! It must never put a token into an error message.
@@ -15,6 +16,7 @@ use opendal::{HttpTransporter, OperationContext, Operator};
 
 use super::opendal_http::SongfsTransport;
 use super::opendal_store::{OpendalStore, ServiceTraits};
+use super::upload_session::UploadSessions;
 use super::{StoreError, StoreResult};
 use crate::secrets::grant::Grant;
 
@@ -78,6 +80,7 @@ pub fn open(
         });
     };
     let secret = grant.client_secret.clone().unwrap_or_default();
+    let sessions = UploadSessions::new(provider, &root, grant.clone(), transport.clone());
     let op = match provider {
         "gdrive" => Operator::new(
             Gdrive::default()
@@ -110,7 +113,8 @@ pub fn open(
             recursive_list: provider == "gdrive",
             denied_hint: format!("the sign-in has expired or was revoked: {login}"),
         },
-    ))
+    )
+    .with_upload_sessions(sessions))
 }
 
 #[cfg(test)]

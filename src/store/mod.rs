@@ -16,6 +16,7 @@ pub mod local;
 pub mod opendal_http;
 pub mod opendal_store;
 pub mod s3;
+pub mod upload_session;
 pub mod webdav;
 
 use std::ops::Range;

@@ -41,6 +41,7 @@ impl Default for Throttle {
     }
 }
 
+#[derive(Clone)]
 pub struct SongfsTransport {
     inner: ReqwestTransport,
     rewrites: Vec<(String, String)>,

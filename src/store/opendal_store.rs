@@ -24,6 +24,7 @@ use bytes::Bytes;
 use opendal::{ErrorKind, Operator};
 use tokio::io::AsyncReadExt;
 
+use super::upload_session::{self, Source, UploadError, UploadSessions};
 use super::{ObjectStore, StoreError, StoreResult};
 
 /// Where temporary uploads go before their rename (never listed as keys).
@@ -50,11 +51,66 @@ pub struct OpendalStore {
     op: Operator,
     url: String,
     traits: ServiceTraits,
+    /// Large objects go up in the provider's upload sessions (Drive, Dropbox).
+    sessions: Option<UploadSessions>,
 }
 
 impl OpendalStore {
     pub fn new(op: Operator, url: String, traits: ServiceTraits) -> OpendalStore {
-        OpendalStore { op, url, traits }
+        OpendalStore {
+            op,
+            url,
+            traits,
+            sessions: None,
+        }
+    }
+
+    pub fn with_upload_sessions(mut self, sessions: UploadSessions) -> OpendalStore {
+        self.sessions = Some(sessions);
+        self
+    }
+
+    /// Sends `source` through an upload session if it is large and the service has them.
+    async fn put_in_session(
+        &self,
+        key: &str,
+        source: Source<'_>,
+        size: u64,
+    ) -> Option<StoreResult<()>> {
+        let sessions = self
+            .sessions
+            .as_ref()
+            .filter(|_| size > upload_session::SESSION_ABOVE)?;
+        Some(
+            sessions
+                .upload(&self.op, key, source, size)
+                .await
+                .map_err(|e| self.upload_error(key, e)),
+        )
+    }
+
+    fn upload_error(&self, key: &str, err: UploadError) -> StoreError {
+        match err {
+            UploadError::Transport(e) => self.error(key, e),
+            UploadError::Io(e) => StoreError::Io {
+                path: key.to_string(),
+                source: e,
+            },
+            UploadError::Http { status, body } => self.failure(
+                key,
+                Failure {
+                    kind: if status == 404 {
+                        ErrorKind::NotFound
+                    } else {
+                        ErrorKind::Unexpected
+                    },
+                    status: Some(status),
+                    detail: one_line(&body),
+                    text: body,
+                    unreachable: None,
+                },
+            ),
+        }
     }
 
     fn check_key(key: &str) -> StoreResult<()> {
@@ -73,21 +129,44 @@ impl OpendalStore {
 
     /// Turns an OpenDAL error into one that says what failed and what to do.
     fn error(&self, key: &str, err: opendal::Error) -> StoreError {
-        let status = http_status(&err);
-        let name = self.traits.name;
         let detail = one_line(err.message());
-        match (err.kind(), status) {
+        let status = http_status(&err);
+        let unreachable = (status.is_none()
+            && (err.is_temporary() || detail.contains("send http request")))
+        .then(|| root_cause(&err));
+        self.failure(
+            key,
+            Failure {
+                kind: err.kind(),
+                status,
+                text: format!("{err:?}"),
+                detail,
+                unreachable,
+            },
+        )
+    }
+
+    fn failure(&self, key: &str, f: Failure) -> StoreError {
+        let Failure {
+            kind,
+            status,
+            text,
+            detail,
+            unreachable,
+        } = f;
+        let name = self.traits.name;
+        match (kind, status) {
             (ErrorKind::NotFound, _) => StoreError::NotFound {
                 key: key.to_string(),
             },
-            _ if signed_out(&err) => StoreError::Denied {
+            _ if signed_out(&text) => StoreError::Denied {
                 detail: format!("{name} did not accept songfs's sign-in: {}", self.traits.denied_hint),
             },
             (_, Some(401)) => StoreError::Denied {
                 detail: format!("{name} at {} refused the sign-in (401): {}", self.url, self.traits.denied_hint),
             },
             // Before the 403 arm: Drive says "quota exceeded" with a 403.
-            _ if storage_full(&err) => StoreError::Other(format!(
+            _ if storage_full(status, &text) => StoreError::Other(format!(
                 "{name} at {} is full ({}): free some space or raise the quota; nothing was lost, songfs retries later",
                 self.url,
                 status.map_or("no space left".to_string(), |s| s.to_string()),
@@ -105,11 +184,9 @@ impl OpendalStore {
                 url: self.url.clone(),
                 why: detail,
             },
-            (_, None) if err.is_temporary() || detail.contains("send http request") => {
-                StoreError::Unreachable {
-                    detail: format!("{name} at {}: {}", self.url, root_cause(&err)),
-                }
-            }
+            _ if unreachable.is_some() => StoreError::Unreachable {
+                detail: format!("{name} at {}: {}", self.url, unreachable.unwrap_or_default()),
+            },
             (_, Some(s)) if s >= 500 => StoreError::Unreachable {
                 detail: format!("{name} at {} answered {s} for {key}", self.url),
             },
@@ -229,12 +306,21 @@ fn http_status(err: &opendal::Error) -> Option<u16> {
     text[at..].get(..3)?.parse().ok()
 }
 
+/// What failed, as much as is known: the kind, the HTTP status, everything said
+/// (searched for the providers' reason codes), and for no answer at all, why.
+struct Failure {
+    kind: ErrorKind,
+    status: Option<u16>,
+    text: String,
+    detail: String,
+    unreachable: Option<String>,
+}
+
 /// The account's storage is used up: WebDAV's 507 Insufficient Storage, Drive's 403
 /// `storageQuotaExceeded`, Dropbox's 409 `insufficient_space`.
-fn storage_full(err: &opendal::Error) -> bool {
-    let text = format!("{err:?}");
+fn storage_full(status: Option<u16>, text: &str) -> bool {
     // OpenDAL keeps only Drive's message, not its reason code.
-    http_status(err) == Some(507)
+    status == Some(507)
         || text.contains("storage quota has been exceeded")
         || text.contains("storageQuotaExceeded")
         || text.contains("insufficient_space")
@@ -243,8 +329,7 @@ fn storage_full(err: &opendal::Error) -> bool {
 /// The provider refused to renew the access token (the refresh token was revoked or
 /// expired): Google answers `invalid_grant`; OpenDAL's Dropbox client fails to read
 /// the token answer, which then has no `access_token`.
-fn signed_out(err: &opendal::Error) -> bool {
-    let text = format!("{err:?}");
+fn signed_out(text: &str) -> bool {
     text.contains("invalid_grant")
         || text.contains("RefreshAccessToken")
         || text.contains("missing field `access_token`")
@@ -270,6 +355,10 @@ fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
 impl ObjectStore for OpendalStore {
     async fn put(&self, key: &str, data: Bytes) -> StoreResult<()> {
         Self::check_key(key)?;
+        let size = data.len() as u64;
+        if let Some(done) = self.put_in_session(key, Source::Bytes(&data), size).await {
+            return done;
+        }
         self.write_whole(key, data).await
     }
 
@@ -279,6 +368,10 @@ impl ObjectStore for OpendalStore {
             path: path.display().to_string(),
             source: e,
         };
+        let size = tokio::fs::metadata(path).await.map_err(io)?.len();
+        if let Some(done) = self.put_in_session(key, Source::File(path), size).await {
+            return done;
+        }
         if !self.op.info().capability().write_can_multi {
             // The service takes an upload in one request (OpenDAL's WebDAV, Drive and
             // Dropbox writers): send the file whole.

@@ -1,7 +1,9 @@
 """A fake of the Dropbox API v2 endpoints songfs (through OpenDAL) uses, on 127.0.0.1:
 files/upload, files/download (with Range), files/get_metadata, files/list_folder
 (+ /continue, paged), files/delete_v2, files/create_folder_v2, files/copy_v2,
-files/move_v2, and the OAuth endpoints of fakebase. Errors are Dropbox's: HTTP 409
+files/move_v2, upload sessions (upload_session/start, append_v2, finish, with
+Dropbox's `incorrect_offset` answer), and the OAuth endpoints of fakebase.
+Like Dropbox, files/upload refuses a body over 150 MiB (use a session). Errors are Dropbox's: HTTP 409
 with an `error_summary` such as "path/not_found/..".
 
 Run: python3 dropbox.py PORT  (prints "LISTENING <port>"; 0 picks a free port).
@@ -24,6 +26,9 @@ class Box(fakebase.State):
         self.cursors = {}
         self.ids = itertools.count(1)
         self.page_limit = 500  # entries per list page, whatever the client asks
+        self.sessions = {}  # session id -> bytearray
+
+UPLOAD_MAX = 150 << 20
 
 
 def now():
@@ -86,8 +91,36 @@ class Handler(fakebase.Handler):
         d = self.state
         arg = json.loads(self.headers.get("Dropbox-API-Arg") or "null")
         with d.lock:
+            if path == "/2/files/upload_session/start":
+                sid = f"s{next(d.ids)}"
+                d.sessions[sid] = bytearray(body)
+                return self.send(200, {"session_id": sid})
+            if path in ("/2/files/upload_session/append_v2", "/2/files/upload_session/finish"):
+                cur = arg["cursor"]
+                data = d.sessions.get(cur["session_id"])
+                finish = path.endswith("finish")
+                if data is None:
+                    return self.conflict("lookup_failed/not_found/.." if finish else "not_found/..")
+                if cur["offset"] != len(data):
+                    err = {".tag": "incorrect_offset", "correct_offset": len(data)}
+                    if finish:
+                        return self.send(409, {"error_summary": "lookup_failed/incorrect_offset/..", "error": {".tag": "lookup_failed", "lookup_failed": err}})
+                    return self.send(409, {"error_summary": "incorrect_offset/..", "error": err})
+                data += body
+                lost = self.chunk_answer_lost()
+                if not finish:
+                    return self.lose_answer() if lost else self.send(200, b"null")
+                p = norm(arg["commit"]["path"])
+                if d.full:
+                    return self.send(409, {"error_summary": "path/insufficient_space/..", "error": {".tag": "path", "reason": {".tag": "insufficient_space"}}})
+                del d.sessions[cur["session_id"]]
+                self.parents_of(p)
+                d.files[p.lower()] = (p, bytes(data))
+                return self.lose_answer() if lost else self.send(200, file_meta(p, bytes(data)))
             if path == "/2/files/upload":
                 p = norm(arg["path"])
+                if len(body) > UPLOAD_MAX:
+                    return self.send(413, {"error_summary": "payload_too_large/..", "error": {".tag": "payload_too_large"}})
                 if d.full:
                     return self.send(409, {"error_summary": "path/insufficient_space/..", "error": {".tag": "path", "reason": {".tag": "insufficient_space"}}})
                 if p.lower() in d.folders:

@@ -8,6 +8,9 @@ Control endpoints (tests only, never part of a provider's API):
   GET  /_fake/log       [{"method", "path", "range", "status", "sent"}]
   POST /_fake/grant     {"refresh_token": T}: T works as if a sign-in had issued it
   POST /_fake/revoke    every token issued so far stops working (401)
+  POST /_fake/lose      {"chunks": [i, ...]}: the answers to the i-th upload-session
+                        chunk requests (0 = the first after this call) are lost: the
+                        chunk is taken, then the connection closes without an answer
 
 This fake must never listen on anything but 127.0.0.1.
 """
@@ -31,6 +34,8 @@ class State:
         # The account's storage is used up: uploads get the provider's own answer.
         self.full = False
         self.log = []
+        self.lose = set()  # upload chunk requests whose answer is lost
+        self.chunk_no = 0
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -67,8 +72,22 @@ class Handler(BaseHTTPRequestHandler):
                     "range": self.headers.get("Range"),
                     "status": status,
                     "sent": len(body),
+                    "received": getattr(self, "received", 0),
                 }
             )
+
+    def chunk_answer_lost(self):
+        """Counts an upload chunk request; True if its answer must be lost."""
+        with self.state.lock:
+            n = self.state.chunk_no
+            self.state.chunk_no += 1
+            return n in self.state.lose
+
+    def lose_answer(self):
+        """Closes the connection without answering (the request was taken)."""
+        with self.state.lock:
+            self.state.log.append({"method": self.command, "path": self.path.split("?")[0], "range": None, "status": 0, "sent": 0, "received": getattr(self, "received", 0)})
+        self.close_connection = True
 
     def send_range(self, data, extra_headers=None):
         """Answers with `data`, or the part the Range header asks for (206/416)."""
@@ -96,6 +115,7 @@ class Handler(BaseHTTPRequestHandler):
         parsed = urllib.parse.urlsplit(self.path)
         query = dict(urllib.parse.parse_qsl(parsed.query, keep_blank_values=True))
         body = self._body()
+        self.received = len(body)
         path = parsed.path
         if path.startswith("/_fake/"):
             return self.control(path, body)
@@ -134,6 +154,10 @@ class Handler(BaseHTTPRequestHandler):
                 return self.send(200, self.state.log)
             if path == "/_fake/grant":
                 self.state.refresh.add(json.loads(body)["refresh_token"])
+                return self.send(200, {})
+            if path == "/_fake/lose":
+                self.state.lose = set(json.loads(body)["chunks"])
+                self.state.chunk_no = 0
                 return self.send(200, {})
             if path == "/_fake/revoke":
                 self.state.access.clear()

@@ -1,7 +1,9 @@
 """A fake of the Google Drive v3 API calls songfs (through OpenDAL) makes, on 127.0.0.1:
 files.list with the `q` forms OpenDAL sends (name + parent, parent, parents OR'ed),
 files.get (metadata, and alt=media with Range), folder create, multipart upload,
-media overwrite, PATCH (trash, move), copy; and the OAuth endpoints of fakebase.
+media overwrite, PATCH (trash, move), copy, resumable uploads (start by POST or
+PATCH, chunks by PUT with Content-Range, the `bytes */N` status query answered 308 +
+Range); and the OAuth endpoints of fakebase.
 
 Like Drive, one folder may hold two files with the same name (two devices that
 uploaded the same blob at once); POST /_fake/duplicate {"name": N} makes a second
@@ -27,6 +29,7 @@ class Drive(fakebase.State):
         super().__init__()
         self.files = {}  # id -> dict(name, parents, mimeType, data, trashed, modified)
         self.ids = itertools.count(1)
+        self.sessions = {}  # upload_id -> dict(meta, target, size, data)
 
     def new_id(self):
         return f"f{next(self.ids):06d}"
@@ -130,6 +133,8 @@ class Handler(fakebase.Handler):
                 fid = d.new_id()
                 d.files[fid] = {"name": meta["name"], "parents": meta.get("parents", ["root"]), "mimeType": "application/octet-stream", "data": data, "trashed": False, "modified": time.time()}
                 return self.send(200, d.meta(fid))
+        if q.get("uploadType") == "resumable":
+            return self.resumable(method, path, q, body)
         m = re.fullmatch(r"/upload/drive/v3/files/([^/]+)", path)
         if m and method == "PATCH" and q.get("uploadType") == "media":
             with d.lock:
@@ -140,6 +145,51 @@ class Handler(fakebase.Handler):
                 f["modified"] = time.time()
                 return self.send(200, d.meta(m.group(1)))
         return self.send(400, {"error": {"code": 400, "message": f"fake does not know {method} {path}"}})
+
+    def resumable(self, method, path, q, body):
+        d = self.state
+        m = re.fullmatch(r"/upload/drive/v3/files(?:/([^/]+))?", path)
+        if not m:
+            return self.send(400, {"error": {"code": 400, "message": "bad resumable path"}})
+        with d.lock:
+            if method in ("POST", "PATCH"):
+                target = m.group(1)
+                if target is not None and (target not in d.files or d.files[target]["trashed"]):
+                    return self.send(404, not_found(target))
+                uid = "u" + d.new_id()
+                d.sessions[uid] = {"meta": json.loads(body or b"{}"), "target": target, "size": int(self.headers.get("X-Upload-Content-Length") or -1), "data": bytearray()}
+                # Like Drive, the session URI is on the API host.
+                return self.send(200, {}, {"Location": f"https://www.googleapis.com/upload/drive/v3/files?uploadType=resumable&upload_id={uid}"})
+            s = d.sessions.get(q.get("upload_id"))
+            if method != "PUT" or s is None:
+                return self.send(404, {"error": {"code": 404, "message": "no such upload session"}})
+            rng = re.fullmatch(r"bytes (\*|(\d+)-(\d+))/(\d+)", self.headers.get("Content-Range", ""))
+            if not rng:
+                return self.send(400, {"error": {"code": 400, "message": "Content-Range required"}})
+            total = int(rng.group(4))
+            if rng.group(1) != "*":
+                start = int(rng.group(2))
+                if start > len(s["data"]) or int(rng.group(3)) - start + 1 != len(body):
+                    return self.send(400, {"error": {"code": 400, "message": "chunk does not follow what was received"}})
+                del s["data"][start:]
+                s["data"] += body
+                lost = self.chunk_answer_lost()
+            else:
+                lost = False
+            if len(s["data"]) >= total and "done" not in s:
+                fid = s["target"]
+                if fid is None:
+                    fid = d.new_id()
+                    d.files[fid] = {"name": s["meta"]["name"], "parents": s["meta"].get("parents", ["root"]), "mimeType": "application/octet-stream", "data": b"", "trashed": False}
+                d.files[fid]["data"] = bytes(s["data"])
+                d.files[fid]["modified"] = time.time()
+                s["done"] = fid
+            if lost:
+                return self.lose_answer()
+            if "done" in s:
+                return self.send(200, d.meta(s["done"]))
+            headers = {"Range": f"bytes=0-{len(s['data']) - 1}"} if s["data"] else {}
+            return self.send(308, b"", headers)
 
     def multipart(self, body):
         ctype = self.headers.get("Content-Type", "")
