@@ -151,15 +151,9 @@ async fn a_large_file_goes_up_in_chunks_and_a_lost_answer_resumes_instead_of_res
         };
         fake.control("/_fake/lose", lose);
         store.put_file("blobs/sha256/ab/abcd", &file).await.unwrap();
-        assert_eq!(
-            store.get("blobs/sha256/ab/abcd").await.unwrap().len(),
-            size,
-            "{provider:?}"
-        );
-        assert!(
-            store.get("blobs/sha256/ab/abcd").await.unwrap()[..] == data[..],
-            "{provider:?}: the bytes differ"
-        );
+        let got = store.get("blobs/sha256/ab/abcd").await.unwrap();
+        assert_eq!(got.len(), size, "{provider:?}");
+        assert!(got[..] == data[..], "{provider:?}: the bytes differ");
         let sessions = session_requests(&fake);
         let lost = sessions.iter().filter(|r| r["status"] == 0).count();
         assert_eq!(lost, 2, "{provider:?}: {sessions:?}");
