@@ -402,6 +402,35 @@ impl Cache {
         File::open(self.data_path(hash)).ok()
     }
 
+    /// Opens the complete copy of a blob that is also in the store (not dirty): the only
+    /// kind the mount hands to the kernel for passthrough reads, because a passthrough
+    /// file could in principle be written behind songfs's back (`recheck` catches that)
+    /// and a clean blob can always be fetched again.
+    pub fn open_clean(&self, hash: &str) -> Option<File> {
+        let mut st = lock(&self.state);
+        if !st.entries.get(hash).is_some_and(|e| e.complete && !e.dirty) {
+            return None;
+        }
+        st.touch(hash);
+        File::open(self.data_path(hash)).ok()
+    }
+
+    /// Hashes a complete blob's file again. One that no longer matches its name is
+    /// dropped from the cache (the next read fetches it from the store) and handed back
+    /// open, so the caller can keep what was written into it.
+    pub fn take_if_changed(&self, hash: &str) -> Option<File> {
+        let path = self.complete_path(hash)?;
+        let file = File::open(&path).ok()?;
+        if crate::content::hash_whole_file(&path).is_ok_and(|(h, _)| h == hash) {
+            return None;
+        }
+        let mut st = lock(&self.state);
+        if let Err(e) = self.drop_entry(&mut st, hash) {
+            tracing::warn!(hash, "cannot drop a cached blob that changed on disk: {e}");
+        }
+        Some(file)
+    }
+
     /// Makes the whole blob local (fetching what is missing) and returns its path.
     /// The path stays valid while the caller keeps the file open; the blob may be
     /// evicted afterwards like any other.

@@ -54,6 +54,9 @@ pub struct Opened {
     pub fh: u64,
     /// The content is the same as at the last open: the kernel may keep its page cache.
     pub keep_cache: bool,
+    /// A read-only open of content wholly in the cache (and in the store): its hash and
+    /// the cache file, which the kernel may read directly (`passthrough.rs`).
+    pub backing: Option<(String, std::fs::File)>,
 }
 
 /// A directory listing taken at `opendir`, served to successive `readdir` calls.
@@ -328,9 +331,20 @@ impl SongFs {
             last.insert(ino, node.hash.clone());
             same
         };
+        let staged = self.staged_of(ino).is_some_and(|st| {
+            let g = lock(&st);
+            g.writers > 0 || g.is_staged()
+        });
+        let backing = match &node.hash {
+            Some(h) if !writable && !staged && !node.local_only => {
+                self.cache.open_clean(h).map(|f| (h.clone(), f))
+            }
+            _ => None,
+        };
         Ok(Opened {
             fh: self.new_handle(ino, writable),
             keep_cache,
+            backing,
         })
     }
 
@@ -362,6 +376,7 @@ impl SongFs {
             Opened {
                 fh,
                 keep_cache: false,
+                backing: None,
             },
         ))
     }

@@ -26,21 +26,27 @@ use super::fuse_types::{
     attr, creator, fail, file_type, name_str, open_flags, time_ns, try_or_reply, writable,
     xattr_reply, MAX_IO,
 };
+use super::passthrough::{CreateAnswer, OpenAnswer, Passthrough};
 use crate::catalog::RenameMode;
 
 /// How long the kernel may trust attributes and names: the namespace changes only
 /// through this mount (and the sync, which is rare), so a few seconds is safe and makes
 /// `ls -l` of a big folder cost no round trips.
-const TTL: Duration = Duration::from_secs(2);
+pub(super) const TTL: Duration = Duration::from_secs(2);
 
 pub struct FuseAdapter {
     fs: Arc<SongFs>,
     rt: tokio::runtime::Handle,
+    passthrough: Passthrough,
 }
 
 impl FuseAdapter {
     pub fn new(fs: Arc<SongFs>, rt: tokio::runtime::Handle) -> FuseAdapter {
-        FuseAdapter { fs, rt }
+        FuseAdapter {
+            fs,
+            rt,
+            passthrough: Passthrough::default(),
+        }
     }
 
     /// A change to a file's bytes (write, fallocate): done here when its content is on
@@ -87,6 +93,16 @@ impl fuser::Filesystem for FuseAdapter {
         let _ = config.set_max_background(64);
         if let Err(nearest) = config.set_max_readahead(MAX_IO) {
             let _ = config.set_max_readahead(nearest);
+        }
+        // Depth 2: the cache may itself sit on a stacked filesystem (overlayfs).
+        match config.add_capabilities(InitFlags::FUSE_PASSTHROUGH) {
+            Ok(()) => {
+                let _ = config.set_max_stack_depth(2);
+                self.passthrough.enable();
+            }
+            Err(_) => tracing::info!(
+                "this kernel offers no FUSE passthrough; cached reads go through songfs"
+            ),
         }
         Ok(())
     }
@@ -264,8 +280,13 @@ impl fuser::Filesystem for FuseAdapter {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        let o = try_or_reply!("open", reply, self.fs.open(ino.0, writable(flags)));
-        reply.opened(FileHandle(o.fh), open_flags(&o));
+        let writable = writable(flags);
+        let mut o = try_or_reply!("open", reply, self.fs.open(ino.0, writable));
+        let plain = open_flags(&o);
+        let (fh, content) = (FileHandle(o.fh), o.backing.take());
+        let answer = OpenAnswer { reply, fh, plain };
+        self.passthrough
+            .open(ino.0, o.fh, writable, content, answer);
     }
 
     fn create(
@@ -291,13 +312,16 @@ impl fuser::Filesystem for FuseAdapter {
                 writable(OpenFlags(flags)),
             )
         );
-        reply.created(
-            &TTL,
-            &attr(&n),
-            Generation(0),
-            FileHandle(o.fh),
-            open_flags(&o),
-        );
+        // A new file has no backing yet, unless the name raced an open of it (the
+        // kernel then needs every open in passthrough mode).
+        let answer = CreateAnswer {
+            reply,
+            attr: attr(&n),
+            fh: FileHandle(o.fh),
+            plain: open_flags(&o),
+        };
+        let writable = writable(OpenFlags(flags));
+        self.passthrough.open(n.ino, o.fh, writable, None, answer);
     }
 
     fn read(
@@ -393,7 +417,14 @@ impl fuser::Filesystem for FuseAdapter {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        try_or_reply!("release", reply, self.fs.release(fh.0));
+        let settle = self.passthrough.release(fh.0);
+        let released = self.fs.release(fh.0);
+        if let Some((ino, hash)) = settle {
+            // Here, not on a task: no open may take the changed file as a backing again
+            // before it is settled (rare: a writer beside a passthrough reader).
+            self.fs.settle_backing(ino, &hash);
+        }
+        try_or_reply!("release", reply, released);
         reply.ok();
     }
 

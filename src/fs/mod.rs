@@ -12,6 +12,7 @@ pub mod fuse;
 pub mod fuse_types;
 pub mod fusermount;
 pub mod nodes;
+pub mod passthrough;
 pub mod read;
 pub mod staging;
 pub mod statfs;

@@ -254,6 +254,40 @@ impl SongFs {
         result
     }
 
+    /// After the last close of an inode whose cache file the kernel had as a passthrough
+    /// backing shared with a writer (`passthrough.rs`): a shared writable mmap writes
+    /// that file directly. If it changed, its bytes are the inode's new content (or, if
+    /// the inode moved on meanwhile, saved to lost+found); the cache drops the blob.
+    pub fn settle_backing(&self, ino: u64, hash: &str) {
+        let Some(changed) = self.cache.take_if_changed(hash) else {
+            return;
+        };
+        let kept = (|| -> FsResult<String> {
+            let node = self.catalog.get(ino)?;
+            if node.hash.as_deref() == Some(hash) {
+                let st = self.writer_entry(ino, false);
+                let mut g = lock(&st);
+                if !g.is_staged() {
+                    g.stage_from(&self.cache.staging_dir(), ino, &changed)?;
+                    g.dirty = true;
+                    g.mtime_ns = now_ns();
+                    self.commit_locked(ino, &mut g)?;
+                    drop(g);
+                    self.drop_writer_entry_if_idle(ino);
+                    return Ok("committed as the file's new content".into());
+                }
+            }
+            let to = self.opts.rescue_dir.join(format!("mmap-{ino}-{hash}"));
+            std::fs::create_dir_all(&self.opts.rescue_dir)?;
+            std::io::copy(&mut &changed, &mut std::fs::File::create(&to)?)?;
+            Ok(format!("saved to {}", to.display()))
+        })();
+        match kept {
+            Ok(how) => tracing::warn!(ino, hash, "bytes written through a shared mmap beside a passthrough reader: {how}"),
+            Err(e) => tracing::error!(ino, hash, "bytes written through a shared mmap beside a passthrough reader could not be kept: {e}"),
+        }
+    }
+
     /// Writes every staged file (used at unmount so nothing written is lost).
     pub fn commit_all(&self) {
         let inos: Vec<u64> = lock(&self.staged).keys().copied().collect();
