@@ -489,6 +489,65 @@ async fn open_removes_staging_leftovers_and_unrecorded_files() {
     assert!(fx.cache.upload_queue().is_empty());
 }
 
+/// close() does not wait for the disk, so after a power loss a blob written here may be
+/// recorded with none of its chunks vouched for (the row `commit_new` writes before the
+/// flusher or an fsync syncs the file). Open checks those chunks: whole bytes are kept
+/// and still queued; damaged ones are set aside in `damaged/`, never served or uploaded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_written_blob_not_synced_before_a_power_loss_is_checked_at_open() {
+    let fx = Fx::new(64 * CHUNK);
+    let whole_data = pseudo_random(3 * CHUNK + 5, 40);
+    let torn_data = pseudo_random(2 * CHUNK, 41);
+    let whole = fx.commit(&whole_data);
+    let torn = fx.commit(&torn_data);
+    fx.cache.make_durable(&whole.hash).unwrap();
+    let tmp = fx.tmp;
+    let gone = Arc::downgrade(&fx.cache);
+    drop(fx.cache);
+    while gone.strong_count() > 0 {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // What the disk holds after the power loss: the rows as first written (no chunk
+    // vouched for), and a block of one file that never made it.
+    let db = rusqlite::Connection::open(tmp.path().join("state.db")).unwrap();
+    let rows = db
+        .execute(
+            "UPDATE cache_blobs SET present = zeroblob(length(present)), complete = 0",
+            [],
+        )
+        .unwrap();
+    assert_eq!(rows, 2);
+    drop(db);
+    let torn_file = tmp
+        .path()
+        .join("cache/blobs")
+        .join(&torn.hash[..2])
+        .join(&torn.hash);
+    assert!(torn_file.exists(), "{} missing", torn_file.display());
+    let mut bytes = std::fs::read(&torn_file).unwrap();
+    bytes[CHUNK as usize + 100..CHUNK as usize + 4196].fill(0);
+    std::fs::write(&torn_file, &bytes).unwrap();
+
+    let store: Arc<dyn ObjectStore> = Arc::new(LocalStore::new(tmp.path().join("store")));
+    let cache = open_cache(tmp.path(), 64 * CHUNK, store, TIMEOUT);
+    assert_eq!(cache.state(&whole.hash), BlobState::Uploading);
+    let got = cache.read(&whole, 0, whole.size as u32).await.unwrap();
+    assert_eq!(&got[..], &whole_data[..]);
+    assert_eq!(cache.state(&torn.hash), BlobState::Remote);
+    assert_eq!(
+        cache.upload_queue(),
+        vec![(whole.hash.clone(), whole.size)],
+        "the damaged blob is not uploaded"
+    );
+    let kept = tmp.path().join("cache/damaged").join(&torn.hash);
+    assert_eq!(
+        std::fs::read(&kept).unwrap(),
+        bytes,
+        "what reached the disk is kept"
+    );
+    assert!(!torn_file.exists());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn offline_cached_reads_work_and_uncached_reads_fail_within_the_bound() {
     let tmp = tempfile::tempdir().unwrap();

@@ -115,8 +115,14 @@ impl Index {
         tx.execute(
             "INSERT OR REPLACE INTO cache_blobs
                  (hash, size, present, complete, dirty, last_access, queued_at)
-             VALUES (?1, ?2, ?3, 1, 1, ?4, ?4)",
-            params![row.hash, row.size as i64, row.present, row.last_access],
+             VALUES (?1, ?2, ?3, ?4, 1, ?5, ?5)",
+            params![
+                row.hash,
+                row.size as i64,
+                row.present,
+                row.complete,
+                row.last_access
+            ],
         )
         .map_err(err)?;
         put_info(&tx, info).map_err(err)?;

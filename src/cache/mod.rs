@@ -229,7 +229,7 @@ impl Cache {
         let pins: HashSet<String> = index.pins()?.into_iter().collect();
         let mut st = State::new(pins);
         for row in index.load_blobs()? {
-            match recover_entry(&blobs_dir, &row) {
+            match recover_entry(&blobs_dir, &row, &index) {
                 Some(mut entry) => {
                     entry.gen = st.new_gen();
                     st.insert(&row.hash, entry);

@@ -5,16 +5,17 @@
 //! data files first, then writes their bitmaps. Recovery trusts the index, drops rows
 //! whose file is gone and files the index does not know.
 
+use crate::os::FileExt;
 use std::fs::File;
 use std::path::Path;
 use std::sync::Weak;
 use std::time::Duration;
 
 use super::bitmap::Bitmap;
-use super::index::BlobRow;
+use super::index::{BlobRow, Index};
 use super::state::{Entry, State};
 use super::{lock, Cache, CacheError};
-use crate::content::{chunk_count, is_valid_hash};
+use crate::content::{chunk_count, is_valid_hash, BlobInfo};
 
 impl Cache {
     /// Makes the index catch up with memory: chunk bitmaps (after syncing the data
@@ -22,11 +23,11 @@ impl Cache {
     pub fn flush(&self) {
         let (batch, touches) = {
             let mut st = lock(&self.state);
-            let batch: Vec<(String, u64, Bitmap)> = st
+            let batch: Vec<(String, u64, Bitmap, bool)> = st
                 .entries
                 .iter()
                 .filter(|(_, e)| e.present != e.synced)
-                .map(|(h, e)| (h.clone(), e.gen, e.present.clone()))
+                .map(|(h, e)| (h.clone(), e.gen, e.present.clone(), e.dirty))
                 .collect();
             let touched: Vec<String> = st.touched.drain().collect();
             let touches: Vec<(String, i64)> = touched
@@ -36,9 +37,17 @@ impl Cache {
             (batch, touches)
         };
         let mut synced = Vec::new();
-        for (hash, gen, bits) in batch {
+        for (hash, gen, bits, dirty) in batch {
             let path = self.data_path(&hash);
-            match File::open(&path).and_then(|f| f.sync_data()) {
+            // A blob written here was renamed in at commit: its name must last too.
+            let dir = path.parent().expect("data paths have a parent");
+            let done = File::open(&path)
+                .and_then(|f| f.sync_data())
+                .and_then(|()| match dirty {
+                    true => File::open(dir).and_then(|d| d.sync_all()),
+                    false => Ok(()),
+                });
+            match done {
                 Ok(()) => synced.push((hash, gen, bits)),
                 Err(e) => tracing::warn!(path = %path.display(), "cannot sync cache file: {e}"),
             }
@@ -72,14 +81,19 @@ pub(super) fn row_of(hash: &str, e: &Entry) -> BlobRow {
         hash: hash.into(),
         size: e.size,
         present: e.synced.as_bytes().to_vec(),
-        complete: e.complete,
+        // Complete only once every byte is synced: recovery trusts a complete row whole.
+        complete: e.complete && e.synced.is_full(),
         dirty: e.dirty,
         last_access: e.last_access,
     }
 }
 
 /// Rebuilds an entry from its row, if its data file is still there and whole-sized.
-pub(super) fn recover_entry(blobs_dir: &Path, row: &BlobRow) -> Option<Entry> {
+/// A blob written here whose bytes were not all synced before songfs stopped (a power
+/// loss after close, before fsync or the next flush) has the chunks its row does not
+/// claim checked against its chunk hashes; if one fails, the file is moved to
+/// `damaged/` beside `blobs/` (logged) and the blob forgotten.
+pub(super) fn recover_entry(blobs_dir: &Path, row: &BlobRow, index: &Index) -> Option<Entry> {
     if !is_valid_hash(&row.hash) {
         return None;
     }
@@ -90,17 +104,56 @@ pub(super) fn recover_entry(blobs_dir: &Path, row: &BlobRow) -> Option<Entry> {
     let n = chunk_count(row.size);
     let mut entry = Entry::new(row.size, 0);
     let mut present = Bitmap::from_bytes(row.present.clone(), n)?;
-    if row.complete {
+    let mut complete = row.complete;
+    if row.dirty && !complete {
+        if !unsynced_chunks_hold(&path, &present, index.get_info(&row.hash).ok().flatten()) {
+            set_aside_damaged(blobs_dir, &path);
+            return None;
+        }
+        complete = true;
+    }
+    if complete {
         present.fill();
     }
     for i in present.ones() {
         entry.set_present(i);
     }
     entry.synced = present;
-    entry.complete = row.complete;
+    entry.complete = complete;
     entry.dirty = row.dirty;
     entry.last_access = row.last_access;
     Some(entry)
+}
+
+/// True when every chunk `synced` does not vouch for matches its recorded hash.
+fn unsynced_chunks_hold(path: &Path, synced: &Bitmap, info: Option<BlobInfo>) -> bool {
+    let (Some(info), Ok(file)) = (info, File::open(path)) else {
+        return false;
+    };
+    (0..info.chunk_count())
+        .filter(|&i| !synced.get(i))
+        .all(|i| {
+            let range = info.chunk_range(i);
+            let mut buf = vec![0; (range.end - range.start) as usize];
+            file.read_exact_at(&mut buf, range.start).is_ok() && info.verify_chunk(i, &buf)
+        })
+}
+
+fn set_aside_damaged(blobs_dir: &Path, path: &Path) {
+    let dir = blobs_dir.with_file_name("damaged");
+    let to = dir.join(path.file_name().expect("data paths have a name"));
+    match std::fs::create_dir_all(&dir).and_then(|()| std::fs::rename(path, &to)) {
+        Ok(()) => tracing::error!(
+            file = %to.display(),
+            "a file written just before songfs stopped did not reach the disk whole (a power \
+             loss before fsync): what did reach it was saved here; the file reads as an error \
+             until it is written again"
+        ),
+        Err(e) => tracing::error!(
+            path = %path.display(),
+            "a blob written here did not reach the disk whole and cannot be set aside: {e}"
+        ),
+    }
 }
 
 /// Deletes data files the index does not know (a crash between creating a file and

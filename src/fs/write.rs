@@ -106,8 +106,20 @@ impl SongFs {
         Ok(())
     }
 
+    /// fsync(2): commit like close, then wait for the disk (close does not: see
+    /// `cache/dirty.rs`). The namespace entry is durable at commit already (SQLite FULL).
     pub fn fsync(&self, fh: u64) -> FsResult<()> {
-        self.flush(fh)
+        self.flush(fh)?;
+        let node = self.catalog.get(self.handle(fh)?.ino)?;
+        if node.local_only {
+            // No file yet: nothing was ever written to it.
+            if let Ok(f) = std::fs::File::open(self.local_path(node.ino)) {
+                f.sync_all()?;
+            }
+        } else if let Some(hash) = node.hash.as_deref().filter(|_| node.size > 0) {
+            self.cache.make_durable(hash)?;
+        }
+        Ok(())
     }
 
     pub(super) fn commit(&self, ino: u64) -> FsResult<()> {
