@@ -193,6 +193,7 @@ pub fn run_cycle(ctx: &CycleContext, inval: Option<&dyn Invalidate>, number: u64
     if let Some(e) = &error {
         tracing::warn!(error = %e, "sync cycle finished with errors");
     }
+    crate::os::release_free_memory();
     CycleReport {
         started_at,
         finished_at: chrono::Utc::now().to_rfc3339(),

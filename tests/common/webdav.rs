@@ -125,8 +125,17 @@ impl WebdavServer {
         s
     }
 
+    /// SIGTERM first: httpd then stops the worker processes it forked (a SIGKILL of
+    /// the parent alone left them running, serving the port, after the test); SIGKILL
+    /// if it has not exited within a few seconds.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
+            // SAFETY: kill(2) of the server process this value started, by its PID.
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
             let _ = child.kill();
             let _ = child.wait();
         }
