@@ -489,6 +489,20 @@ async fn open_removes_staging_leftovers_and_unrecorded_files() {
     assert!(fx.cache.upload_queue().is_empty());
 }
 
+/// A blob written here, synced by the flusher and then uploaded, is a whole clean copy
+/// after a restart (the kernel may read it directly: `fs/passthrough.rs`), not a
+/// partial one fetched again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_written_blob_synced_then_uploaded_is_cached_whole_after_a_restart() {
+    let fx = Fx::new(64 * CHUNK);
+    let info = fx.commit(&pseudo_random(3 * CHUNK, 42));
+    fx.cache.flush();
+    fx.cache.mark_uploaded(&info.hash).unwrap();
+    let fx = fx.reopen();
+    assert_eq!(fx.cache.state(&info.hash), BlobState::Cached);
+    assert!(fx.cache.open_clean(&info.hash).is_some());
+}
+
 /// close() does not wait for the disk, so after a power loss a blob written here may be
 /// recorded with none of its chunks vouched for (the row `commit_new` writes before the
 /// flusher or an fsync syncs the file). Open checks those chunks: whole bytes are kept

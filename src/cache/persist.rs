@@ -61,9 +61,7 @@ impl Cache {
             if entry.gen != gen {
                 continue; // bytes dropped meanwhile: the next flush writes a fresh picture
             }
-            let mut row = row_of(&hash, entry);
-            row.present = bits.as_bytes().to_vec();
-            match index.upsert_blob(&row) {
+            match index.upsert_blob(&row_with(&hash, entry, &bits)) {
                 Ok(()) => entry.synced = bits,
                 Err(e) => tracing::warn!(hash, "cannot record cached chunks: {e}"),
             }
@@ -77,12 +75,17 @@ impl Cache {
 }
 
 pub(super) fn row_of(hash: &str, e: &Entry) -> BlobRow {
+    row_with(hash, e, &e.synced)
+}
+
+/// The row of an entry whose chunks `synced` reached the disk.
+fn row_with(hash: &str, e: &Entry, synced: &Bitmap) -> BlobRow {
     BlobRow {
         hash: hash.into(),
         size: e.size,
-        present: e.synced.as_bytes().to_vec(),
+        present: synced.as_bytes().to_vec(),
         // Complete only once every byte is synced: recovery trusts a complete row whole.
-        complete: e.complete && e.synced.is_full(),
+        complete: e.complete && synced.is_full(),
         dirty: e.dirty,
         last_access: e.last_access,
     }
