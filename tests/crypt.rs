@@ -449,6 +449,36 @@ async fn a_ranged_read_fetches_and_opens_only_the_chunks_it_covers() {
     );
 }
 
+/// The first read of a file starts at its first chunk: header and chunks come in one
+/// request (one round trip, no tiny header-only answer), and it still opens.
+#[tokio::test]
+async fn a_read_from_the_start_is_one_request_for_header_and_chunks() {
+    let dir = tempfile::tempdir().unwrap();
+    let rec = Arc::new(Recording {
+        inner: Arc::new(LocalStore::new(dir.path().join("store"))),
+        ranges: Mutex::new(Vec::new()),
+        gets: Mutex::new(0),
+    });
+    let mk = MasterKey::generate();
+    let writer = EncryptedStore::new(rec.clone(), &mk, dir.path().join("w"));
+    let plain = content(3 * CHUNK as usize + 7);
+    let key = blob_of(&plain);
+    writer.put(&key, Bytes::from(plain.clone())).await.unwrap();
+    // A new device: nothing remembered.
+    let reader = EncryptedStore::new(rec.clone(), &mk, dir.path().join("r"));
+    rec.ranges.lock().unwrap().clear();
+    let got = reader.get_range(&key, 0..CHUNK + 10).await.unwrap();
+    assert_eq!(&got[..], &plain[..CHUNK as usize + 10]);
+    assert_eq!(
+        rec.ranges.lock().unwrap().clone(),
+        vec![0..HEADER_LEN + 2 * SEALED_CHUNK]
+    );
+    // A range ending past the object (its last chunk is short) reads to its end.
+    let reader = EncryptedStore::new(rec.clone(), &mk, dir.path().join("r2"));
+    let got = reader.get_range(&key, 0..4 * CHUNK).await.unwrap();
+    assert_eq!(&got[..], &plain[..]);
+}
+
 /// Rewrites the sealed file of `key` in the folder store under `root`.
 fn alter(root: &Path, stored: &str, f: impl FnOnce(&mut Vec<u8>)) {
     let p = root.join(stored);

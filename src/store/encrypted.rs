@@ -200,15 +200,28 @@ impl EncryptedStore {
 
     /// The header of `stored`: remembered (immutable blobs) or fetched.
     async fn header(&self, stored: &str, key: &str) -> StoreResult<Header> {
-        if let Some(h) = self.headers.lock().expect("header memory").get(stored) {
-            return Ok(*h);
+        if let Some(h) = self.remembered_header(stored) {
+            return Ok(h);
         }
         let raw = self
             .inner
             .get_range(stored, 0..HEADER_LEN)
             .await
             .map_err(|e| with_key(e, key))?;
-        let h = Header::parse(&raw).map_err(|e| self.refused(key, stored, e))?;
+        self.parse_header(stored, key, &raw)
+    }
+
+    fn remembered_header(&self, stored: &str) -> Option<Header> {
+        self.headers
+            .lock()
+            .expect("header memory")
+            .get(stored)
+            .copied()
+    }
+
+    /// Parses the header at the start of `raw`, remembering a blob's (blobs never change).
+    fn parse_header(&self, stored: &str, key: &str, raw: &[u8]) -> StoreResult<Header> {
+        let h = Header::parse(raw).map_err(|e| self.refused(key, stored, e))?;
         if names::is_blob_key(key) {
             let mut m = self.headers.lock().expect("header memory");
             if m.len() >= HEADER_MEMORY {
@@ -227,16 +240,31 @@ impl EncryptedStore {
         remembered: bool,
     ) -> StoreResult<Option<Bytes>> {
         // The chunks a range covers follow from the range alone, so the header (needed
-        // for the length and the key) is fetched at the same time, not before.
+        // for the length and the key) is fetched at the same time, not before: in the
+        // same request when the range starts at the first chunk (every first read of a
+        // file: one round trip, and no tiny header-only answer, which loopback TCP can
+        // hold back for a delayed ACK's 40 ms), else beside it.
         let first = range.start / CHUNK;
         let last = (range.end - 1) / CHUNK;
         let sealed = HEADER_LEN + first * SEALED_CHUNK..HEADER_LEN + (last + 1) * SEALED_CHUNK;
-        let (header, body) = tokio::join!(
-            self.header(stored, key),
-            self.inner.get_range(stored, sealed.clone())
-        );
-        let header = header?;
-        let body = body.map_err(|e| with_key(e, key))?;
+        let (header, body) = match self.remembered_header(stored) {
+            None if first == 0 => {
+                let raw = self
+                    .inner
+                    .get_range(stored, 0..sealed.end)
+                    .await
+                    .map_err(|e| with_key(e, key))?;
+                let header = self.parse_header(stored, key, &raw)?;
+                (header, raw.slice(HEADER_LEN as usize..))
+            }
+            _ => {
+                let (header, body) = tokio::join!(
+                    self.header(stored, key),
+                    self.inner.get_range(stored, sealed.clone())
+                );
+                (header?, body.map_err(|e| with_key(e, key))?)
+            }
+        };
         let span = chunks::span(&header, range);
         if span.take == 0 {
             return Ok(Some(Bytes::new()));
