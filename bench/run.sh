@@ -107,6 +107,12 @@ blob_landed() {
 # cold_device N: a NEW device on the store (its own empty cache, no chunk-hash records),
 # mounted at $WORK/mnt-<store>-cN; sets COLD_HOME, COLD_DIR and COLD_SYNC_MS: from the
 # mount command to device a's whole library listed (its first sync: the namespace pull).
+# first_cycle_done HOME: the daemon of HOME reports a finished sync cycle.
+first_cycle_done() {
+  SONGFS_HOME=$1 "$SONGFS" status --json 2>/dev/null |
+    python3 -c 'import json, sys; sys.exit(0 if (json.load(sys.stdin).get("sync_cycles") or 0) >= 1 else 1)'
+}
+
 cold_device() {
   COLD_HOME=$(new_device "c$1") || return 1
   COLD_DIR=$WORK/mnt-$STORE_PREFIX-c$1
@@ -181,6 +187,8 @@ songfs_suite() {
   log "$L: daemon memory, idle, reading 1 GiB cold (new device), writing 1 GiB"
   if cold_device mem; then
     pid=$(daemon_pid "$COLD_HOME")
+    # Idle = after the first sync cycle has finished (the files appear during it).
+    wait_for "$WAIT_SECS" first_cycle_done "$COLD_HOME" || log "device mem: no finished sync cycle in ${WAIT_SECS}s"
     sleep 2
     RESULT[rss_idle]=$(vm_mib "$pid" VmRSS)
     drop_caches
