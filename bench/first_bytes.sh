@@ -7,7 +7,8 @@
 # and reads each file's first 64 KiB (open + read, timed in-process by rangeget).
 # Prints one line per run with all six times (ms), and the median of everything.
 #
-# Environment: RUNS (default 3), SKIP_BUILD=1, KEEP_WORK=1, S3S_FS, TMPDIR,
+# Environment: RUNS (default 3), SKIP_BUILD=1, KEEP_WORK=1, S3S_FS, S3S_NODELAY=0 (s3s-fs
+# without bench/nodelay.c), TMPDIR,
 # SONGFS_BIN / RANGEGET_BIN (compare another build without touching this tree).
 set -euo pipefail
 

@@ -176,12 +176,19 @@ daemon_pid() { cat "$1/daemon.lock" 2>/dev/null; }
 
 
 # start_s3s_fs: starts s3s-fs on a free loopback port (buckets BUCKET and PEER_BUCKET),
+# with TCP_NODELAY on its sockets (bench/nodelay.c; S3S_NODELAY=0: as shipped), and
 # sets ENDPOINT and the AWS environment for songfs and rangeget.
 start_s3s_fs() {
   PORT=$(free_port)
   ENDPOINT=http://127.0.0.1:$PORT
   mkdir -p "$WORK/s3/$BUCKET" "$WORK/s3/$PEER_BUCKET"
-  "$S3S_FS" --host 127.0.0.1 --port "$PORT" --access-key "$ACCESS_KEY" --secret-key "$SECRET_KEY" \
+  local preload=
+  if [ "${S3S_NODELAY:-1}" = 1 ]; then
+    preload=$WORK/nodelay.so
+    cc -shared -fPIC -O2 -o "$preload" "$ROOT/bench/nodelay.c" -ldl ||
+      die "building bench/nodelay.c failed (a C compiler is needed; S3S_NODELAY=0 runs s3s-fs without it)"
+  fi
+  LD_PRELOAD=$preload "$S3S_FS" --host 127.0.0.1 --port "$PORT" --access-key "$ACCESS_KEY" --secret-key "$SECRET_KEY" \
     "$WORK/s3" >"$WORK/s3s-fs.log" 2>&1 &
   PIDS+=($!)
   wait_for 20 bash -c "exec 3<>/dev/tcp/127.0.0.1/$PORT" 2>/dev/null || die "s3s-fs did not start: $(tail -5 "$WORK/s3s-fs.log")"

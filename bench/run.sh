@@ -8,7 +8,8 @@
 # exit, also on failure or Ctrl-C). Peers whose tool is missing are skipped with a note.
 #
 # Environment: RUNS (default 5), SKIP_BUILD=1 (use existing release binaries),
-# KEEP_WORK=1 (keep the work folder), S3S_FS (path to s3s-fs), TMPDIR,
+# KEEP_WORK=1 (keep the work folder), S3S_FS (path to s3s-fs), S3S_NODELAY=0 (s3s-fs
+# as shipped, Nagle on: see bench/nodelay.c), TMPDIR,
 # SONGFS_BIN / RANGEGET_BIN (use these binaries instead of this tree's release build).
 set -euo pipefail
 
