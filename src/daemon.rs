@@ -193,6 +193,7 @@ pub(crate) struct Core {
 
 /// Opens the store (its identity checked), the cache, the uploader and the catalog.
 pub(crate) fn open_core(home: &Home, cfg: &Config, opts: &DaemonOptions) -> anyhow::Result<Core> {
+    crate::os::bound_allocator();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(4)
         .enable_all()

@@ -255,6 +255,25 @@ pub fn open_for_writing(path: &std::path::Path) -> Option<bool> {
     }
 }
 
+/// Keeps the daemon's heap near what it holds (issue 15: RSS while reading 1 GiB cold).
+/// glibc's defaults suit short programs, not a daemon streaming through buffers of
+/// 256 KiB to 4 MiB on many threads: one arena per thread that ever allocated (up to
+/// 8 per core), and an mmap threshold that grows to 32 MiB after the first large free,
+/// so every later chunk buffer comes from an arena and stays there once freed.
+/// Measured on a new device reading 1 GiB cold over S3: peak RSS 112.6 MiB by default,
+/// 59.8 MiB with two arenas and the thresholds fixed at 128 KiB, RSS afterwards 112.6
+/// vs 37.0 MiB, the read's time unchanged (6.79 vs 6.82 s). Call before any thread starts.
+pub fn bound_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes glibc's tuning parameters; these are documented ones.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+        // Setting either threshold also turns off glibc's growing of them.
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 128 * 1024);
+    }
+}
+
 /// Hands memory freed after a burst of work (a sync cycle that merged a whole library)
 /// back to the OS. glibc keeps freed heap pages in its arenas (only the top of a heap
 /// is trimmed on its own), so a daemon that once parsed 5,000 entries kept their pages

@@ -14,7 +14,7 @@
 //!    range are present and the entry's `gen`.
 //! 2. A complete blob (every chunk present and the whole-file hash checked) is one
 //!    `pread`. This is the hit path: one mutex, one open, one pread.
-//! 3. Missing chunks are grouped into runs of consecutive chunks (at most 4 MiB) and
+//! 3. Missing chunks are grouped into runs of consecutive chunks (at most 1 MiB) and
 //!    fetched by *flights* (`fetch.rs`): one spawned task per run does one ranged GET,
 //!    verifies each chunk against the blob's chunk hashes (a short or corrupt answer is
 //!    an `EIO`, logged with the key, never cached), writes the chunks into the data

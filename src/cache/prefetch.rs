@@ -7,7 +7,7 @@
 //! in runs of `fetch::MAX_RUN_CHUNKS` fetched `PARALLEL_GETS` at a time: one GET
 //! stream is capped near 180 MiB/s here; eight in parallel keep further ahead of the
 //! reader (cold `dd` of 256 MiB on 2 loaded cores, 5 runs: median 177 MiB/s with four,
-//! 219 with eight; at most 8 x 4 MiB of GET bodies in memory). A read that is not
+//! 219 with eight; at most 8 x 1 MiB of GET bodies in memory). A read that is not
 //! where the last one ended (a seek) resets the window and stops the prefetch in
 //! progress between runs; the read itself then fetches only what it needs.
 //! Prefetch errors are only logged: the foreground read reports its own.
