@@ -91,6 +91,7 @@ use bytes::{Bytes, BytesMut};
 
 use crate::content::{chunk_count, is_valid_hash, BlobInfo, CHUNK_SIZE};
 use crate::store::{ObjectStore, StoreError};
+pub use fetch::EarlyChunk;
 use index::Index;
 use info::check_info;
 use persist::{empty_dir, recover_entry, remove_orphans, start_flusher};

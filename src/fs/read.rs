@@ -154,12 +154,16 @@ impl SongFs {
         if let Some(i) = self.cache.blob_info(hash) {
             return Ok(i);
         }
+        let early = match offset {
+            Some(at) => self.cache.send_chunk_get(hash, node.size, at).await,
+            None => None,
+        };
         let root = self.catalog.chunk_root(hash)?;
         let root = root.as_deref();
-        Ok(match offset {
-            Some(at) => {
+        Ok(match early {
+            Some(early) => {
                 self.cache
-                    .fetch_info_beside(hash, node.size, root, at)
+                    .fetch_info_beside(hash, node.size, root, early)
                     .await?
             }
             None => self.cache.fetch_info(hash, node.size, root).await?,
