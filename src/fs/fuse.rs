@@ -362,6 +362,13 @@ impl fuser::Filesystem for FuseAdapter {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
+        // Staged already (every write after a file's first): straight from fuser's
+        // buffer, no copy. Otherwise the bytes wait (copied) while the content is staged.
+        match self.fs.write(fh.0, offset, data) {
+            Ok(Some(n)) => return reply.written(n),
+            Err(e) => return fail("write", e, reply),
+            Ok(None) => {}
+        }
         let data = data.to_vec();
         self.staged_change(
             "write",
