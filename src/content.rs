@@ -363,6 +363,17 @@ mod tests {
         let got = h.finish().expect("hash threads alive");
         assert_eq!(got, hash_bytes(&data));
         assert_eq!(got.chunks.len(), 10);
+        // Recycled buffers of every size: a large one reused for a small piece must
+        // carry none of its old bytes.
+        let data: Vec<u8> = (0..(8u64 << 20)).map(|i| (i * 7 % 253) as u8).collect();
+        let mut h = BackgroundHasher::new();
+        let (mut at, mut turn) = (0, 0);
+        while at < data.len() {
+            let n = [1 << 20, 100_000, 777][turn % 3].min(data.len() - at);
+            h.update(&data[at..at + n]);
+            (at, turn) = (at + n, turn + 1);
+        }
+        assert_eq!(h.finish(), Some(hash_bytes(&data)));
         let mut small = BackgroundHasher::new();
         small.update(b"abc");
         assert_eq!(small.finish(), Some(hash_bytes(b"abc")));
