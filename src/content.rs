@@ -171,8 +171,14 @@ impl StreamHasher {
 pub struct BackgroundHasher {
     size: u64,
     inline: StreamHasher,
-    workers: Option<(Worker<Sha256>, Worker<ChunkHasher>)>,
-    spare: Option<std::sync::mpsc::Receiver<Vec<u8>>>,
+    workers: Option<Workers>,
+}
+
+/// The two hashing threads and the buffers they have finished with.
+struct Workers {
+    whole: Worker<Sha256>,
+    chunks: Worker<ChunkHasher>,
+    spare: std::sync::mpsc::Receiver<Vec<u8>>,
 }
 
 const INLINE_BYTES: u64 = 1 << 20;
@@ -232,32 +238,31 @@ impl BackgroundHasher {
                 spare_tx.clone(),
             );
             let chunks = Worker::spawn(self.inline.chunks.clone(), ChunkHasher::update, spare_tx);
-            if let (Ok(w), Ok(c)) = (whole, chunks) {
-                self.workers = Some((w, c));
-                self.spare = Some(spare_rx);
+            if let (Ok(whole), Ok(chunks)) = (whole, chunks) {
+                self.workers = Some(Workers {
+                    whole,
+                    chunks,
+                    spare: spare_rx,
+                });
             }
         }
         match &self.workers {
             None => self.inline.update(data),
-            Some((whole, chunks)) => {
-                let mut buf = self
-                    .spare
-                    .as_ref()
-                    .and_then(|r| r.try_recv().ok())
-                    .unwrap_or_default();
+            Some(w) => {
+                let mut buf = w.spare.try_recv().unwrap_or_default();
                 buf.clear();
                 buf.extend_from_slice(data);
                 let data = std::sync::Arc::new(buf);
                 // A send fails only if a thread died; `finish` then reports None.
-                let _ = whole.tx.send(data.clone());
-                let _ = chunks.tx.send(data);
+                let _ = w.whole.tx.send(data.clone());
+                let _ = w.chunks.tx.send(data);
             }
         }
     }
 
     /// The content's hashes; None if a hashing thread died (hash the file instead).
     pub fn finish(self) -> Option<BlobInfo> {
-        let Some((whole, chunks)) = self.workers else {
+        let Some(Workers { whole, chunks, .. }) = self.workers else {
             return Some(self.inline.finish());
         };
         drop((whole.tx, chunks.tx));

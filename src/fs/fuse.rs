@@ -49,20 +49,25 @@ impl FuseAdapter {
         }
     }
 
-    /// A change to a file's bytes (write, fallocate): done here when its content is on
-    /// this machine, else on the runtime after `prepare_staging` brought it (a download
-    /// never blocks a FUSE thread).
-    fn staged_change<T: Send + 'static>(
+    /// A change to a file's bytes (write, fallocate): `now` is its attempt here, on the
+    /// request's own buffer, which succeeds when the content is on this machine. When it
+    /// is not, `later()` makes an owned copy of the change, run on the runtime after
+    /// `prepare_staging` brought the content (a download never blocks a FUSE thread; a
+    /// write's bytes are copied only then).
+    fn staged_change<T: Send + 'static, L>(
         &self,
         op: &'static str,
         ino: INodeNo,
-        change: impl Fn(&SongFs) -> Result<Option<T>, FsError> + Send + 'static,
+        now: Result<Option<T>, FsError>,
+        later: impl FnOnce() -> L,
         done: impl FnOnce(Result<T, FsError>) + Send + 'static,
-    ) {
-        match change(&self.fs) {
+    ) where
+        L: FnOnce(&SongFs) -> Result<Option<T>, FsError> + Send + 'static,
+    {
+        match now {
             Ok(Some(v)) => done(Ok(v)),
             Ok(None) => {
-                let fs = self.fs.clone();
+                let (fs, change) = (self.fs.clone(), later());
                 self.rt.spawn(async move {
                     let r = match fs.prepare_staging(ino.0).await {
                         Ok(()) => change(&fs),
@@ -362,18 +367,14 @@ impl fuser::Filesystem for FuseAdapter {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        // Staged already (every write after a file's first): straight from fuser's
-        // buffer, no copy. Otherwise the bytes wait (copied) while the content is staged.
-        match self.fs.write(fh.0, offset, data) {
-            Ok(Some(n)) => return reply.written(n),
-            Err(e) => return fail("write", e, reply),
-            Ok(None) => {}
-        }
-        let data = data.to_vec();
         self.staged_change(
             "write",
             ino,
-            move |fs| fs.write(fh.0, offset, &data),
+            self.fs.write(fh.0, offset, data),
+            || {
+                let data = data.to_vec();
+                move |fs: &SongFs| fs.write(fh.0, offset, &data)
+            },
             move |r| match r {
                 Ok(n) => reply.written(n),
                 Err(e) => fail("write", e, reply),
@@ -394,7 +395,8 @@ impl fuser::Filesystem for FuseAdapter {
         self.staged_change(
             "fallocate",
             ino,
-            move |fs| fs.fallocate(fh.0, offset, length, mode),
+            self.fs.fallocate(fh.0, offset, length, mode),
+            || move |fs: &SongFs| fs.fallocate(fh.0, offset, length, mode),
             move |r| match r {
                 Ok(()) => reply.ok(),
                 Err(e) => fail("fallocate", e, reply),
