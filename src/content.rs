@@ -165,8 +165,8 @@ impl StreamHasher {
 /// At most `QUEUED` buffers wait per thread (back-pressure on a writer faster than the
 /// hash). Small files stay inline: two threads cost more than hashing them.
 /// The buffers are recycled (the thread that drops a buffer last sends it back): a fresh
-/// 1 MiB buffer per write is an mmap with the daemon's fixed mmap threshold, and faulting
-/// its pages in and out was ~15 % of the CPU of a 64 MiB `cp` into the mount.
+/// 1 MiB buffer per write is an mmap with the daemon's fixed mmap threshold; during a
+/// 64 MiB `cp` into the mount, page faults were 20 % of all CPU samples, munmap 3 %.
 #[derive(Default)]
 pub struct BackgroundHasher {
     size: u64,
