@@ -408,17 +408,22 @@ fn init_without_credentials_says_to_set_them() {
     assert!(stderr.contains("AWS_ACCESS_KEY_ID"), "{stderr}");
 }
 
-/// A TCP relay to `upstream` that cuts any connection once its client has sent more
-/// than `limit` bytes: large uploads (multipart parts) fail, small requests pass.
+/// A TCP relay to `upstream` that cuts a connection once its client has sent more
+/// than `limit` bytes, the first `cuts` times: large uploads (multipart parts) fail,
+/// small requests pass.
 async fn relay_cutting_large_requests(
     upstream: u16,
     limit: usize,
+    cuts: usize,
 ) -> (u16, tokio::task::JoinHandle<()>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
+    let cut = Arc::new(AtomicUsize::new(0));
     let task = tokio::spawn(async move {
         while let Ok((mut client, _)) = listener.accept().await {
+            let cut = cut.clone();
             tokio::spawn(async move {
                 let Ok(mut server) = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await
                 else {
@@ -427,13 +432,19 @@ async fn relay_cutting_large_requests(
                 let (mut client_r, mut client_w) = client.split();
                 let (mut server_r, mut server_w) = server.split();
                 let up = async {
-                    let mut sent = 0;
+                    let (mut sent, mut spared) = (0, false);
                     let mut buf = vec![0u8; 64 * 1024];
                     loop {
                         let n = client_r.read(&mut buf).await.unwrap_or(0);
                         sent += n;
-                        if n == 0 || sent > limit {
-                            return; // dropping both sockets resets the connection
+                        if n == 0 {
+                            return;
+                        }
+                        if sent > limit && !spared {
+                            if cut.fetch_add(1, Ordering::SeqCst) < cuts {
+                                return; // dropping both sockets resets the connection
+                            }
+                            spared = true;
                         }
                         if server_w.write_all(&buf[..n]).await.is_err() {
                             return;
@@ -457,7 +468,7 @@ async fn relay_cutting_large_requests(
 #[tokio::test]
 async fn s3_failed_multipart_upload_is_aborted() {
     let server = S3Server::start();
-    let (port, relay) = relay_cutting_large_requests(server.port(), 1024 * 1024).await;
+    let (port, relay) = relay_cutting_large_requests(server.port(), 1024 * 1024, usize::MAX).await;
     let mut cfg = server.store_config("p");
     cfg.s3_endpoint = Some(format!("http://127.0.0.1:{port}"));
     let opts = S3Options {
@@ -488,6 +499,27 @@ async fn s3_failed_multipart_upload_is_aborted() {
         .filter(|n| n.starts_with(".upload_id-"))
         .collect();
     assert!(leftovers.is_empty(), "upload not aborted: {leftovers:?}");
+}
+
+/// A streamed body whose request is cut midway is made again for the retry: the object
+/// lands whole (the body read more than once), in one PUT and in parts.
+#[tokio::test]
+async fn s3_a_cut_body_upload_is_retried_with_the_body_made_again() {
+    let server = S3Server::start();
+    for (key, len) in [("one-put", 3 << 20), ("parts", 2 * TEST_PART as usize + 7)] {
+        let (port, relay) = relay_cutting_large_requests(server.port(), 1024 * 1024, 1).await;
+        let mut cfg = server.store_config("p");
+        cfg.s3_endpoint = Some(format!("http://127.0.0.1:{port}"));
+        let store = S3Store::open(&cfg, test_options()).await.unwrap();
+        let body = common::contract::MemoryBody::new(pattern(len, 4));
+        store.put_body(key, body.clone()).await.unwrap().unwrap();
+        assert!(
+            body.reads.load(std::sync::atomic::Ordering::Relaxed) > len as u64,
+            "{key}: the body was not read again for a retry"
+        );
+        assert!(store.get(key).await.unwrap()[..] == body.data[..], "{key}");
+        relay.abort();
+    }
 }
 
 /// A TCP relay to `upstream` that plays a server without conditional writes: a request

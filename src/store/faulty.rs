@@ -15,6 +15,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 
+use super::body::Body;
 use super::{ObjectStore, StoreError, StoreResult};
 
 /// How many requests of each kind reached the wrapper (offline ones included).
@@ -141,6 +142,13 @@ impl ObjectStore for FaultyStore {
     async fn put_file(&self, key: &str, path: &Path) -> StoreResult<()> {
         self.enter(&self.counters.puts).await?;
         self.inner.put_file(key, path).await
+    }
+
+    async fn put_body(&self, key: &str, body: Arc<dyn Body>) -> Option<StoreResult<()>> {
+        if let Err(e) = self.enter(&self.counters.puts).await {
+            return Some(Err(e));
+        }
+        self.inner.put_body(key, body).await
     }
 
     async fn put_if_absent(&self, key: &str, data: Bytes) -> StoreResult<bool> {

@@ -21,6 +21,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::Bytes;
 
+use super::body::Body;
 use super::format::{self, FORMAT_KEY};
 use super::{ObjectStore, StoreError, StoreResult};
 
@@ -82,6 +83,13 @@ impl ObjectStore for Checked {
     async fn put_file(&self, key: &str, path: &Path) -> StoreResult<()> {
         self.verify().await?;
         self.inner.put_file(key, path).await
+    }
+
+    async fn put_body(&self, key: &str, body: Arc<dyn Body>) -> Option<StoreResult<()>> {
+        if let Err(e) = self.verify().await {
+            return Some(Err(e));
+        }
+        self.inner.put_body(key, body).await
     }
 
     async fn put_if_absent(&self, key: &str, data: Bytes) -> StoreResult<bool> {

@@ -9,10 +9,12 @@
 use std::io::Write;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 
+use super::body::{Body, BodyReader};
 use super::{ObjectStore, StoreError, StoreResult};
 
 pub struct LocalStore {
@@ -147,6 +149,23 @@ impl ObjectStore for LocalStore {
             std::fs::rename(&tmp, &path).map_err(|e| io_err(&path, e))
         })
         .await
+    }
+
+    async fn put_body(&self, key: &str, body: Arc<dyn Body>) -> Option<StoreResult<()>> {
+        let path = match self.path_of(key) {
+            Ok(p) => p,
+            Err(e) => return Some(Err(e)),
+        };
+        let (root, make_root) = (self.root.clone(), self.make_root);
+        Some(
+            blocking(move || {
+                let tmp = Self::write_temp(&root, make_root, &path, |f| {
+                    std::io::copy(&mut BodyReader::new(body.as_ref()), f).map(|_| ())
+                })?;
+                std::fs::rename(&tmp, &path).map_err(|e| io_err(&path, e))
+            })
+            .await,
+        )
     }
 
     async fn put_if_absent(&self, key: &str, data: Bytes) -> StoreResult<bool> {

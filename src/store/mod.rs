@@ -7,6 +7,7 @@
 //! databases; it must never retry forever: callers bound their waits.
 
 pub mod backoff;
+pub mod body;
 pub mod cloud;
 pub mod encrypted;
 pub mod faulty;
@@ -82,6 +83,12 @@ pub trait ObjectStore: Send + Sync + 'static {
 
     /// Writes a local file as an object; large files go up in parallel parts.
     async fn put_file(&self, key: &str, path: &Path) -> StoreResult<()>;
+
+    /// Writes `body` as an object, streamed from it: no copy of it is made on disk.
+    /// None where this store cannot (the caller writes a file for `put_file` instead).
+    async fn put_body(&self, _key: &str, _body: Arc<dyn body::Body>) -> Option<StoreResult<()>> {
+        None
+    }
 
     /// Writes the object only if no object has that key. Returns false if one existed.
     async fn put_if_absent(&self, key: &str, data: Bytes) -> StoreResult<bool>;

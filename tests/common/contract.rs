@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::StreamExt;
+use songfs::store::body::Body;
 use songfs::store::{format, ObjectStore, StoreError};
 
 /// A store under test and whatever keeps it alive (a temp folder, a server process).
@@ -49,6 +50,7 @@ macro_rules! contract_suite {
             delete_is_idempotent,
             put_if_absent_writes_once,
             put_file_uploads_large_files_in_parts,
+            put_body_streams_what_the_body_makes,
             missing_objects_are_not_found,
             format_record_is_created_on_a_fresh_store,
             two_writers_of_one_blob_leave_one_readable_blob,
@@ -222,6 +224,61 @@ pub async fn put_file_uploads_large_files_in_parts(store: &dyn ObjectStore) {
         .unwrap_err();
     assert!(matches!(err, StoreError::Io { .. }), "{err:?}");
     assert!(err.to_string().contains("gone"), "{err}");
+}
+
+/// A body made in memory, counting how often it was read (a retry reads it again).
+pub struct MemoryBody {
+    pub data: Vec<u8>,
+    pub reads: std::sync::atomic::AtomicU64,
+}
+
+impl MemoryBody {
+    pub fn new(data: Vec<u8>) -> Arc<MemoryBody> {
+        Arc::new(MemoryBody {
+            data,
+            reads: Default::default(),
+        })
+    }
+}
+
+impl Body for MemoryBody {
+    fn size(&self) -> u64 {
+        self.data.len() as u64
+    }
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        self.reads
+            .fetch_add(buf.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        buf.copy_from_slice(&self.data[offset as usize..offset as usize + buf.len()]);
+        Ok(())
+    }
+    fn describe(&self) -> String {
+        "memory".into()
+    }
+}
+
+/// A store that streams bodies stores what they make, small or in parts; one that
+/// cannot says so and writes nothing.
+pub async fn put_body_streams_what_the_body_makes(store: &dyn ObjectStore) {
+    let big = MemoryBody::new(pattern(12 * 1024 * 1024 + 5, 8));
+    match store.put_body("blobs/streamed", big.clone()).await {
+        None => {
+            assert_eq!(store.head("blobs/streamed").await.unwrap(), None);
+            return;
+        }
+        Some(done) => done.unwrap(),
+    }
+    let got = store.get("blobs/streamed").await.unwrap();
+    assert!(
+        got[..] == big.data[..],
+        "a streamed body came back different"
+    );
+    let small = MemoryBody::new(b"tiny body".to_vec());
+    store
+        .put_body("blobs/tiny", small.clone())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&store.get("blobs/tiny").await.unwrap()[..], b"tiny body");
 }
 
 pub async fn missing_objects_are_not_found(store: &dyn ObjectStore) {

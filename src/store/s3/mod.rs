@@ -21,6 +21,7 @@
 use std::ops::Range;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -31,14 +32,16 @@ use aws_sdk_s3::config::{
     BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
 };
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
-use aws_sdk_s3::primitives::{ByteStream, Length};
-use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::Client;
 use bytes::Bytes;
-use futures::{StreamExt, TryStreamExt};
 
+use super::body::Body;
 use super::{ObjectStore, StoreError, StoreResult};
 use crate::config::StoreConfig;
+use upload::Upload;
+
+mod upload;
 
 /// S3's smallest allowed multipart part (all parts but the last).
 pub const MIN_PART_SIZE: u64 = 5 * 1024 * 1024;
@@ -328,119 +331,6 @@ impl S3Store {
             || err.raw_response().map(|r| r.status().as_u16()) == Some(501)
     }
 
-    async fn put_multipart(
-        &self,
-        key: &str,
-        full: &str,
-        path: &Path,
-        size: u64,
-    ) -> StoreResult<()> {
-        let part_size = self.opts.part_size.max(size.div_ceil(MAX_PARTS));
-        let created = self
-            .client
-            .create_multipart_upload()
-            .bucket(&self.bucket)
-            .key(full)
-            .send()
-            .await
-            .map_err(|e| self.error(key, e))?;
-        let upload_id = created
-            .upload_id()
-            .ok_or_else(|| StoreError::Other(format!("{}: no upload id for {key}", self.where_())))?
-            .to_string();
-        let result = self
-            .upload_parts(key, full, path, size, part_size, &upload_id)
-            .await;
-        let completed = match result {
-            Ok(parts) => self
-                .client
-                .complete_multipart_upload()
-                .bucket(&self.bucket)
-                .key(full)
-                .upload_id(&upload_id)
-                .multipart_upload(
-                    CompletedMultipartUpload::builder()
-                        .set_parts(Some(parts))
-                        .build(),
-                )
-                .send()
-                .await
-                .map(|_| ())
-                .map_err(|e| self.error(key, e)),
-            Err(e) => Err(e),
-        };
-        if let Err(e) = completed {
-            // Abandoned parts cost storage until aborted; a failed abort is only logged
-            // because the upload failed anyway (a bucket lifecycle rule cleans up later).
-            if let Err(abort) = self
-                .client
-                .abort_multipart_upload()
-                .bucket(&self.bucket)
-                .key(full)
-                .upload_id(&upload_id)
-                .send()
-                .await
-            {
-                tracing::warn!(key, upload_id, error = %root_cause(&abort), "could not abort a failed multipart upload");
-            }
-            return Err(e);
-        }
-        Ok(())
-    }
-
-    async fn upload_parts(
-        &self,
-        key: &str,
-        full: &str,
-        path: &Path,
-        size: u64,
-        part_size: u64,
-        upload_id: &str,
-    ) -> StoreResult<Vec<CompletedPart>> {
-        let count = size.div_ceil(part_size);
-        let mut parts: Vec<CompletedPart> = futures::stream::iter(0..count)
-            .map(|i| async move {
-                let offset = i * part_size;
-                let len = part_size.min(size - offset);
-                let body = ByteStream::read_from()
-                    .path(path)
-                    .offset(offset)
-                    .length(Length::Exact(len))
-                    .build()
-                    .await
-                    .map_err(|e| StoreError::Io {
-                        path: path.display().to_string(),
-                        source: std::io::Error::other(e),
-                    })?;
-                let number = i as i32 + 1;
-                let out = self
-                    .client
-                    .upload_part()
-                    .bucket(&self.bucket)
-                    .key(full)
-                    .upload_id(upload_id)
-                    .part_number(number)
-                    .content_length(len as i64)
-                    .body(body)
-                    .customize()
-                    .config_override(self.upload_timeouts(len))
-                    .send()
-                    .await
-                    .map_err(|e| self.error(key, e))?;
-                Ok::<_, StoreError>(
-                    CompletedPart::builder()
-                        .set_e_tag(out.e_tag().map(str::to_string))
-                        .part_number(number)
-                        .build(),
-                )
-            })
-            .buffer_unordered(self.opts.part_concurrency)
-            .try_collect()
-            .await?;
-        parts.sort_by_key(|p| p.part_number());
-        Ok(parts)
-    }
-
     async fn collect_body(&self, key: &str, body: ByteStream) -> StoreResult<Bytes> {
         body.collect()
             .await
@@ -546,29 +436,19 @@ impl ObjectStore for S3Store {
     }
 
     async fn put_file(&self, key: &str, path: &Path) -> StoreResult<()> {
-        let full = self.full_key(key)?;
-        let io = |e: std::io::Error| StoreError::Io {
-            path: path.display().to_string(),
-            source: e,
-        };
-        let size = tokio::fs::metadata(path).await.map_err(io)?.len();
-        if size > self.opts.multipart_threshold {
-            return self.put_multipart(key, &full, path, size).await;
-        }
-        let body = ByteStream::from_path(path)
+        let size = tokio::fs::metadata(path)
             .await
-            .map_err(|e| io(std::io::Error::other(e)))?;
-        self.client
-            .put_object()
-            .bucket(&self.bucket)
-            .key(full)
-            .body(body)
-            .customize()
-            .config_override(self.upload_timeouts(size))
-            .send()
-            .await
-            .map_err(|e| self.error(key, e))?;
-        Ok(())
+            .map_err(|e| StoreError::Io {
+                path: path.display().to_string(),
+                source: e,
+            })?
+            .len();
+        self.upload(key, &Upload::File(path), size).await
+    }
+
+    async fn put_body(&self, key: &str, body: Arc<dyn Body>) -> Option<StoreResult<()>> {
+        let size = body.size();
+        Some(self.upload(key, &Upload::Body(body), size).await)
     }
 
     async fn put_if_absent(&self, key: &str, data: Bytes) -> StoreResult<bool> {

@@ -10,7 +10,6 @@
 //! key in memory only; this layer never writes plaintext anywhere but memory.
 
 use std::collections::HashMap;
-use std::io::{Read, Write};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,12 +18,16 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use bytes::Bytes;
 
+use super::body::{Body, BodyReader};
 use super::format::FORMAT_KEY;
 use super::{ObjectStore, StoreError, StoreResult};
 use crate::config::{Home, StoreConfig};
 use crate::crypt::chunks::{self, Header, ObjectCipher, CHUNK, HEADER_LEN, SEALED_CHUNK};
 use crate::crypt::keys::{KeyRecord, MasterKey, Subkeys};
 use crate::crypt::{names, passphrase, CryptError};
+use sealed_file::SealedFile;
+
+mod sealed_file;
 
 /// Objects at least this large are sealed and opened on the blocking pool, so a big
 /// blob does not stall the async workers.
@@ -131,7 +134,7 @@ pub async fn unwrap_key(
 pub struct EncryptedStore {
     inner: Arc<dyn ObjectStore>,
     keys: Arc<Subkeys>,
-    /// Where `put_file` writes the sealed copy before handing it to the inner store.
+    /// Where `put_file` writes the sealed copy for an inner store that takes no body.
     scratch: PathBuf,
     headers: Mutex<HashMap<String, Header>>,
     /// Chunks opened so far (lets tests prove the cached read path never decrypts).
@@ -326,10 +329,8 @@ fn with_key(e: StoreError, key: &str) -> StoreError {
     }
 }
 
-/// Seals the file at `src` as `name` into a new file in `dir`; returns its path.
-fn seal_file(keys: &Subkeys, name: &str, src: &Path, dir: &Path) -> std::io::Result<PathBuf> {
-    let mut input = std::fs::File::open(src)?;
-    let len = input.metadata()?.len();
+/// Writes `body` into a new file in `dir` (for stores that take no body); returns its path.
+fn spool(body: &dyn Body, dir: &Path) -> std::io::Result<PathBuf> {
     create_private_dir(dir)?;
     let out_path = dir.join(format!(
         ".sealing-{}",
@@ -337,21 +338,9 @@ fn seal_file(keys: &Subkeys, name: &str, src: &Path, dir: &Path) -> std::io::Res
     ));
     let result = (|| {
         let mut out = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&out_path)?);
-        let c = ObjectCipher::new(&keys.objects, name, Header::random(len));
-        out.write_all(c.header_bytes())?;
-        let mut buf = vec![0u8; CHUNK as usize];
-        let mut sealed = Vec::with_capacity(SEALED_CHUNK as usize);
-        for i in 0..c.header().chunk_count() {
-            let r = c.header().chunk_plain(i);
-            let n = (r.end - r.start) as usize;
-            input.read_exact(&mut buf[..n])?;
-            sealed.clear();
-            c.seal_chunk_into(i, &buf[..n], &mut sealed);
-            out.write_all(&sealed)?;
-        }
+        std::io::copy(&mut BodyReader::new(body), &mut out)?;
         // Flushed, not synced: the copy lives only until the upload reads it, and a
-        // crash meanwhile redoes the upload from the cache (an fsync of every sealed
-        // blob only delayed the upload and slowed the writer beside it).
+        // crash meanwhile redoes the upload from the cache.
         out.into_inner().map_err(|e| e.into_error()).map(drop)
     })();
     match result {
@@ -401,15 +390,20 @@ impl ObjectStore for EncryptedStore {
 
     async fn put_file(&self, key: &str, path: &Path) -> StoreResult<()> {
         let stored = self.stored_name(key);
-        let keys = self.keys.clone();
-        let (name, src, dir) = (stored.clone(), path.to_path_buf(), self.scratch.clone());
-        let sealed = tokio::task::spawn_blocking(move || seal_file(&keys, &name, &src, &dir))
+        let io = |e| StoreError::Io {
+            path: path.display().to_string(),
+            source: e,
+        };
+        let body: Arc<dyn Body> =
+            Arc::new(SealedFile::open(&self.keys, &stored, path).map_err(io)?);
+        if let Some(done) = self.inner.put_body(&stored, body.clone()).await {
+            return done.map_err(|e| with_key(e, key));
+        }
+        let dir = self.scratch.clone();
+        let sealed = tokio::task::spawn_blocking(move || spool(body.as_ref(), &dir))
             .await
             .map_err(|e| StoreError::Other(format!("encryption task failed: {e}")))?
-            .map_err(|e| StoreError::Io {
-                path: path.display().to_string(),
-                source: e,
-            })?;
+            .map_err(io)?;
         let put = self.inner.put_file(&stored, &sealed).await;
         let _ = std::fs::remove_file(&sealed);
         put.map_err(|e| with_key(e, key))
