@@ -6,9 +6,8 @@
 //! wrap and nothing else. Subkeys for names and objects come from HKDF-SHA256 of the
 //! master key. This module must never print, log or serialize a key in the clear.
 
-use aes_gcm::aead::{Aead, Payload};
-use aes_gcm::{Aes256Gcm, KeyInit, Nonce};
 use hkdf::Hkdf;
+use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
@@ -153,6 +152,11 @@ pub struct KeyRecord {
 
 pub const FORMAT_NAME: &str = "SFE1";
 
+/// AES-256-GCM under the key-encryption key.
+fn wrap_cipher(kek: &SecretKey) -> LessSafeKey {
+    LessSafeKey::new(UnboundKey::new(&AES_256_GCM, kek.bytes()).expect("a 32-byte AES-256 key"))
+}
+
 impl KeyRecord {
     /// Wraps `mk` under `passphrase` with fresh parameters and a fresh nonce.
     pub fn wrap(mk: &MasterKey, passphrase: &str) -> Result<KeyRecord, CryptError> {
@@ -167,14 +171,12 @@ impl KeyRecord {
         nonce: [u8; 12],
     ) -> Result<KeyRecord, CryptError> {
         let kek = kdf.derive(passphrase)?;
-        let cipher = Aes256Gcm::new(kek.bytes().into());
-        let wrapped = cipher
-            .encrypt(
-                Nonce::from_slice(&nonce),
-                Payload {
-                    msg: mk.0.bytes(),
-                    aad: WRAP_AAD,
-                },
+        let mut wrapped = mk.0.bytes().to_vec();
+        wrap_cipher(&kek)
+            .seal_in_place_append_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(WRAP_AAD),
+                &mut wrapped,
             )
             .expect("AES-GCM encrypts 32 bytes");
         Ok(KeyRecord {
@@ -202,20 +204,17 @@ impl KeyRecord {
             .filter(|w| w.len() == 48)
             .ok_or_else(|| CryptError::BadKeyRecord("wrapped key is not 48 hex bytes".into()))?;
         let kek = self.kdf.derive(passphrase)?;
-        let cipher = Aes256Gcm::new(kek.bytes().into());
-        let plain = Zeroizing::new(
-            cipher
-                .decrypt(
-                    Nonce::from_slice(&nonce),
-                    Payload {
-                        msg: &wrapped,
-                        aad: WRAP_AAD,
-                    },
-                )
-                .map_err(|_| CryptError::WrongPassphrase)?,
-        );
+        let mut buf = Zeroizing::new(wrapped);
+        let nonce: [u8; 12] = nonce.try_into().expect("checked above");
+        let plain = wrap_cipher(&kek)
+            .open_in_place(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(WRAP_AAD),
+                &mut buf,
+            )
+            .map_err(|_| CryptError::WrongPassphrase)?;
         let mut mk = [0u8; 32];
-        mk.copy_from_slice(&plain);
+        mk.copy_from_slice(plain);
         Ok(MasterKey::from_bytes(mk))
     }
 }
