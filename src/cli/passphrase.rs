@@ -179,7 +179,7 @@ async fn join(store: &StoreConfig, inner: &dyn ObjectStore) -> anyhow::Result<()
         Some(p) => p,
         None => ask(&format!("Passphrase of {}: ", inner.describe()))?,
     };
-    open_record(&record, passphrase.clone(), inner).await?;
+    open_record(store, &record, passphrase.clone(), inner).await?;
     keep(store, &passphrase);
     Ok(())
 }
@@ -203,7 +203,7 @@ async fn change(store: &StoreConfig, inner: Arc<dyn ObjectStore>) -> anyhow::Res
         Some(p) => p,
         None => ask(&format!("Current passphrase of {}: ", inner.describe()))?,
     };
-    let mk = open_record(&record, current, inner.as_ref()).await?;
+    let mk = open_record(store, &record, current, inner.as_ref()).await?;
     let new = new_passphrase(NEW_PASSPHRASE_FILE_ENV)?;
     f.encryption = Some(wrap(mk, new.clone()).await?);
     inner
@@ -219,11 +219,12 @@ async fn change(store: &StoreConfig, inner: Arc<dyn ObjectStore>) -> anyhow::Res
 }
 
 async fn open_record(
+    store: &StoreConfig,
     record: &KeyRecord,
     passphrase: Zeroizing<String>,
     inner: &dyn ObjectStore,
 ) -> anyhow::Result<MasterKey> {
-    match encrypted::unwrap_key(record.clone(), passphrase).await? {
+    match encrypted::open_record(&store.url, record.clone(), passphrase).await? {
         Ok(mk) => Ok(mk),
         Err(CryptError::WrongPassphrase) => bail!(
             "wrong passphrase for {} (nothing was changed)",

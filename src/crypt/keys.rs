@@ -189,24 +189,16 @@ impl KeyRecord {
 
     /// The master key, if `passphrase` is the one the record was wrapped with.
     pub fn unwrap(&self, passphrase: &str) -> Result<MasterKey, CryptError> {
-        if self.format != FORMAT_NAME {
-            return Err(CryptError::BadKeyRecord(format!(
-                "format {:?}, this songfs knows {FORMAT_NAME}",
-                self.format
-            )));
-        }
-        let nonce = hex::decode(&self.nonce)
-            .ok()
-            .filter(|n| n.len() == 12)
-            .ok_or_else(|| CryptError::BadKeyRecord("nonce is not 12 hex bytes".into()))?;
-        let wrapped = hex::decode(&self.wrapped)
-            .ok()
-            .filter(|w| w.len() == 48)
-            .ok_or_else(|| CryptError::BadKeyRecord("wrapped key is not 48 hex bytes".into()))?;
-        let kek = self.kdf.derive(passphrase)?;
+        self.parts()?;
+        self.unwrap_with(&self.kdf.derive(passphrase)?)
+    }
+
+    /// The master key, if `kek` is the key-encryption key of the record's wrap (one
+    /// this device derived from the passphrase before: `crypt::kept_key`).
+    pub fn unwrap_with(&self, kek: &SecretKey) -> Result<MasterKey, CryptError> {
+        let (nonce, wrapped) = self.parts()?;
         let mut buf = Zeroizing::new(wrapped);
-        let nonce: [u8; 12] = nonce.try_into().expect("checked above");
-        let plain = wrap_cipher(&kek)
+        let plain = wrap_cipher(kek)
             .open_in_place(
                 Nonce::assume_unique_for_key(nonce),
                 Aad::from(WRAP_AAD),
@@ -216,6 +208,25 @@ impl KeyRecord {
         let mut mk = [0u8; 32];
         mk.copy_from_slice(plain);
         Ok(MasterKey::from_bytes(mk))
+    }
+
+    /// The wrap's nonce and ciphertext, checked.
+    fn parts(&self) -> Result<([u8; 12], Vec<u8>), CryptError> {
+        if self.format != FORMAT_NAME {
+            return Err(CryptError::BadKeyRecord(format!(
+                "format {:?}, this songfs knows {FORMAT_NAME}",
+                self.format
+            )));
+        }
+        let nonce = hex::decode(&self.nonce)
+            .ok()
+            .and_then(|n| <[u8; 12]>::try_from(n).ok())
+            .ok_or_else(|| CryptError::BadKeyRecord("nonce is not 12 hex bytes".into()))?;
+        let wrapped = hex::decode(&self.wrapped)
+            .ok()
+            .filter(|w| w.len() == 48)
+            .ok_or_else(|| CryptError::BadKeyRecord("wrapped key is not 48 hex bytes".into()))?;
+        Ok((nonce, wrapped))
     }
 }
 

@@ -3,10 +3,12 @@
 //! `keys` holds the master key and its passphrase wrap (Argon2id + AES-256-GCM), `names`
 //! turns a blob's plaintext hash into a keyed name, `chunks` seals and opens one object
 //! in authenticated 64 KiB chunks, `passphrase` finds a device's passphrase (a script's
-//! file, else the keyring through `crate::secrets`). Nothing here does store I/O (that is `store::encrypted`), prints, or logs a
+//! file, else the keyring through `crate::secrets`), `kept_key` keeps the key Argon2id
+//! derived from it beside it, so opening the store again costs no second derivation. Nothing here does store I/O (that is `store::encrypted`), prints, or logs a
 //! secret: keys are zeroized on drop and never formatted.
 
 pub mod chunks;
+pub mod kept_key;
 pub mod keys;
 pub mod names;
 pub mod passphrase;

@@ -14,9 +14,14 @@ pub const PASSPHRASE_FILE_ENV: &str = "SONGFS_PASSPHRASE_FILE";
 /// The keyring account of this device's passphrase of the store at `store_url`: one
 /// per songfs home, so two homes of one user (two test devices) never share it.
 pub fn passphrase_account(store_url: &str) -> String {
+    device_account("store-passphrase", store_url)
+}
+
+/// `kind/<this songfs home>/<store_url>`: a keyring account of this device for the store.
+pub fn device_account(kind: &str, store_url: &str) -> String {
     let home = crate::config::Home::from_env().root;
     let home = std::path::absolute(&home).unwrap_or(home);
-    format!("store-passphrase/{}/{store_url}", home.display())
+    format!("{kind}/{}/{store_url}", home.display())
 }
 
 /// The passphrase in `$SONGFS_PASSPHRASE_FILE` (its first line), if the variable is set.
@@ -61,7 +66,9 @@ pub fn keep_passphrase(store_url: &str, passphrase: &str) -> SecretResult<Locati
     secrets::set_passphrase(&passphrase_account(store_url), passphrase)
 }
 
-/// Forgets the passphrase kept for `store_url`; true if one was kept.
+/// Forgets the passphrase kept for `store_url`, and the key derived from it; true if a
+/// passphrase was kept.
 pub fn forget_passphrase(store_url: &str) -> SecretResult<bool> {
+    super::kept_key::forget(store_url)?;
     secrets::delete_passphrase(&passphrase_account(store_url))
 }

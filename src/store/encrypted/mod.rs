@@ -21,115 +21,20 @@ use bytes::Bytes;
 use super::body::{Body, BodyReader};
 use super::format::FORMAT_KEY;
 use super::{ObjectStore, StoreError, StoreResult};
-use crate::config::{Home, StoreConfig};
 use crate::crypt::chunks::{self, Header, ObjectCipher, CHUNK, HEADER_LEN, SEALED_CHUNK};
-use crate::crypt::keys::{KeyRecord, MasterKey, Subkeys};
-use crate::crypt::{names, passphrase, CryptError};
+use crate::crypt::keys::{MasterKey, Subkeys};
+use crate::crypt::{names, CryptError};
 use sealed_file::SealedFile;
+pub use unlock::{key_record, open_record, unlock};
 
 mod sealed_file;
+mod unlock;
 
 /// Objects at least this large are sealed and opened on the blocking pool, so a big
 /// blob does not stall the async workers.
 const OFFLOAD_BYTES: usize = 256 * 1024;
 /// Headers of immutable blobs remembered for ranged reads (cleared when full).
 const HEADER_MEMORY: usize = 4096;
-
-/// Opens the encrypted store `inner` with the passphrase this device keeps for it.
-pub async fn unlock(inner: Arc<dyn ObjectStore>, cfg: &StoreConfig) -> StoreResult<EncryptedStore> {
-    let home = Home::from_env();
-    let record = match key_record(inner.as_ref()).await {
-        Ok(r) => {
-            remember_record(&home, &r);
-            r
-        }
-        // Store down or disk not attached: the copy kept at the last unlock lets the
-        // mount come up offline (it is the wrapped key, useless without the passphrase).
-        Err(e @ (StoreError::NotFound { .. } | StoreError::Unreachable { .. })) => {
-            match remembered_record(&home) {
-                Some(r) => {
-                    tracing::warn!(store = %inner.describe(), error = %e, "key record not readable from the store: using the copy kept at the last unlock");
-                    r
-                }
-                None => return Err(e),
-            }
-        }
-        Err(e) => return Err(e),
-    };
-    let locked = |why: String| StoreError::Locked {
-        store: inner.describe(),
-        why,
-    };
-    let passphrase = passphrase::stored_passphrase(&cfg.url)
-        .map_err(&locked)?
-        .ok_or_else(|| {
-            locked(format!(
-                "this device keeps no passphrase for it: run `songfs passphrase enter` on a terminal \
-                 (or set {}=FILE)",
-                passphrase::PASSPHRASE_FILE_ENV
-            ))
-        })?;
-    let master = unwrap_key(record, passphrase).await?.map_err(|e| match e {
-        CryptError::WrongPassphrase => locked(
-            "the passphrase this device keeps for it does not open it (changed on another device?): \
-             run `songfs passphrase enter` to give the new one"
-                .into(),
-        ),
-        e => locked(e.to_string()),
-    })?;
-    Ok(EncryptedStore::new(
-        inner,
-        &master,
-        home.root.join("sealing"),
-    ))
-}
-
-/// Where a device keeps the copy of its store's key record (not a secret).
-fn record_copy(home: &Home) -> PathBuf {
-    home.root.join("store-key.json")
-}
-
-fn remember_record(home: &Home, record: &KeyRecord) {
-    let path = record_copy(home);
-    let tmp = path.with_extension("json.tmp");
-    let written = serde_json::to_vec_pretty(record)
-        .map_err(std::io::Error::other)
-        .and_then(|b| std::fs::write(&tmp, b))
-        .and_then(|()| std::fs::rename(&tmp, &path));
-    if let Err(e) = written {
-        tracing::debug!(path = %path.display(), error = %e, "key record copy not kept");
-    }
-}
-
-fn remembered_record(home: &Home) -> Option<KeyRecord> {
-    serde_json::from_slice(&std::fs::read(record_copy(home)).ok()?).ok()
-}
-
-/// The key record in the store's `songfs.json`; an error if it has none.
-pub async fn key_record(inner: &dyn ObjectStore) -> StoreResult<KeyRecord> {
-    match super::format::read(inner).await? {
-        Some(f) => f.encryption.ok_or_else(|| StoreError::Locked {
-            store: inner.describe(),
-            why: format!(
-                "its {FORMAT_KEY} now says it is not: refusing to use it in the clear \
-                 (someone may have replaced {FORMAT_KEY}; restore it from another device)"
-            ),
-        }),
-        None => Err(StoreError::NotFound {
-            key: FORMAT_KEY.into(),
-        }),
-    }
-}
-
-/// Argon2id is slow on purpose: it runs on the blocking pool.
-pub async fn unwrap_key(
-    record: KeyRecord,
-    passphrase: zeroize::Zeroizing<String>,
-) -> StoreResult<Result<MasterKey, CryptError>> {
-    tokio::task::spawn_blocking(move || record.unwrap(&passphrase))
-        .await
-        .map_err(|e| StoreError::Other(format!("key derivation task failed: {e}")))
-}
 
 pub struct EncryptedStore {
     inner: Arc<dyn ObjectStore>,
