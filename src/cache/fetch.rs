@@ -30,6 +30,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures::future::{BoxFuture, FutureExt, Shared};
 
+use super::info::Fetched;
 use super::{lock, Cache, CacheError};
 use crate::content::{blob_key, chunk_count, BlobInfo, CHUNK_SIZE};
 use crate::store::StoreError;
@@ -174,16 +175,26 @@ impl Cache {
         root: Option<&str>,
         mut early: EarlyChunk,
     ) -> Result<BlobInfo, CacheError> {
-        let info = Arc::new(self.fetch_info(hash, size, root).await?);
+        let (info, new) = match self.fetch_checked_info(hash, size, root).await? {
+            Fetched::Known(info) => (Arc::new(info), false),
+            Fetched::New(info) => (Arc::new(info), true),
+        };
         debug_assert_eq!(chunk_count(info.size), chunk_count(size));
         let i = early.chunk;
-        let mut flights = lock(&self.flights);
-        let present = lock(&self.state)
-            .entries
-            .get(hash)
-            .is_some_and(|e| e.present.get(i));
-        if !present && !flights.by_chunk.contains_key(&(hash.to_string(), i)) {
-            self.start_flight(&mut flights, &info, i..i + 1, early.task.take());
+        {
+            let mut flights = lock(&self.flights);
+            let present = lock(&self.state)
+                .entries
+                .get(hash)
+                .is_some_and(|e| e.present.get(i));
+            if !present && !flights.by_chunk.contains_key(&(hash.to_string(), i)) {
+                self.start_flight(&mut flights, &info, i..i + 1, early.task.take());
+            }
+        }
+        // Kept once the flight verifies the early bytes on another worker: the index
+        // write (an fsync) no longer comes before it on a first read's path.
+        if new {
+            self.keep_info(&info)?;
         }
         Ok(Arc::unwrap_or_clone(info))
     }

@@ -30,11 +30,27 @@ impl Cache {
         size: u64,
         root: Option<&str>,
     ) -> Result<BlobInfo, CacheError> {
+        match self.fetch_checked_info(hash, size, root).await? {
+            Fetched::Known(info) => Ok(info),
+            Fetched::New(info) => {
+                self.keep_info(&info)?;
+                Ok(info)
+            }
+        }
+    }
+
+    /// As `fetch_info`, leaving a new record for the caller to keep.
+    pub(super) async fn fetch_checked_info(
+        &self,
+        hash: &str,
+        size: u64,
+        root: Option<&str>,
+    ) -> Result<Fetched, CacheError> {
         if !is_valid_hash(hash) {
             return Err(CacheError::InvalidHash { hash: hash.into() });
         }
         if let Some(info) = self.blob_info(hash) {
-            return Ok(info);
+            return Ok(Fetched::Known(info));
         }
         let key = chunks_key(hash);
         let got = self
@@ -66,9 +82,19 @@ impl Cache {
                 "{key} does not match the chunk root {root} its entry carries (altered in the store)"
             )));
         }
-        lock(&self.index).put_info(&info)?;
-        Ok(info)
+        Ok(Fetched::New(info))
     }
+
+    /// Keeps a checked record in the index.
+    pub(super) fn keep_info(&self, info: &BlobInfo) -> Result<(), CacheError> {
+        lock(&self.index).put_info(info)
+    }
+}
+
+/// A checked record, and whether it is new here (to be kept).
+pub(super) enum Fetched {
+    Known(BlobInfo),
+    New(BlobInfo),
 }
 
 pub(super) fn empty_info() -> BlobInfo {
