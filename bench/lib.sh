@@ -171,6 +171,17 @@ new_device() {
   echo "$home"
 }
 
+# sealed_size BYTES: what a blob of BYTES occupies in the store: as is, or, encrypted,
+# the 48-byte header plus a 16-byte tag per 64 KiB chunk (doc/FORMAT.md).
+sealed_size() {
+  if [ "${ENCRYPTED:-0}" = 1 ]; then echo $((48 + $1 + 16 * (($1 + 65535) / 65536))); else echo "$1"; fi
+}
+# blob_landed MARK SIZE: a blob object newer than MARK is in s3s-fs's folder, whole
+# (an encrypted store's blob names are keyed MACs, so the blob is found by its size).
+blob_landed() {
+  find "$WORK/s3/$BUCKET/$STORE_PREFIX/blobs" -type f -newer "$1" -size "$(sealed_size "$2")c" 2>/dev/null | grep -q .
+}
+
 # daemon_pid HOME: the running daemon holds daemon.lock and wrote its pid in it.
 daemon_pid() { cat "$1/daemon.lock" 2>/dev/null; }
 

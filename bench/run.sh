@@ -94,16 +94,6 @@ record put_ms "${runs[@]}"
 
 # ---------------------------------------------------------------- songfs
 
-# sealed_size BYTES: what a blob of BYTES occupies in the store: as is, or, encrypted,
-# the 48-byte header plus a 16-byte tag per 64 KiB chunk (doc/FORMAT.md).
-sealed_size() {
-  if [ "$ENCRYPTED" = 1 ]; then echo $((48 + $1 + 16 * (($1 + 65535) / 65536))); else echo "$1"; fi
-}
-# blob_landed MARK SIZE: a blob object newer than MARK is in s3s-fs's folder, whole
-# (an encrypted store's blob names are keyed MACs, so the blob is found by its size).
-blob_landed() {
-  find "$WORK/s3/$BUCKET/$STORE_PREFIX/blobs" -type f -newer "$1" -size "$(sealed_size "$2")c" 2>/dev/null | grep -q .
-}
 
 # cold_device N: a NEW device on the store (its own empty cache, no chunk-hash records),
 # mounted at $WORK/mnt-<store>-cN; sets COLD_HOME, COLD_DIR and COLD_SYNC_MS: from the
