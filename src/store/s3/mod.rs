@@ -31,7 +31,7 @@ use aws_sdk_s3::config::timeout::TimeoutConfig;
 use aws_sdk_s3::config::{
     BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
 };
-use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::error::ProvideErrorMetadata;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::Client;
 use bytes::Bytes;
@@ -39,8 +39,10 @@ use bytes::Bytes;
 use super::body::Body;
 use super::{ObjectStore, StoreError, StoreResult};
 use crate::config::StoreConfig;
+use errors::{is_not_implemented, is_precondition_failed, BROKE_OFF};
 use upload::Upload;
 
+mod errors;
 mod upload;
 
 /// S3's smallest allowed multipart part (all parts but the last).
@@ -50,9 +52,6 @@ const MAX_PARTS: u64 = 10_000;
 /// Slowest upload speed we still wait for (about a 1 Mbit/s uplink): an upload's
 /// time-to-response bound grows by its size at this rate.
 const MIN_UPLOAD_BYTES_PER_SEC: u64 = 128 * 1024;
-
-/// What to do when S3 refuses the keys (other stores say their own).
-const S3_KEYS_HINT: &str = "check the credentials (`songfs init --force --s3-access-key KEY_ID --password-stdin`, AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or ~/.aws)";
 
 /// Knobs of the S3 store. `Default` is what `songfs` uses.
 #[derive(Debug, Clone)]
@@ -220,132 +219,11 @@ impl S3Store {
         )
     }
 
-    /// Turns an SDK error into a StoreError that names what failed and what to do.
-    fn error<E>(
-        &self,
-        key: &str,
-        err: SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
-    ) -> StoreError
-    where
-        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-    {
-        let status = err.raw_response().map(|r| r.status().as_u16());
-        let code = err.code().unwrap_or("").to_string();
-        let message = err.message().unwrap_or("").to_string();
-        if let SdkError::DispatchFailure(_)
-        | SdkError::TimeoutError(_)
-        | SdkError::ConstructionFailure(_) = &err
-        {
-            let chain = DisplayErrorContext(&err).to_string();
-            if chain.contains("credentials") {
-                // The chain lists every provider it tried, over many lines: log that,
-                // keep the error to one line.
-                tracing::debug!(store = %self.describe(), error = %chain, "no AWS credentials");
-                return StoreError::Denied {
-                    detail: format!(
-                        "no AWS credentials found for {}: {S3_KEYS_HINT}",
-                        self.where_()
-                    ),
-                };
-            }
-            let cause = one_line(&root_cause(&err));
-            return match &err {
-                SdkError::ConstructionFailure(_) => {
-                    StoreError::Other(format!("cannot build a request for {key}: {cause}"))
-                }
-                _ => StoreError::Unreachable {
-                    detail: format!("{}: {cause}", self.where_()),
-                },
-            };
-        }
-        if let SdkError::ResponseError(_) = &err {
-            return StoreError::Unreachable {
-                detail: format!(
-                    "{} sent a broken response ({})",
-                    self.where_(),
-                    one_line(&root_cause(&err))
-                ),
-            };
-        }
-        let said = one_line(&if message.is_empty() {
-            code.clone()
-        } else {
-            format!("{code}: {message}")
-        });
-        match (code.as_str(), status) {
-            ("NoSuchBucket", _) => StoreError::NoSuchBucket {
-                bucket: format!("{} at {}", self.bucket, self.where_()),
-            },
-            ("NoSuchKey" | "NotFound", _) | (_, Some(404)) => StoreError::NotFound {
-                key: key.to_string(),
-            },
-            ("InvalidAccessKeyId" | "SignatureDoesNotMatch" | "AccessDenied", _)
-            | (_, Some(401 | 403)) => StoreError::Denied {
-                detail: format!(
-                    "{} answered {} for {key}: {S3_KEYS_HINT}",
-                    self.where_(),
-                    if said.is_empty() {
-                        "403 Forbidden".into()
-                    } else {
-                        said
-                    }
-                ),
-            },
-            ("InvalidBucketName", _) => StoreError::BadUrl {
-                url: format!("s3://{}", self.bucket),
-                why: format!(
-                    "{} rejects this bucket name: use 3-63 lowercase letters, digits, '-' or '.'",
-                    self.where_()
-                ),
-            },
-            ("PermanentRedirect" | "AuthorizationHeaderMalformed", _) | (_, Some(301)) => {
-                StoreError::Other(format!(
-                    "the bucket {} is in another region than {} ({said}): set --s3-region",
-                    self.bucket, self.region
-                ))
-            }
-            _ => StoreError::Other(format!(
-                "{} answered {} for {key}{}",
-                self.where_(),
-                status.map(|s| s.to_string()).unwrap_or_default(),
-                if said.is_empty() {
-                    String::new()
-                } else {
-                    format!(" ({said})")
-                }
-            )),
-        }
-    }
-
-    fn is_precondition_failed<E: ProvideErrorMetadata>(
-        err: &SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
-    ) -> bool {
-        err.code() == Some("PreconditionFailed")
-            || err.raw_response().map(|r| r.status().as_u16()) == Some(412)
-    }
-
-    fn is_not_implemented<E: ProvideErrorMetadata>(
-        err: &SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
-    ) -> bool {
-        err.code() == Some("NotImplemented")
-            || err.raw_response().map(|r| r.status().as_u16()) == Some(501)
-    }
-
     async fn collect_body(&self, key: &str, body: ByteStream) -> StoreResult<Bytes> {
         body.collect()
             .await
             .map(|b| b.into_bytes())
             .map_err(|e| self.broke_off(key, &e))
-    }
-
-    fn broke_off(&self, key: &str, e: &(dyn std::error::Error + 'static)) -> StoreError {
-        StoreError::Unreachable {
-            detail: format!(
-                "{}: reading {key} {BROKE_OFF} ({})",
-                self.where_(),
-                root_cause(e)
-            ),
-        }
     }
 
     /// One ranged GET. A server that ignores `Range` sends the whole object: only the
@@ -400,23 +278,6 @@ impl S3Store {
     }
 }
 
-/// What a body read that failed half-way says (retried by `get_range`).
-const BROKE_OFF: &str = "broke off";
-
-/// Texts from servers and credential providers may span lines; our messages are one.
-fn one_line(s: &str) -> String {
-    s.split_whitespace().collect::<Vec<_>>().join(" ")
-}
-
-/// The innermost cause of an error: the part that says what actually happened.
-fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut cur = err;
-    while let Some(next) = cur.source() {
-        cur = next;
-    }
-    cur.to_string()
-}
-
 #[async_trait]
 impl ObjectStore for S3Store {
     async fn put(&self, key: &str, data: Bytes) -> StoreResult<()> {
@@ -468,8 +329,8 @@ impl ObjectStore for S3Store {
                 .await;
             match sent {
                 Ok(_) => return Ok(true),
-                Err(e) if Self::is_precondition_failed(&e) => return Ok(false),
-                Err(e) if Self::is_not_implemented(&e) => {
+                Err(e) if is_precondition_failed(&e) => return Ok(false),
+                Err(e) if is_not_implemented(&e) => {
                     tracing::info!(
                         store = %self.describe(),
                         "the server does not support conditional PUT; using HEAD then PUT"

@@ -20,7 +20,8 @@ use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use http_body::{Frame, SizeHint};
 
-use super::{root_cause, S3Store, MAX_PARTS};
+use super::errors::root_cause;
+use super::{S3Store, MAX_PARTS};
 use crate::store::body::Body;
 use crate::store::{StoreError, StoreResult};
 
