@@ -89,7 +89,7 @@ use std::time::{Duration, Instant};
 
 use crate::content::{chunk_count, is_valid_hash, BlobInfo};
 use crate::store::{ObjectStore, StoreError};
-pub use fetch::EarlyChunk;
+pub use fetch::{EarlyChunk, Lookup};
 use index::Index;
 use info::check_info;
 use persist::{empty_dir, recover_entry, remove_orphans, start_flusher};

@@ -22,7 +22,7 @@ use bytes::Bytes;
 use super::error::FsResult;
 use super::filesystem::{lock, SongFs, EMPTY_HASH};
 use super::staging::pread;
-use crate::cache::{BlobState, ReadAhead};
+use crate::cache::{Lookup, ReadAhead};
 use crate::catalog::Node;
 use crate::content::BlobInfo;
 
@@ -151,24 +151,10 @@ impl SongFs {
     /// trip for the first bytes).
     pub(super) async fn blob_info(&self, node: &Node, offset: Option<u64>) -> FsResult<BlobInfo> {
         let hash = node.hash.as_deref().unwrap_or(EMPTY_HASH);
-        // A blob this cache holds no byte of has, nearly always, no record here either
-        // (a record is kept with the blob's first chunk): its chunk's GET goes out before
-        // the index lookup, which after a page-cache drop reads the disk (1.5 ms traced
-        // on a new device's first read). A record found after all drops the GET.
-        let remote = offset.is_some() && self.cache.state(hash) == BlobState::Remote;
-        let mut early = match offset {
-            Some(at) if remote => self.cache.send_chunk_get(hash, node.size, at).await,
-            _ => None,
+        let early = match self.cache.known_info_or_get(hash, node.size, offset).await {
+            Lookup::Known(info) => return Ok(info),
+            Lookup::Missing(early) => early,
         };
-        if let Some(i) = self.cache.blob_info(hash) {
-            return Ok(i);
-        }
-        if early.is_none() {
-            early = match offset {
-                Some(at) => self.cache.send_chunk_get(hash, node.size, at).await,
-                None => None,
-            };
-        }
         let root = self.catalog.chunk_root(hash)?;
         let root = root.as_deref();
         Ok(match early {
