@@ -54,6 +54,21 @@ impl LocalStore {
         Ok(self.root.join(key))
     }
 
+    /// Writes the object `key` as `fill` writes its temp file, then renames it into place.
+    async fn put_with(
+        &self,
+        key: &str,
+        fill: impl FnOnce(&mut std::fs::File) -> std::io::Result<()> + Send + 'static,
+    ) -> StoreResult<()> {
+        let path = self.path_of(key)?;
+        let (root, make_root) = (self.root.clone(), self.make_root);
+        blocking(move || {
+            let tmp = Self::write_temp(&root, make_root, &path, fill)?;
+            std::fs::rename(&tmp, &path).map_err(|e| io_err(&path, e))
+        })
+        .await
+    }
+
     /// Writes `data` to a fresh temp file beside `path`; returns the temp path. The
     /// folders below the root are made as needed, the root never: a missing root is a
     /// disk not attached, and a folder made in its place would take writes that belong
@@ -128,13 +143,7 @@ async fn blocking<T: Send + 'static>(
 #[async_trait]
 impl ObjectStore for LocalStore {
     async fn put(&self, key: &str, data: Bytes) -> StoreResult<()> {
-        let path = self.path_of(key)?;
-        let (root, make_root) = (self.root.clone(), self.make_root);
-        blocking(move || {
-            let tmp = Self::write_temp(&root, make_root, &path, |f| f.write_all(&data))?;
-            std::fs::rename(&tmp, &path).map_err(|e| io_err(&path, e))
-        })
-        .await
+        self.put_with(key, move |f| f.write_all(&data)).await
     }
 
     async fn put_file(&self, key: &str, src: &Path) -> StoreResult<()> {
@@ -152,20 +161,10 @@ impl ObjectStore for LocalStore {
     }
 
     async fn put_body(&self, key: &str, body: Arc<dyn Body>) -> Option<StoreResult<()>> {
-        let path = match self.path_of(key) {
-            Ok(p) => p,
-            Err(e) => return Some(Err(e)),
+        let copy = move |f: &mut std::fs::File| {
+            std::io::copy(&mut BodyReader::new(body.as_ref()), f).map(drop)
         };
-        let (root, make_root) = (self.root.clone(), self.make_root);
-        Some(
-            blocking(move || {
-                let tmp = Self::write_temp(&root, make_root, &path, |f| {
-                    std::io::copy(&mut BodyReader::new(body.as_ref()), f).map(|_| ())
-                })?;
-                std::fs::rename(&tmp, &path).map_err(|e| io_err(&path, e))
-            })
-            .await,
-        )
+        Some(self.put_with(key, copy).await)
     }
 
     async fn put_if_absent(&self, key: &str, data: Bytes) -> StoreResult<bool> {
