@@ -189,8 +189,15 @@ impl KeyRecord {
 
     /// The master key, if `passphrase` is the one the record was wrapped with.
     pub fn unwrap(&self, passphrase: &str) -> Result<MasterKey, CryptError> {
+        self.unwrap_with(&self.kek(passphrase)?)
+    }
+
+    /// The key-encryption key `passphrase` gives under this record's parameters (Argon2id:
+    /// slow on purpose), after checking the record's shape, so a malformed record fails
+    /// before the derivation.
+    pub fn kek(&self, passphrase: &str) -> Result<SecretKey, CryptError> {
         self.parts()?;
-        self.unwrap_with(&self.kdf.derive(passphrase)?)
+        self.kdf.derive(passphrase)
     }
 
     /// The master key, if `kek` is the key-encryption key of the record's wrap (one

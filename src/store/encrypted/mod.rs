@@ -305,9 +305,8 @@ impl ObjectStore for EncryptedStore {
             return done.map_err(|e| with_key(e, key));
         }
         let dir = self.scratch.clone();
-        let sealed = tokio::task::spawn_blocking(move || spool(body.as_ref(), &dir))
-            .await
-            .map_err(|e| StoreError::Other(format!("encryption task failed: {e}")))?
+        let sealed = offload(move || spool(body.as_ref(), &dir), true)
+            .await?
             .map_err(io)?;
         let put = self.inner.put_file(&stored, &sealed).await;
         let _ = std::fs::remove_file(&sealed);

@@ -115,7 +115,7 @@ pub async fn open_record(
     }
     let url = store_url.to_string();
     tokio::task::spawn_blocking(move || {
-        let kek = record.kdf.derive(&passphrase)?;
+        let kek = record.kek(&passphrase)?;
         let mk = record.unwrap_with(&kek)?;
         kept_key::keep(&url, &record, &passphrase, &kek);
         Ok(mk)
