@@ -322,6 +322,7 @@ async fn the_limit_holds_while_a_blob_larger_than_the_cache_streams_through() {
     let (small, small_data) = fx.remote_blob(2 * CHUNK, 7).await;
     fx.cache.read(&small, 0, 1).await.unwrap();
     let (big, data) = fx.remote_blob(24 * CHUNK + 3, 8).await;
+    let big = Arc::new(big);
     let ra = ReadAhead::default();
     let mut offset = 0;
     while offset < big.size {
@@ -358,6 +359,7 @@ async fn the_limit_holds_while_a_blob_larger_than_the_cache_streams_through() {
 async fn sequential_reads_prefetch_ahead_and_a_seek_fetches_only_what_it_needs() {
     let fx = Fx::new(256 * CHUNK);
     let (info, data) = fx.remote_blob(40 * CHUNK, 9).await;
+    let info = Arc::new(info);
     let ra = ReadAhead::default();
     for k in 0..4u64 {
         let got = fx
@@ -1026,7 +1028,8 @@ async fn concurrent_random_reads_under_eviction_pressure_are_always_correct() {
     let fx = Fx::new(4 * CHUNK);
     let mut blobs = Vec::new();
     for seed in 40..43 {
-        blobs.push(Arc::new(fx.remote_blob(12 * CHUNK + seed, seed).await));
+        let (info, data) = fx.remote_blob(12 * CHUNK + seed, seed).await;
+        blobs.push(Arc::new((Arc::new(info), data)));
     }
     let readers = (0..6u64).map(|r| {
         let (cache, blobs) = (fx.cache.clone(), blobs.clone());

@@ -117,7 +117,7 @@ impl Cache {
     pub async fn read_ahead(
         &self,
         ra: &ReadAhead,
-        blob: &BlobInfo,
+        blob: &Arc<BlobInfo>,
         offset: u64,
         len: u32,
     ) -> Result<Bytes, CacheError> {
@@ -149,12 +149,18 @@ impl Cache {
         }
     }
 
-    fn spawn_prefetch(&self, blob: &BlobInfo, bytes: Range<u64>, epoch: Arc<AtomicU64>, at: u64) {
+    fn spawn_prefetch(
+        &self,
+        blob: &Arc<BlobInfo>,
+        bytes: Range<u64>,
+        epoch: Arc<AtomicU64>,
+        at: u64,
+    ) {
         if super::check_info(blob).is_err() {
             return;
         }
         let cache = self.me.upgrade().expect("a cache in use is alive");
-        let info = Arc::new(blob.clone());
+        let info = blob.clone();
         let first = bytes.start / CHUNK_SIZE;
         let last = (bytes.end - 1) / CHUNK_SIZE + 1;
         let step = fetch::MAX_RUN_CHUNKS;

@@ -19,12 +19,15 @@ impl Cache {
     /// Fetched chunks are in the cache when this returns (`read_ahead`, the filesystem's
     /// path, answers before they are written).
     pub async fn read(&self, blob: &BlobInfo, offset: u64, len: u32) -> Result<Bytes, CacheError> {
-        self.read_kept(blob, offset, len, true).await
+        self.read_kept(&Arc::new(blob.clone()), offset, len, true)
+            .await
     }
 
+    /// `read` on shared chunk hashes: a reader's stream of reads (`read_ahead`) hands the
+    /// same list every time instead of copying its thousands of hashes per read.
     pub(super) async fn read_kept(
         &self,
-        blob: &BlobInfo,
+        blob: &Arc<BlobInfo>,
         offset: u64,
         len: u32,
         kept: bool,
@@ -34,7 +37,6 @@ impl Cache {
         if offset >= end {
             return Ok(Bytes::new());
         }
-        let info = Arc::new(blob.clone());
         let chunks = offset / CHUNK_SIZE..(end - 1) / CHUNK_SIZE + 1;
         const ATTEMPTS: u32 = 4;
         for attempt in 1..=ATTEMPTS {
@@ -58,7 +60,7 @@ impl Cache {
                 .with_timeout(
                     &blob.hash,
                     // The last attempt does not count on the cache keeping anything.
-                    self.fetch_missing(&info, chunks.clone(), attempt == ATTEMPTS, kept),
+                    self.fetch_missing(blob, chunks.clone(), attempt == ATTEMPTS, kept),
                 )
                 .await??;
             // Everything not fetched must be present now; remember gen before reading.
