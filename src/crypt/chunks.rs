@@ -10,6 +10,7 @@
 
 use std::ops::Range;
 
+use bytes::{Bytes, BytesMut};
 use hkdf::Hkdf;
 use ring::aead::{Aad, LessSafeKey, Nonce, Tag, UnboundKey, AES_256_GCM};
 use sha2::Sha256;
@@ -189,62 +190,50 @@ impl ObjectCipher {
         out.extend_from_slice(tag.as_ref());
     }
 
-    /// Opens consecutive chunks from `first` on, `sealed` being exactly their bytes, and
-    /// appends their plaintext to `out`.
-    pub fn open_chunks_into(
-        &self,
-        first: u64,
-        sealed: &[u8],
-        out: &mut Vec<u8>,
-    ) -> Result<(), CryptError> {
-        let mut at = 0usize;
-        let mut i = first;
-        while at < sealed.len() || i == first {
+    /// Opens consecutive chunks from `first` on, `buf` being exactly their sealed bytes,
+    /// in place: the plaintext ends up at the front of `buf` (each chunk moves left by
+    /// the tags before it; ring decrypts from the later position into the earlier), and
+    /// its length is returned. No second buffer: a ranged read of 1 MiB would otherwise
+    /// fault in a fresh 1 MiB of pages for the copy. On an error `buf` holds garbage.
+    pub fn open_chunks_in_place(&self, first: u64, buf: &mut [u8]) -> Result<usize, CryptError> {
+        let (mut at, mut plain, mut i) = (0usize, 0usize, first);
+        while at < buf.len() || i == first {
             if i >= self.header.chunk_count() {
                 return Err(CryptError::Unauthentic { chunk: i });
             }
             let r = self.header.chunk_plain(i);
-            let len = (r.end - r.start) as usize + TAG_LEN as usize;
-            if at + len > sealed.len() {
+            let body = (r.end - r.start) as usize;
+            let len = body + TAG_LEN as usize;
+            if at + len > buf.len() {
                 return Err(CryptError::Unauthentic { chunk: i });
             }
-            let (body, tag) = sealed[at..at + len].split_at(len - TAG_LEN as usize);
-            let start = out.len();
-            out.extend_from_slice(body);
-            let tag = Tag::try_from(tag).expect("TAG_LEN bytes");
+            let tag = Tag::try_from(&buf[at + body..at + len]).expect("TAG_LEN bytes");
             self.cipher
                 .open_in_place_separate_tag(
                     self.nonce(i),
                     Aad::from(&self.header_bytes),
                     tag,
-                    &mut out[start..],
-                    0..,
+                    &mut buf[plain..at + body],
+                    at - plain..,
                 )
-                .map(drop)
-                .map_err(|_| {
-                    out.truncate(start);
-                    CryptError::Unauthentic { chunk: i }
-                })?;
-            at += len;
-            i += 1;
+                .map_err(|_| CryptError::Unauthentic { chunk: i })?;
+            (at, plain, i) = (at + len, plain + body, i + 1);
         }
-        Ok(())
+        Ok(plain)
     }
 
-    /// Plaintext `span` from the sealed bytes `span.sealed` of the object.
-    pub fn open_span(&self, span: &Span, sealed: &[u8]) -> Result<Vec<u8>, CryptError> {
+    /// Plaintext `span` from the sealed bytes `span.sealed` of the object, opened in
+    /// their own buffer (`open_chunks_in_place`); the answer is a view into it.
+    pub fn open_span(&self, span: &Span, mut sealed: BytesMut) -> Result<Bytes, CryptError> {
         let want = span.sealed.end - span.sealed.start;
         if sealed.len() as u64 != want {
             return Err(CryptError::Unauthentic {
                 chunk: span.chunks.start + sealed.len() as u64 / SEALED_CHUNK,
             });
         }
-        let mut plain =
-            Vec::with_capacity((span.chunks.end - span.chunks.start) as usize * CHUNK as usize);
-        self.open_chunks_into(span.chunks.start, sealed, &mut plain)?;
-        plain.drain(..span.skip);
-        plain.truncate(span.take);
-        Ok(plain)
+        let n = self.open_chunks_in_place(span.chunks.start, &mut sealed)?;
+        let end = (span.skip + span.take).min(n);
+        Ok(sealed.freeze().slice(span.skip.min(end)..end))
     }
 }
 
@@ -275,8 +264,9 @@ pub fn open(objects: &SecretKey, name: &str, sealed: &[u8]) -> Result<Vec<u8>, C
         });
     }
     let c = ObjectCipher::new(objects, name, header);
-    let mut plain = Vec::with_capacity(header.plain_len as usize);
-    c.open_chunks_into(0, &sealed[HEADER_LEN as usize..], &mut plain)?;
+    let mut plain = sealed[HEADER_LEN as usize..].to_vec();
+    let n = c.open_chunks_in_place(0, &mut plain)?;
+    plain.truncate(n);
     Ok(plain)
 }
 

@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use bytes::Bytes;
+use bytes::{Buf, Bytes, BytesMut};
 
 use super::body::{Body, BodyReader};
 use super::format::FORMAT_KEY;
@@ -179,18 +179,22 @@ impl EncryptedStore {
         }
         let skip = (span.sealed.start - sealed.start) as usize;
         let want = (span.sealed.end - span.sealed.start) as usize;
-        let part = if skip + want <= body.len() {
-            body.slice(skip..skip + want)
-        } else {
-            body.slice(body.len().min(skip)..)
-        };
+        // Narrowed in place, not sliced: the body must stay its buffer's only handle so
+        // it can be decrypted where it is (`open_span`).
+        let mut part = body;
+        part.advance(skip.min(part.len()));
+        part.truncate(want);
         let keys = self.keys.clone();
         let name = stored.to_string();
         let n = part.len();
         let opened = offload(
             move || {
                 let c = ObjectCipher::new(&keys.objects, &name, header);
-                c.open_span(&span, &part)
+                // The body's own buffer when nothing else holds it (the usual case).
+                let part = part
+                    .try_into_mut()
+                    .unwrap_or_else(|shared| BytesMut::from(&shared[..]));
+                c.open_span(&span, part)
             },
             self.offload_for(n),
         )
@@ -198,7 +202,7 @@ impl EncryptedStore {
         match opened {
             Ok(plain) => {
                 self.count(n + HEADER_LEN as usize);
-                Ok(Some(Bytes::from(plain)))
+                Ok(Some(plain))
             }
             // A remembered header may be stale (the blob was deleted and written again
             // with a new salt): forget it and let the caller try once more.
