@@ -83,6 +83,13 @@ for ((i = 0; i < RUNS; i++)); do
   runs+=("$(out_of "$RANGEGET" get --url "s3://$PEER_BUCKET" --endpoint "$ENDPOINT" f10 --offset 0 --len 65536)")
 done
 record rangeget_ms "${runs[@]}"
+# What songfs's first read asks for: the whole 256 KiB chunk its verification needs.
+runs=()
+for ((i = 0; i < RUNS; i++)); do
+  drop_caches
+  runs+=("$(out_of "$RANGEGET" get --url "s3://$PEER_BUCKET" --endpoint "$ENDPOINT" f10 --offset 0 --len 262144)")
+done
+record rangeget256k_ms "${runs[@]}"
 
 log "one PUT of 64 MiB (fresh bytes)"
 runs=()
@@ -92,18 +99,55 @@ for ((i = 0; i < RUNS; i++)); do
 done
 record put_ms "${runs[@]}"
 
+log "songfs's hashing of 64 MiB (fresh bytes, from memory)"
+# The work every write does on the bytes as they arrive (content/BackgroundHasher): a
+# floor under "write + close" that a faster copy path cannot go below.
+runs=()
+for ((i = 0; i < RUNS; i++)); do
+  fresh_w64
+  runs+=("$(out_of "$RANGEGET" hash "$DATA/w64")")
+done
+record hash_ms "${runs[@]}"
+
 # ---------------------------------------------------------------- songfs
 
+# Two suites of the same measurements: `songfs` on an unencrypted store and `enc` on an
+# encrypted one (--encrypt, default Argon2id cost: paid at init, not timed), both on the
+# one s3s-fs. They run interleaved, run by run, and which goes first alternates: a drift
+# over the run (the server's folder filling up, the disk's writeback, the page cache)
+# then falls on both alike instead of on whichever suite ran second.
+SUITES=(songfs enc)
+echo "bench-passphrase-$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')" >"$WORK/passphrase"
+export SONGFS_PASSPHRASE_FILE=$WORK/passphrase
 
-# cold_device N: a NEW device on the store (its own empty cache, no chunk-hash records),
-# mounted at $WORK/mnt-<store>-cN; sets COLD_HOME, COLD_DIR and COLD_SYNC_MS: from the
-# mount command to device a's whole library listed (its first sync: the namespace pull).
+# use_suite LABEL: points new_device, cold_device and blob_landed at that suite's store.
+use_suite() {
+  case $1 in
+    songfs) STORE_PREFIX=bench INIT_ARGS=() ENCRYPTED=0 ;;
+    enc) STORE_PREFIX=bench-enc INIT_ARGS=(--encrypt) ENCRYPTED=1 ;;
+  esac
+}
+
+declare -A HOME_A MNT_A SERIES # per suite: device a's home and mount; per LABEL_measure: the runs so far
+add_run() { SERIES[$1]="${SERIES[$1]:+${SERIES[$1]} }$2"; }
+
+# in_turn I: the suites still running, in run I's order (reversed on odd runs).
+LIVE=()
+in_turn() {
+  local s=("${LIVE[@]+"${LIVE[@]}"}") i
+  if (($1 % 2)); then for ((i = ${#s[@]} - 1; i >= 0; i--)); do echo "${s[$i]}"; done; else printf '%s\n' "${s[@]+"${s[@]}"}"; fi
+}
+
 # first_cycle_done HOME: the daemon of HOME reports a finished sync cycle.
 first_cycle_done() {
   SONGFS_HOME=$1 "$SONGFS" status --json 2>/dev/null |
     python3 -c 'import json, sys; sys.exit(0 if (json.load(sys.stdin).get("sync_cycles") or 0) >= 1 else 1)'
 }
 
+# cold_device N: a NEW device on the current suite's store (its own empty cache, no
+# chunk-hash records), mounted at $WORK/mnt-<store>-cN; sets COLD_HOME, COLD_DIR and
+# COLD_SYNC_MS: from the mount command to device a's whole library listed (its first
+# sync: the namespace pull).
 cold_device() {
   COLD_HOME=$(new_device "c$1") || return 1
   COLD_DIR=$WORK/mnt-$STORE_PREFIX-c$1
@@ -115,67 +159,81 @@ cold_device() {
   COLD_SYNC_MS=$(since_ms "$t0")
 }
 
-
-# songfs_suite LABEL: every songfs measurement on the store the globals name, recorded as
-# LABEL_<measure>; fails (returns 1, with a note) when songfs cannot be set up.
-songfs_suite() {
-  local L=$1 home_a ma i t0 mark blob t pid
-  local runs=() landed=() first=() cold=() synced=()
+# setup_suite LABEL: device a of the suite gets the test files through its mount, every
+# upload finished (so other devices can read everything and close -> blob does not queue
+# behind this backlog), then remounts. Fails (with a note) when songfs cannot be set up.
+setup_suite() {
+  local L=$1 home ma
+  use_suite "$L"
   log "$L: writing the test files through the mount"
-  home_a=$(new_device a) && ma=$WORK/mnt-$STORE_PREFIX-a && songfs_mount "$home_a" "$ma" ||
+  home=$(new_device a) && ma=$WORK/mnt-$STORE_PREFIX-a && songfs_mount "$home" "$ma" ||
     { NOTE[$L]="$L skipped: init/mount failed (see the lines above)"; return 1; }
   cp "$DATA/f256" "$DATA/f10" "$DATA/f1g" "$ma/" && cp -r "$DATA/many" "$ma/" ||
     { NOTE[$L]="$L skipped: copying into the mount failed"; return 1; }
-  # Every upload done before the unmount, so other devices can read everything and the
-  # close -> blob measurement below does not queue behind this backlog.
-  uploads_drained "$home_a" || log "$L: device a's uploads did not drain in 600 s"
-  songfs_unmount "$home_a" "$ma"
-  songfs_mount "$home_a" "$ma" || { NOTE[$L]="$L skipped: remounting device a failed"; return 1; }
+  uploads_drained "$home" || log "$L: device a's uploads did not drain in 600 s"
+  songfs_unmount "$home" "$ma"
+  songfs_mount "$home" "$ma" || { NOTE[$L]="$L skipped: remounting device a failed"; return 1; }
+  dd if="$ma/f256" of=/dev/null bs=1M 2>/dev/null # in songfs's cache for the cached reads
+  HOME_A[$L]=$home MNT_A[$L]=$ma
+}
 
-  log "$L: cached sequential read"
-  dd if="$ma/f256" of=/dev/null bs=1M 2>/dev/null # make sure it is in songfs's cache
-  for ((i = 0; i < RUNS; i++)); do drop_caches; runs+=("$(ms_of dd if="$ma/f256" of=/dev/null bs=1M)"); done
-  record "${L}_cached_read_ms" "${runs[@]}"
+for L in "${SUITES[@]}"; do setup_suite "$L" && LIVE+=("$L"); done
 
-  log "$L: ls -l of 5,000 files"
-  runs=()
-  for ((i = 0; i < RUNS; i++)); do drop_caches; runs+=("$(ms_of ls -l "$ma/many")"); done
-  record "${L}_ls_ms" "${runs[@]}"
-  [ "$(ls "$ma/many" | wc -l)" = 5000 ] || NOTE[${L}_ls]="$L listed $(ls "$ma/many" | wc -l) files, not 5000"
-
-  log "$L: write 64 MiB + close, then close -> blob in the store"
-  # Fresh bytes every run; the blob's arrival is seen in s3s-fs's own data folder (the
-  # object file at its full size), not in the daemon's status.
-  runs=()
-  mark=$WORK/mark-$L
-  for ((i = 0; i < RUNS; i++)); do
-    fresh_w64
-    touch "$mark"
-    runs+=("$(ms_of cp "$DATA/w64" "$ma/w64_$i")")
-    t0=$(now_ns)
-    if wait_fine "$WAIT_SECS" blob_landed "$mark" $((64 << 20)); then landed+=("$(since_ms "$t0")"); else landed+=(FAIL); fi
-    cmp -s "$DATA/w64" "$ma/w64_$i" || NOTE[${L}_write]="$L: the written file w64_$i reads back different!"
+log "cached sequential read; ls -l of 5,000 files"
+for ((i = 0; i < RUNS; i++)); do
+  for L in $(in_turn "$i"); do
+    drop_caches
+    add_run "${L}_cached_read_ms" "$(ms_of dd if="${MNT_A[$L]}/f256" of=/dev/null bs=1M)"
+    drop_caches
+    add_run "${L}_ls_ms" "$(ms_of ls -l "${MNT_A[$L]}/many")"
   done
-  record "${L}_write_ms" "${runs[@]}"
-  record "${L}_landed_ms" "${landed[@]}"
-  songfs_unmount "$home_a" "$ma"
+done
+for L in "${LIVE[@]+"${LIVE[@]}"}"; do
+  n=$(ls "${MNT_A[$L]}/many" | wc -l)
+  [ "$n" = 5000 ] || NOTE[${L}_ls]="$L listed $n files, not 5000"
+done
 
-  log "$L: cold reads (a new device for each run)"
-  for ((i = 0; i < RUNS; i++)); do
-    cold_device "$i" || { NOTE[${L}_cold]="$L: setting up a new device for a cold read failed"; return 0; }
-    synced+=("$COLD_SYNC_MS")
+log "write 64 MiB + close, then close -> blob in the store"
+# Fresh bytes every run; the blob's arrival is seen in s3s-fs's own data folder (the
+# object file at its full size), not in the daemon's status.
+for ((i = 0; i < RUNS; i++)); do
+  for L in $(in_turn "$i"); do
+    use_suite "$L"
+    fresh_w64
+    touch "$WORK/mark-$L"
+    add_run "${L}_write_ms" "$(ms_of cp "$DATA/w64" "${MNT_A[$L]}/w64_$i")"
+    t0=$(now_ns)
+    if wait_fine "$WAIT_SECS" blob_landed "$WORK/mark-$L" $((64 << 20)); then add_run "${L}_landed_ms" "$(since_ms "$t0")"; else add_run "${L}_landed_ms" FAIL; fi
+    cmp -s "$DATA/w64" "${MNT_A[$L]}/w64_$i" || NOTE[${L}_write]="$L: the written file w64_$i reads back different!"
+  done
+done
+for L in "${LIVE[@]+"${LIVE[@]}"}"; do songfs_unmount "${HOME_A[$L]}" "${MNT_A[$L]}"; done
+
+log "cold reads (a new device for each run)"
+for ((i = 0; i < RUNS; i++)); do
+  for L in $(in_turn "$i"); do
+    use_suite "$L"
+    if ! cold_device "$i"; then
+      NOTE[${L}_cold]="$L: setting up a new device for a cold read failed"
+      for m in new_device_sync first64k cold_read; do add_run "${L}_${m}_ms" FAIL; done
+      continue
+    fi
+    add_run "${L}_new_device_sync_ms" "$COLD_SYNC_MS"
     drop_caches
-    first+=("$(out_of "$RANGEGET" read "$COLD_DIR/f10" --len 65536)")
+    add_run "${L}_first64k_ms" "$(out_of "$RANGEGET" read "$COLD_DIR/f10" --len 65536)"
     drop_caches
-    cold+=("$(ms_of dd if="$COLD_DIR/f256" of=/dev/null bs=1M)")
+    add_run "${L}_cold_read_ms" "$(ms_of dd if="$COLD_DIR/f256" of=/dev/null bs=1M)"
     songfs_unmount "$COLD_HOME" "$COLD_DIR"
   done
-  record "${L}_new_device_sync_ms" "${synced[@]}"
-  record "${L}_first64k_ms" "${first[@]}"
-  record "${L}_cold_read_ms" "${cold[@]}"
+done
+for k in "${!SERIES[@]}"; do
+  # shellcheck disable=SC2086 # one word per run
+  record "$k" ${SERIES[$k]}
+done
 
-  [ "$L" = songfs ] || return 0
-  log "$L: daemon memory, idle, reading 1 GiB cold (new device), writing 1 GiB"
+if [[ " ${LIVE[*]-} " == *" songfs "* ]]; then
+  use_suite songfs
+  log "songfs: daemon memory, idle, reading 1 GiB cold (new device), writing 1 GiB"
   if cold_device mem; then
     pid=$(daemon_pid "$COLD_HOME")
     # Idle = after the first sync cycle has finished (the files appear during it).
@@ -198,11 +256,12 @@ songfs_suite() {
   else
     NOTE[rss]="memory not measured: no new device could be set up"
   fi
+  home_a=${HOME_A[songfs]} ma=${MNT_A[songfs]}
   if songfs_mount "$home_a" "$ma"; then
     pid=$(daemon_pid "$home_a")
     head -c $((1024 << 20)) /dev/urandom >"$DATA/w1g"
-    touch "$mark"
-    if cp "$DATA/w1g" "$ma/w1g" && wait_for "$WAIT_SECS" blob_landed "$mark" $((1024 << 20)); then
+    touch "$WORK/mark-songfs"
+    if cp "$DATA/w1g" "$ma/w1g" && wait_for "$WAIT_SECS" blob_landed "$WORK/mark-songfs" $((1024 << 20)); then
       RESULT[rss_peak_write]=$(vm_mib "$pid" VmHWM)
     else
       NOTE[rss_write]="writing 1 GiB (and its upload) failed or took over ${WAIT_SECS}s"
@@ -210,15 +269,7 @@ songfs_suite() {
     rm -f "$DATA/w1g"
     songfs_unmount "$home_a" "$ma"
   fi
-}
-
-STORE_PREFIX=bench INIT_ARGS=() ENCRYPTED=0
-songfs_suite songfs || true
-# The same measurements on an encrypted store (default Argon2id cost: init, not timed).
-echo "bench-passphrase-$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')" >"$WORK/passphrase"
-export SONGFS_PASSPHRASE_FILE=$WORK/passphrase
-STORE_PREFIX=bench-enc INIT_ARGS=(--encrypt) ENCRYPTED=1
-songfs_suite enc || true
+fi
 
 # ---------------------------------------------------------------- peers
 
@@ -326,10 +377,12 @@ mkdir -p "$OUT_DIR"
   row "Cold sequential read, 256 MiB (MiB/s)" "$(mibs songfs_cold_read_ms 256)" "rclone mount, vfs-cache-mode full" "$(mibs rclone_cold_read_ms 256)"
   row "Cold sequential read, 256 MiB (MiB/s)" "$(mibs songfs_cold_read_ms 256)" "s3fs-fuse" "$(mibs s3fs_cold_read_ms 256)"
   row "First 64 KiB of a cold 10 MiB file (ms)" "$(v songfs_first64k_ms)" "one ranged GET of 64 KiB" "$(v rangeget_ms)"
+  row "First 64 KiB of a cold 10 MiB file (ms)" "$(v songfs_first64k_ms)" "one ranged GET of 256 KiB (the chunk verified)" "$(v rangeget256k_ms)"
   row "First 64 KiB of a cold 10 MiB file (ms)" "$(v songfs_first64k_ms)" "rclone mount" "$(v rclone_first64k_ms)"
   row "First 64 KiB of a cold 10 MiB file (ms)" "$(v songfs_first64k_ms)" "s3fs-fuse" "$(v s3fs_first64k_ms)"
   row "ls -l of 5,000 files (ms)" "$(v songfs_ls_ms)" "native disk" "$(v native_ls_ms)"
   row "Write 64 MiB + close (ms)" "$(v songfs_write_ms)" "native disk" "$(v native_write_ms)"
+  row "Write 64 MiB + close (ms)" "$(v songfs_write_ms)" "songfs's hashing of 64 MiB alone" "$(v hash_ms)"
   row "Close -> blob in the S3 store, 64 MiB (ms)" "$(v songfs_landed_ms)" "one PUT of 64 MiB" "$(v put_ms)"
   echo "| Daemon RSS, idle (MiB, VmRSS) | $(v rss_idle) | | | |"
   echo "| … of it the binary's code and data pages (RssFile) / heap and stacks (RssAnon) | $(v rss_idle_file) / $(v rss_idle_anon) | | | |"

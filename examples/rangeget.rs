@@ -1,6 +1,7 @@
 //! A small tool for `bench/run.sh`: times one ranged GET through `songfs::store`, times
 //! the first read of a file (open + read, in-process, so both sides of a comparison are
-//! measured the same way), and uploads plain objects for the peer filesystems.
+//! measured the same way), uploads plain objects for the peer filesystems, and times the
+//! hashing songfs does on a file's way in (what a write cannot go below on this machine).
 //!
 //! Credentials come from the AWS chain (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY).
 //! Timings are printed as milliseconds on stdout, one number a line; nothing else is.
@@ -9,6 +10,7 @@
 //! rangeget get  --url s3://b/p --endpoint http://127.0.0.1:9000 KEY --offset 0 --len 65536
 //! rangeget read FILE --len 65536
 //! rangeget put  --url s3://b/p --endpoint http://127.0.0.1:9000 KEY FILE   # prints its time
+//! rangeget hash FILE
 //! ```
 
 use std::io::Read;
@@ -54,6 +56,10 @@ enum Cmd {
         key: String,
         file: PathBuf,
     },
+    /// Hash FILE's bytes (read into memory first, untimed) the way the write path does
+    /// while a file is written: 1 MiB pieces into `content::BackgroundHasher` (the
+    /// whole-file SHA-256 and the chunk hashes, on their two threads).
+    Hash { file: PathBuf },
 }
 
 fn store_config(url: String, endpoint: Option<String>) -> StoreConfig {
@@ -96,6 +102,22 @@ fn main() -> anyhow::Result<()> {
             f.read_exact(&mut buf)
                 .with_context(|| format!("cannot read {len} bytes of {}", file.display()))?;
             println!("{:.3}", started.elapsed().as_secs_f64() * 1000.0);
+            Ok(())
+        }
+        Cmd::Hash { file } => {
+            let data =
+                std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let started = Instant::now();
+            let mut hasher = songfs::content::BackgroundHasher::new();
+            for piece in data.chunks(1 << 20) {
+                hasher.update(piece);
+            }
+            let info = hasher.finish().context("a hashing thread died")?;
+            let ms = started.elapsed().as_secs_f64() * 1000.0;
+            if info.size != data.len() as u64 {
+                bail!("hashed {} bytes of {}", info.size, data.len());
+            }
+            println!("{ms:.3}");
             Ok(())
         }
         Cmd::Put {
