@@ -97,9 +97,13 @@ wait_fine() {
 # since_ms START_NS: milliseconds since START_NS (from now_ns).
 since_ms() { awk -v d=$(($(now_ns) - $1)) 'BEGIN { printf "%.2f\n", d / 1e6 }'; }
 
-# vm_mib PID FIELD: VmRSS (now) or VmHWM (the peak since the process started, kept by
-# the kernel, so no sample is missed: each measurement uses a freshly mounted daemon).
+# vm_mib PID FIELD: VmRSS (now) or VmHWM (the peak since the process started or since
+# reset_peak, kept by the kernel, so no sample is missed).
 vm_mib() { awk -v f="$2:" '$1 == f { printf "%.1f\n", $2 / 1024 }' "/proc/$1/status" 2>/dev/null; }
+
+# reset_peak PID: VmHWM back to the current RSS (Linux >= 4.0), so the next peak read
+# is that of what runs after it, not of the process's whole life.
+reset_peak() { echo 5 >"/proc/$1/clear_refs" 2>/dev/null || log "cannot reset the peak RSS of $1: the peak covers its whole life"; }
 
 wait_for() { # wait_for SECONDS TEST...
   local secs=$1 i

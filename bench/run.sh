@@ -244,6 +244,10 @@ if [[ " ${LIVE[*]-} " == *" songfs "* ]]; then
     # the kernel drops them under pressure) and the daemon's own heap and stacks.
     RESULT[rss_idle_file]=$(vm_mib "$pid" RssFile)
     RESULT[rss_idle_anon]=$(vm_mib "$pid" RssAnon)
+    # The peak so far is the first sync's (5,003 entries merged); reset it so the read's
+    # peak is the read's own ("5": the high-water mark back to the current RSS).
+    RESULT[rss_peak_sync]=$(vm_mib "$pid" VmHWM)
+    reset_peak "$pid"
     drop_caches
     t=$(ms_of dd if="$COLD_DIR/f1g" of=/dev/null bs=1M)
     if [ "$t" != FAIL ]; then
@@ -260,6 +264,7 @@ if [[ " ${LIVE[*]-} " == *" songfs "* ]]; then
   if songfs_mount "$home_a" "$ma"; then
     pid=$(daemon_pid "$home_a")
     head -c $((1024 << 20)) /dev/urandom >"$DATA/w1g"
+    reset_peak "$pid"
     touch "$WORK/mark-songfs"
     if cp "$DATA/w1g" "$ma/w1g" && wait_for "$WAIT_SECS" blob_landed "$WORK/mark-songfs" $((1024 << 20)); then
       RESULT[rss_peak_write]=$(vm_mib "$pid" VmHWM)
@@ -386,7 +391,8 @@ mkdir -p "$OUT_DIR"
   row "Close -> blob in the S3 store, 64 MiB (ms)" "$(v songfs_landed_ms)" "one PUT of 64 MiB" "$(v put_ms)"
   echo "| Daemon RSS, idle (MiB, VmRSS) | $(v rss_idle) | | | |"
   echo "| … of it the binary's code and data pages (RssFile) / heap and stacks (RssAnon) | $(v rss_idle_file) / $(v rss_idle_anon) | | | |"
-  echo "| Daemon RSS, peak reading 1 GiB cold (MiB, VmHWM) | $(v rss_peak_read) | | | |"
+  echo "| Daemon RSS, peak during a new device's first sync of the 5,003-file library (MiB, VmHWM) | $(v rss_peak_sync) | | | |"
+  echo "| Daemon RSS, peak reading 1 GiB cold (MiB, VmHWM, reset after the sync) | $(v rss_peak_read) | | | |"
   echo "| Daemon RSS, peak writing 1 GiB + upload (MiB, VmHWM) | $(v rss_peak_write) | | | |"
   echo "| (that 1 GiB cold read, MiB/s) | $(v read1g_mibs) | | | |"
   echo "| New device: mount -> 5,003-file library listed (ms) | $(v songfs_new_device_sync_ms) | | | |"
