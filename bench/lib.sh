@@ -101,6 +101,11 @@ since_ms() { awk -v d=$(($(now_ns) - $1)) 'BEGIN { printf "%.2f\n", d / 1e6 }'; 
 # reset_peak, kept by the kernel, so no sample is missed).
 vm_mib() { awk -v f="$2:" '$1 == f { printf "%.1f\n", $2 / 1024 }' "/proc/$1/status" 2>/dev/null; }
 
+# cpu_ms PID: the CPU time (user + system, all threads) PID has used so far, in ms
+# (/proc/PID/stat fields 14 and 15, in clock ticks).
+CLK_TCK=$(getconf CLK_TCK)
+cpu_ms() { awk -v hz="$CLK_TCK" '{ sub(/^.*\) /, ""); printf "%d\n", ($12 + $13) * 1000 / hz }' "/proc/$1/stat" 2>/dev/null || echo FAIL; }
+
 # reset_peak PID: VmHWM back to the current RSS (Linux >= 4.0), so the next peak read
 # is that of what runs after it, not of the process's whole life.
 reset_peak() { echo 5 >"/proc/$1/clear_refs" 2>/dev/null || log "cannot reset the peak RSS of $1: the peak covers its whole life"; }
@@ -206,6 +211,7 @@ start_s3s_fs() {
   LD_PRELOAD=$preload "$S3S_FS" --host 127.0.0.1 --port "$PORT" --access-key "$ACCESS_KEY" --secret-key "$SECRET_KEY" \
     "$WORK/s3" >"$WORK/s3s-fs.log" 2>&1 &
   PIDS+=($!)
+  S3S_PID=$!
   wait_for 20 bash -c "exec 3<>/dev/tcp/127.0.0.1/$PORT" 2>/dev/null || die "s3s-fs did not start: $(tail -5 "$WORK/s3s-fs.log")"
   log "s3s-fs (pid ${PIDS[0]}) at $ENDPOINT"
 

@@ -201,7 +201,9 @@ for ((i = 0; i < RUNS; i++)); do
     use_suite "$L"
     fresh_w64
     touch "$WORK/mark-$L"
+    pid=$(daemon_pid "${HOME_A[$L]}") c0=$(cpu_ms "$pid")
     add_run "${L}_write_ms" "$(ms_of cp "$DATA/w64" "${MNT_A[$L]}/w64_$i")"
+    add_run "${L}_write_cpu_ms" $(($(cpu_ms "$pid") - c0))
     t0=$(now_ns)
     if wait_fine "$WAIT_SECS" blob_landed "$WORK/mark-$L" $((64 << 20)); then add_run "${L}_landed_ms" "$(since_ms "$t0")"; else add_run "${L}_landed_ms" FAIL; fi
     cmp -s "$DATA/w64" "${MNT_A[$L]}/w64_$i" || NOTE[${L}_write]="$L: the written file w64_$i reads back different!"
@@ -222,7 +224,11 @@ for ((i = 0; i < RUNS; i++)); do
     drop_caches
     add_run "${L}_first64k_ms" "$(out_of "$RANGEGET" read "$COLD_DIR/f10" --len 65536)"
     drop_caches
+    # Who used the 2 cores during the read: the daemon and the S3 server (s3s-fs).
+    pid=$(daemon_pid "$COLD_HOME") c0=$(cpu_ms "$pid") s0=$(cpu_ms "$S3S_PID")
     add_run "${L}_cold_read_ms" "$(ms_of dd if="$COLD_DIR/f256" of=/dev/null bs=1M)"
+    add_run "${L}_cold_cpu_ms" $(($(cpu_ms "$pid") - c0))
+    add_run "${L}_cold_server_cpu_ms" $(($(cpu_ms "$S3S_PID") - s0))
     songfs_unmount "$COLD_HOME" "$COLD_DIR"
   done
 done
@@ -388,6 +394,8 @@ mkdir -p "$OUT_DIR"
   row "ls -l of 5,000 files (ms)" "$(v songfs_ls_ms)" "native disk" "$(v native_ls_ms)"
   row "Write 64 MiB + close (ms)" "$(v songfs_write_ms)" "native disk" "$(v native_write_ms)"
   row "Write 64 MiB + close (ms)" "$(v songfs_write_ms)" "songfs's hashing of 64 MiB alone" "$(v hash_ms)"
+  echo "| … CPU the daemon used for that write (ms, both cores together) | $(v songfs_write_cpu_ms) | | | |"
+  echo "| Cold read of 256 MiB: CPU of the songfs daemon / of the S3 server, s3s-fs (ms, 2 cores) | $(v songfs_cold_cpu_ms) / $(v songfs_cold_server_cpu_ms) | | | |"
   row "Close -> blob in the S3 store, 64 MiB (ms)" "$(v songfs_landed_ms)" "one PUT of 64 MiB" "$(v put_ms)"
   echo "| Daemon RSS, idle (MiB, VmRSS) | $(v rss_idle) | | | |"
   echo "| … of it the binary's code and data pages (RssFile) / heap and stacks (RssAnon) | $(v rss_idle_file) / $(v rss_idle_anon) | | | |"
