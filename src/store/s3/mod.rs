@@ -52,6 +52,8 @@ const MAX_PARTS: u64 = 10_000;
 /// Slowest upload speed we still wait for (about a 1 Mbit/s uplink): an upload's
 /// time-to-response bound grows by its size at this rate.
 const MIN_UPLOAD_BYTES_PER_SEC: u64 = 128 * 1024;
+/// Largest body buffer sized up front from a Content-Length (bigger ones grow as read).
+const MAX_PRESIZED_BODY: i64 = 8 << 20;
 
 /// Knobs of the S3 store. `Default` is what `songfs` uses.
 #[derive(Debug, Clone)]
@@ -219,11 +221,23 @@ impl S3Store {
         )
     }
 
-    async fn collect_body(&self, key: &str, body: ByteStream) -> StoreResult<Bytes> {
-        body.collect()
-            .await
-            .map(|b| b.into_bytes())
-            .map_err(|e| self.broke_off(key, &e))
+    /// Copies the body into one buffer frame by frame as it arrives. `collect` kept every
+    /// frame (slices of hyper's read buffer) until the end and then copied them all into a
+    /// new buffer: two copies of each body alive at once, and hyper's blocks could not be
+    /// reused. `expected` (the Content-Length) only sizes the buffer, capped, so a
+    /// server's claim cannot make us allocate.
+    async fn collect_body(
+        &self,
+        key: &str,
+        mut body: ByteStream,
+        expected: Option<i64>,
+    ) -> StoreResult<Bytes> {
+        let cap = expected.unwrap_or(0).clamp(0, MAX_PRESIZED_BODY) as usize;
+        let mut kept = bytes::BytesMut::with_capacity(cap);
+        while let Some(piece) = body.next().await {
+            kept.extend_from_slice(&piece.map_err(|e| self.broke_off(key, &e))?);
+        }
+        Ok(kept.freeze())
     }
 
     /// One ranged GET. A server that ignores `Range` sends the whole object: only the
@@ -251,7 +265,7 @@ impl S3Store {
         };
         let want = (range.end - range.start) as usize;
         if out.content_range().is_some() {
-            let body = self.collect_body(key, out.body).await?;
+            let body = self.collect_body(key, out.body, out.content_length).await?;
             return Ok(if body.len() > want {
                 body.slice(..want)
             } else {
@@ -358,7 +372,7 @@ impl ObjectStore for S3Store {
             .send()
             .await
             .map_err(|e| self.error(key, e))?;
-        self.collect_body(key, out.body).await
+        self.collect_body(key, out.body, out.content_length).await
     }
 
     async fn get_range(&self, key: &str, range: Range<u64>) -> StoreResult<Bytes> {
