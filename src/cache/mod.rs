@@ -195,6 +195,8 @@ pub struct Cache {
     /// Blobs whose fetch just ran out of time, and when: see `with_timeout`.
     gave_up: Mutex<HashMap<String, Instant>>,
     flights: Mutex<fetch::Flights>,
+    /// Prefetch GETs in the air, over all open files: see `prefetch`.
+    prefetch_slots: Arc<tokio::sync::Semaphore>,
     state: Mutex<State>,
     index: Mutex<Index>,
     upload_wakeup: tokio::sync::Notify,
@@ -257,6 +259,7 @@ impl Cache {
             fetch_timeout,
             gave_up: Mutex::new(HashMap::new()),
             flights: Mutex::new(fetch::Flights::default()),
+            prefetch_slots: Arc::new(tokio::sync::Semaphore::new(prefetch::PARALLEL_GETS)),
             state: Mutex::new(st),
             index: Mutex::new(index),
             upload_wakeup: tokio::sync::Notify::new(),

@@ -7,7 +7,10 @@
 //! in runs of `fetch::MAX_RUN_CHUNKS` fetched `PARALLEL_GETS` at a time: one GET
 //! stream is capped near 180 MiB/s here; eight in parallel keep further ahead of the
 //! reader (cold `dd` of 256 MiB on 2 loaded cores, 5 runs: median 177 MiB/s with four,
-//! 219 with eight; at most 8 x 1 MiB of GET bodies in memory). A read that is not
+//! 219 with eight). The eight are the cache's, shared by every prefetch in progress:
+//! a refill starts while the previous one still runs, and with a bound per refill the
+//! bodies in memory added up (heaptrack of a 1 GiB cold read: 23 MiB of them at the
+//! peak); so at most 8 x 1 MiB of prefetched GET bodies are in memory. A read that is not
 //! where the last one ended (a seek) resets the window and stops the prefetch in
 //! progress between runs; the read itself then fetches only what it needs.
 //! Prefetch errors are only logged: the foreground read reports its own.
@@ -173,6 +176,9 @@ impl Cache {
                 .map(|run| {
                     let (cache, info, epoch) = (cache.clone(), info.clone(), epoch.clone());
                     async move {
+                        let Ok(_slot) = cache.prefetch_slots.clone().acquire_owned().await else {
+                            return; // never closed
+                        };
                         if epoch.load(Ordering::SeqCst) != at {
                             return; // the reader seeked away
                         }
