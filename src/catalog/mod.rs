@@ -10,9 +10,10 @@
 //! `node.rs` is what an entry is, `schema.rs` how it is stored, `index.rs` the in-memory
 //! copy and its name bookkeeping (hard links), `paths.rs` the path-based access the sync
 //! uses, `roots.rs` the chunk roots that bind a blob's chunk-hash record to its name,
-//! `reserve.rs` the room kept so removals work on a full disk; this file holds the
-//! operations.
+//! `reserve.rs` the room kept so removals work on a full disk, `batch.rs` the relaxed
+//! commits a sync applies many entries with; this file holds the operations.
 
+mod batch;
 mod index;
 mod node;
 mod paths;
@@ -26,6 +27,7 @@ use std::path::Path;
 use std::sync::Mutex;
 use std::time::Duration;
 
+pub use batch::Relaxed;
 use index::{Index, NameGone};
 pub use node::{
     now_ns, ns_to_time, time_to_ns, AttrChange, CatalogError, CatalogResult, Kind, NewNode, Node,

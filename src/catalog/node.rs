@@ -44,6 +44,8 @@ pub enum CatalogError {
     NotSymlink,
     #[error("namespace database: {0}")]
     Db(#[from] rusqlite::Error),
+    #[error("cannot flush the namespace's journal {path}: {source} (check the disk's space and health)", path = .0.display(), source = .1)]
+    Flush(std::path::PathBuf, std::io::Error),
 }
 
 impl CatalogError {
@@ -59,7 +61,7 @@ impl CatalogError {
             CatalogError::Unsupported | CatalogError::NotSymlink => libc::EINVAL,
             CatalogError::LinkDir => libc::EPERM,
             CatalogError::TooManyLinks => libc::EMLINK,
-            CatalogError::Db(_) => libc::EIO,
+            CatalogError::Db(_) | CatalogError::Flush(..) => libc::EIO,
         }
     }
 }

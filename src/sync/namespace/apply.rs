@@ -47,6 +47,9 @@ impl NamespaceSync<'_> {
             "applying",
             &Stream::NAMESPACE.log_key(&log.device_id, log.seq),
         )?;
+        // Each entry is still its own catalog transaction, but the disk is waited for
+        // once, before the cursor moves (catalog/batch.rs).
+        let relaxed = self.catalog.relax_commits()?;
         let mut new_shadow: Vec<(String, Option<FileValue>)> = Vec::new();
         let mut derived: Vec<(String, RowState)> = Vec::new();
         for path in paths.iter().filter(|p| !p.ends_with('/')) {
@@ -156,6 +159,7 @@ impl NamespaceSync<'_> {
             new_shadow.push((path.clone(), resolved));
         }
         let dirs = self.apply_dirs(&m, &rules, &paths, summary, touched);
+        relaxed.durable()?;
         let tx = crate::sync::state::write_tx(&self.db)?;
         for path in &paths {
             Self::put_row_state(&tx, path, &m.rows[&RowId::new(NS_TABLE, path)])?;
