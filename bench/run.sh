@@ -90,6 +90,22 @@ ranged_gets rangeget_ms 65536
 # What songfs's first read asks for: the whole 256 KiB chunk its verification needs.
 ranged_gets rangeget256k_ms 262144
 
+log "the store's limit for a cold read: 256 MiB as ranged GETs of 1 MiB, 8 at a time"
+# The physical limit a cold read is held to: the same GETs songfs's read-ahead makes,
+# with nothing done to the bytes, and the server's CPU for them (on this machine the
+# server and the client share 2 cores).
+runs=()
+cpu=()
+for ((i = 0; i < RUNS; i++)); do
+  drop_caches
+  s0=$(cpu_ms "$S3S_PID")
+  runs+=("$(out_of "$RANGEGET" fetch --url "s3://$PEER_BUCKET" --endpoint "$ENDPOINT" f256 \
+    --size $((256 << 20)) --len $((1 << 20)) --parallel 8)")
+  cpu+=($(($(cpu_ms "$S3S_PID") - s0)))
+done
+record store_read_ms "${runs[@]}"
+record store_read_server_cpu_ms "${cpu[@]}"
+
 log "one PUT of 64 MiB (fresh bytes)"
 runs=()
 for ((i = 0; i < RUNS; i++)); do
@@ -384,6 +400,7 @@ mkdir -p "$OUT_DIR"
   echo "| Measurement | songfs | Baseline | Baseline value | Ratio |"
   echo "|---|---|---|---|---|"
   row "Cached sequential read, 256 MiB (MiB/s)" "$(mibs songfs_cached_read_ms 256)" "native disk" "$(mibs native_read_ms 256)"
+  row "Cold sequential read, 256 MiB (MiB/s)" "$(mibs songfs_cold_read_ms 256)" "the store: ranged GETs of 1 MiB, 8 in parallel" "$(mibs store_read_ms 256)"
   row "Cold sequential read, 256 MiB (MiB/s)" "$(mibs songfs_cold_read_ms 256)" "rclone mount, vfs-cache-mode full" "$(mibs rclone_cold_read_ms 256)"
   row "Cold sequential read, 256 MiB (MiB/s)" "$(mibs songfs_cold_read_ms 256)" "s3fs-fuse" "$(mibs s3fs_cold_read_ms 256)"
   row "First 64 KiB of a cold 10 MiB file (ms)" "$(v songfs_first64k_ms)" "one ranged GET of 64 KiB" "$(v rangeget_ms)"
@@ -395,6 +412,7 @@ mkdir -p "$OUT_DIR"
   row "Write 64 MiB + close (ms)" "$(v songfs_write_ms)" "songfs's hashing of 64 MiB alone" "$(v hash_ms)"
   echo "| … CPU the daemon used for that write (ms, both cores together) | $(v songfs_write_cpu_ms) | | | |"
   echo "| Cold read of 256 MiB: CPU of the songfs daemon / of the S3 server, s3s-fs (ms, 2 cores) | $(v songfs_cold_cpu_ms) / $(v songfs_cold_server_cpu_ms) | | | |"
+  echo "| … CPU of the S3 server for the store's own 256 MiB of GETs (ms) | $(v store_read_server_cpu_ms) | | | |"
   row "Close -> blob in the S3 store, 64 MiB (ms)" "$(v songfs_landed_ms)" "one PUT of 64 MiB" "$(v put_ms)"
   echo "| Daemon RSS, idle (MiB, VmRSS) | $(v rss_idle) | | | |"
   echo "| … of it the binary's code and data pages (RssFile) / heap and stacks (RssAnon) | $(v rss_idle_file) / $(v rss_idle_anon) | | | |"

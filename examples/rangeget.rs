@@ -8,6 +8,7 @@
 //!
 //! ```text
 //! rangeget get  --url s3://b/p --endpoint http://127.0.0.1:9000 KEY --offset 0 --len 65536
+//! rangeget fetch --url s3://b/p --endpoint http://127.0.0.1:9000 KEY --size N --len 1048576 --parallel 8
 //! rangeget read FILE --len 65536
 //! rangeget put  --url s3://b/p --endpoint http://127.0.0.1:9000 KEY FILE   # prints its time
 //! rangeget hash FILE
@@ -40,6 +41,22 @@ enum Cmd {
         offset: u64,
         #[arg(long, default_value_t = 65536)]
         len: u64,
+    },
+    /// The whole of KEY (SIZE bytes) as ranged GETs of LEN, PARALLEL at a time, each body
+    /// held in memory and dropped: what the store serves at most to a reader that
+    /// fetches the way songfs's read-ahead does (the "limit" for a cold read).
+    Fetch {
+        #[arg(long)]
+        url: String,
+        #[arg(long)]
+        endpoint: Option<String>,
+        key: String,
+        #[arg(long)]
+        size: u64,
+        #[arg(long, default_value_t = 1 << 20)]
+        len: u64,
+        #[arg(long, default_value_t = 8)]
+        parallel: usize,
     },
     /// Open FILE and read its first LEN bytes.
     Read {
@@ -90,6 +107,37 @@ fn main() -> anyhow::Result<()> {
             let ms = started.elapsed().as_secs_f64() * 1000.0;
             if got.len() as u64 != len {
                 bail!("{key}: got {} bytes, wanted {len}", got.len());
+            }
+            println!("{ms:.3}");
+            Ok(())
+        }),
+        Cmd::Fetch {
+            url,
+            endpoint,
+            key,
+            size,
+            len,
+            parallel,
+        } => rt.block_on(async {
+            use futures::StreamExt;
+            let store = songfs::store::open(&store_config(url, endpoint)).await?;
+            store.head("rangeget-warm-up").await?;
+            let started = Instant::now();
+            let ranges = (0..size).step_by(len.max(1) as usize);
+            let mut gets = futures::stream::iter(ranges)
+                .map(|at| {
+                    let store = &store;
+                    let key = &key;
+                    async move { store.get_range(key, at..(at + len).min(size)).await }
+                })
+                .buffer_unordered(parallel.max(1));
+            let mut got = 0u64;
+            while let Some(body) = gets.next().await {
+                got += body?.len() as u64;
+            }
+            let ms = started.elapsed().as_secs_f64() * 1000.0;
+            if got != size {
+                bail!("{key}: got {got} bytes, wanted {size}");
             }
             println!("{ms:.3}");
             Ok(())
