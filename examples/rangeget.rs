@@ -88,6 +88,17 @@ fn store_config(url: String, endpoint: Option<String>) -> StoreConfig {
     }
 }
 
+/// The store, its client built and connected before anything is timed (as a running
+/// daemon's would be). The warm-up asks for an absent key, so no object data is cached.
+async fn connected(
+    url: String,
+    endpoint: Option<String>,
+) -> anyhow::Result<std::sync::Arc<dyn songfs::store::ObjectStore>> {
+    let store = songfs::store::open(&store_config(url, endpoint)).await?;
+    store.head("rangeget-warm-up").await?;
+    Ok(store)
+}
+
 fn main() -> anyhow::Result<()> {
     let rt = tokio::runtime::Runtime::new()?;
     match Cli::parse().cmd {
@@ -98,10 +109,7 @@ fn main() -> anyhow::Result<()> {
             offset,
             len,
         } => rt.block_on(async {
-            let store = songfs::store::open(&store_config(url, endpoint)).await?;
-            // Like a running daemon: client built and connected before the timed read.
-            // The warm-up asks for an absent key, so no object data gets cached by it.
-            store.head("rangeget-warm-up").await?;
+            let store = connected(url, endpoint).await?;
             let started = Instant::now();
             let got = store.get_range(&key, offset..offset + len).await?;
             let ms = started.elapsed().as_secs_f64() * 1000.0;
@@ -120,8 +128,7 @@ fn main() -> anyhow::Result<()> {
             parallel,
         } => rt.block_on(async {
             use futures::StreamExt;
-            let store = songfs::store::open(&store_config(url, endpoint)).await?;
-            store.head("rangeget-warm-up").await?;
+            let store = connected(url, endpoint).await?;
             let started = Instant::now();
             let ranges = (0..size).step_by(len.max(1) as usize);
             let mut gets = futures::stream::iter(ranges)
