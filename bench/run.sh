@@ -39,6 +39,7 @@ DATA=$WORK/native
 mkdir -p "$DATA/many" "$WORK/native-out"
 head -c $((256 << 20)) /dev/urandom >"$DATA/f256"
 head -c $((10 << 20)) /dev/urandom >"$DATA/f10"
+head -c $((10 << 20)) /dev/urandom >"$DATA/f10s" # read while the new device's first sync runs
 head -c $((1024 << 20)) /dev/urandom >"$DATA/f1g"
 python3 - "$DATA/many" <<'EOF'
 import os, sys
@@ -169,7 +170,7 @@ cold_device() {
   local t0
   t0=$(now_ns)
   songfs_mount "$COLD_HOME" "$COLD_DIR" || return 1
-  wait_fine "$WAIT_SECS" test -e "$COLD_DIR/f1g" -a -e "$COLD_DIR/f256" -a -e "$COLD_DIR/f10" -a -e "$COLD_DIR/many/take_4999.mp3" ||
+  wait_fine "$WAIT_SECS" test -e "$COLD_DIR/f1g" -a -e "$COLD_DIR/f256" -a -e "$COLD_DIR/f10" -a -e "$COLD_DIR/f10s" -a -e "$COLD_DIR/many/take_4999.mp3" ||
     { log "device c$1 did not receive device a's files in ${WAIT_SECS}s"; return 1; }
   COLD_SYNC_MS=$(since_ms "$t0")
 }
@@ -183,7 +184,7 @@ setup_suite() {
   log "$L: writing the test files through the mount"
   home=$(new_device a) && ma=$WORK/mnt-$STORE_PREFIX-a && songfs_mount "$home" "$ma" ||
     { NOTE[$L]="$L skipped: init/mount failed (see the lines above)"; return 1; }
-  cp "$DATA/f256" "$DATA/f10" "$DATA/f1g" "$ma/" && cp -r "$DATA/many" "$ma/" ||
+  cp "$DATA/f256" "$DATA/f10" "$DATA/f10s" "$DATA/f1g" "$ma/" && cp -r "$DATA/many" "$ma/" ||
     { NOTE[$L]="$L skipped: copying into the mount failed"; return 1; }
   uploads_drained "$home" || log "$L: device a's uploads did not drain in 600 s"
   songfs_unmount "$home" "$ma"
@@ -232,10 +233,17 @@ for ((i = 0; i < RUNS; i++)); do
     use_suite "$L"
     if ! cold_device "$i"; then
       NOTE[${L}_cold]="$L: setting up a new device for a cold read failed"
-      for m in new_device_sync first64k cold_read; do add_run "${L}_${m}_ms" FAIL; done
+      for m in new_device_sync first64k_syncing first64k cold_read; do add_run "${L}_${m}_ms" FAIL; done
       continue
     fi
     add_run "${L}_new_device_sync_ms" "$COLD_SYNC_MS"
+    # A first read right after the listing meets the tail of the first sync (the cycle
+    # goes on after the last file appears) on the same 2 cores; it is kept as its own
+    # row. The read rows below measure the device once that cycle is done, as the
+    # issue's "six cold files, cache emptied" does (until 2026-12-07 they did not wait).
+    drop_caches
+    add_run "${L}_first64k_syncing_ms" "$(out_of "$RANGEGET" read "$COLD_DIR/f10s" --len 65536)"
+    wait_for "$WAIT_SECS" first_cycle_done "$COLD_HOME" || log "device c$i: no finished sync cycle in ${WAIT_SECS}s"
     drop_caches
     add_run "${L}_first64k_ms" "$(out_of "$RANGEGET" read "$COLD_DIR/f10" --len 65536)"
     drop_caches
@@ -407,6 +415,7 @@ mkdir -p "$OUT_DIR"
   row "First 64 KiB of a cold 10 MiB file (ms)" "$(v songfs_first64k_ms)" "one ranged GET of 256 KiB (the chunk verified)" "$(v rangeget256k_ms)"
   row "First 64 KiB of a cold 10 MiB file (ms)" "$(v songfs_first64k_ms)" "rclone mount" "$(v rclone_first64k_ms)"
   row "First 64 KiB of a cold 10 MiB file (ms)" "$(v songfs_first64k_ms)" "s3fs-fuse" "$(v s3fs_first64k_ms)"
+  row "First 64 KiB, right after a new device's listing, its first sync still running (ms)" "$(v songfs_first64k_syncing_ms)" "one ranged GET of 256 KiB" "$(v rangeget256k_ms)"
   row "ls -l of 5,000 files (ms)" "$(v songfs_ls_ms)" "native disk" "$(v native_ls_ms)"
   row "Write 64 MiB + close (ms)" "$(v songfs_write_ms)" "native disk" "$(v native_write_ms)"
   row "Write 64 MiB + close (ms)" "$(v songfs_write_ms)" "songfs's hashing of 64 MiB alone" "$(v hash_ms)"
@@ -430,6 +439,7 @@ mkdir -p "$OUT_DIR"
   enc_row "Cached sequential read, 256 MiB (MiB/s)" "$(mibs songfs_cached_read_ms 256)" "$(mibs enc_cached_read_ms 256)" up
   enc_row "Cold sequential read, 256 MiB (MiB/s)" "$(mibs songfs_cold_read_ms 256)" "$(mibs enc_cold_read_ms 256)" up
   enc_row "First 64 KiB of a cold 10 MiB file (ms)" "$(v songfs_first64k_ms)" "$(v enc_first64k_ms)" down
+  enc_row "First 64 KiB, first sync still running (ms)" "$(v songfs_first64k_syncing_ms)" "$(v enc_first64k_syncing_ms)" down
   enc_row "ls -l of 5,000 files (ms)" "$(v songfs_ls_ms)" "$(v enc_ls_ms)" down
   enc_row "Write 64 MiB + close (ms)" "$(v songfs_write_ms)" "$(v enc_write_ms)" down
   enc_row "Close -> blob in the S3 store, 64 MiB (ms)" "$(v songfs_landed_ms)" "$(v enc_landed_ms)" down
