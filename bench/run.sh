@@ -312,6 +312,7 @@ peer_mount() { # peer_mount NAME DIR RUN-FUNCTION RUN-NUMBER: the function execs
   mkdir -p "$dir"
   "$run" "$n" "$dir" >"$WORK/$name.log" 2>&1 &
   local pid=$!
+  PEER_PID=$pid
   MOUNTS+=("fuse|$pid|$dir")
   if ! wait_for 30 mountpoint -q "$dir"; then
     log "$name did not mount: $(tail -3 "$WORK/$name.log")"
@@ -330,16 +331,22 @@ peer_unmount() {
 # peer_cold NAME RUN-FUNCTION: a fresh mount (and cache) per run.
 peer_cold() {
   local name=$1 run=$2 i dir
-  local cold=() first=()
+  local cold=() first=() cpu=() server=() c0 s0
   for ((i = 0; i < RUNS; i++)); do
     dir=$WORK/mnt-$name$i
     peer_mount "$name" "$dir" "$run" "$i" || { NOTE[$name]="$name failed to mount"; return; }
     drop_caches
     first+=("$(out_of "$RANGEGET" read "$dir/f10" --len 65536)")
     drop_caches
+    # The same split of the 2 cores as for songfs's cold read: the client, the server.
+    c0=$(cpu_ms "$PEER_PID") s0=$(cpu_ms "$S3S_PID")
     cold+=("$(ms_of dd if="$dir/f256" of=/dev/null bs=1M)")
+    cpu+=($(($(cpu_ms "$PEER_PID") - c0)))
+    server+=($(($(cpu_ms "$S3S_PID") - s0)))
     peer_unmount "$dir"
   done
+  record "${name}_cold_cpu_ms" "${cpu[@]}"
+  record "${name}_cold_server_cpu_ms" "${server[@]}"
   record "${name}_first64k_ms" "${first[@]}"
   record "${name}_cold_read_ms" "${cold[@]}"
 }
@@ -422,6 +429,7 @@ mkdir -p "$OUT_DIR"
   echo "| … CPU the daemon used for that write (ms, both cores together) | $(v songfs_write_cpu_ms) | | | |"
   echo "| Cold read of 256 MiB: CPU of the songfs daemon / of the S3 server, s3s-fs (ms, 2 cores) | $(v songfs_cold_cpu_ms) / $(v songfs_cold_server_cpu_ms) | | | |"
   echo "| … CPU of the S3 server for the store's own 256 MiB of GETs (ms) | $(v store_read_server_cpu_ms) | | | |"
+  echo "| … the same split for rclone / s3fs: client CPU, server CPU (ms) | $(v rclone_cold_cpu_ms) / $(v rclone_cold_server_cpu_ms); $(v s3fs_cold_cpu_ms) / $(v s3fs_cold_server_cpu_ms) | | | |"
   row "Close -> blob in the S3 store, 64 MiB (ms)" "$(v songfs_landed_ms)" "one PUT of 64 MiB" "$(v put_ms)"
   echo "| Daemon RSS, idle (MiB, VmRSS) | $(v rss_idle) | | | |"
   echo "| … of it the binary's code and data pages (RssFile) / heap and stacks (RssAnon) | $(v rss_idle_file) / $(v rss_idle_anon) | | | |"
