@@ -227,8 +227,8 @@ impl Cache {
         // come before the reader's answer whenever the chunk arrived with the record
         // (traced on a new device's first read: 0.3-0.9 ms of SQLite and fsync between
         // the verified chunk and the reply). The record is checked already; if it
-        // cannot be kept it is fetched again next time (the flight's `keep_chunks`
-        // keeps it too, with the blob's first chunk).
+        // cannot be kept it is fetched again next time (and the flight's `keep_chunks`
+        // keeps it too, when it makes the blob's cache entry).
         if new {
             let (cache, kept) = (self.me.upgrade(), info.clone());
             if let Some(cache) = cache {
