@@ -331,10 +331,12 @@ peer_unmount() {
 # peer_cold NAME RUN-FUNCTION: a fresh mount (and cache) per run.
 peer_cold() {
   local name=$1 run=$2 i dir
-  local cold=() first=() cpu=() server=() c0 s0
+  local cold=() first=() cpu=() server=() idle=() peak=() c0 s0
   for ((i = 0; i < RUNS; i++)); do
     dir=$WORK/mnt-$name$i
     peer_mount "$name" "$dir" "$run" "$i" || { NOTE[$name]="$name failed to mount"; return; }
+    sleep 1
+    idle+=("$(vm_mib "$PEER_PID" VmRSS)") # beside songfs's idle figure (which follows a sync)
     drop_caches
     first+=("$(out_of "$RANGEGET" read "$dir/f10" --len 65536)")
     drop_caches
@@ -343,8 +345,11 @@ peer_cold() {
     cold+=("$(ms_of dd if="$dir/f256" of=/dev/null bs=1M)")
     cpu+=($(($(cpu_ms "$PEER_PID") - c0)))
     server+=($(($(cpu_ms "$S3S_PID") - s0)))
+    peak+=("$(vm_mib "$PEER_PID" VmHWM)") # its whole life: mount, first 64 KiB, 256 MiB
     peer_unmount "$dir"
   done
+  record "${name}_rss_idle" "${idle[@]}"
+  record "${name}_rss_peak" "${peak[@]}"
   record "${name}_cold_cpu_ms" "${cpu[@]}"
   record "${name}_cold_server_cpu_ms" "${server[@]}"
   record "${name}_first64k_ms" "${first[@]}"
@@ -437,6 +442,7 @@ mkdir -p "$OUT_DIR"
   echo "| Daemon RSS, peak reading 1 GiB cold (MiB, VmHWM, reset after the sync) | $(v rss_peak_read) | | | |"
   echo "| Daemon RSS, peak writing 1 GiB + upload (MiB, VmHWM) | $(v rss_peak_write) | | | |"
   echo "| (that 1 GiB cold read, MiB/s) | $(v read1g_mibs) | | | |"
+  echo "| Peers' RSS: after mounting / peak over the mount and its cold reads (MiB) | rclone $(v rclone_rss_idle) / $(v rclone_rss_peak); s3fs $(v s3fs_rss_idle) / $(v s3fs_rss_peak) | | | |"
   echo "| New device: mount -> 5,003-file library listed (ms) | $(v songfs_new_device_sync_ms) | | | |"
   echo
   echo "Encrypted store (--encrypt) beside the unencrypted one, same run. Ratio = encrypted ÷"
