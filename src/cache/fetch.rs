@@ -195,11 +195,11 @@ impl Cache {
         })
     }
 
-    /// The chunk-hash record of `hash` (as `fetch_info`), with the `early` GET of one of
-    /// its chunks (from `send_chunk_get` for the same blob) in the air beside it: once the record is checked a flight for that
-    /// chunk verifies the bytes against it, so the read that follows joins the flight
-    /// instead of making a second round trip. A failed record fetch discards those bytes
-    /// unread.
+    /// The chunk-hash record of `hash`, checked as `fetch_info` checks it, with the
+    /// `early` GET of one of its chunks (from `send_chunk_get` for the same blob) in the
+    /// air beside it: once the record is checked a flight for that chunk verifies the
+    /// bytes against it, so the read that follows joins the flight instead of making a
+    /// second round trip. A failed record fetch discards those bytes unread.
     pub async fn fetch_info_beside(
         &self,
         hash: &str,
@@ -207,10 +207,14 @@ impl Cache {
         root: Option<&str>,
         mut early: EarlyChunk,
     ) -> Result<BlobInfo, CacheError> {
-        let (info, new) = match self.fetch_checked_info(hash, size, root).await? {
-            Fetched::Known(info) => (Arc::new(info), false),
-            Fetched::New(info) => (Arc::new(info), true),
-        };
+        // A new record is not written to the index here: the flight's `keep_chunks`
+        // writes it when it makes the blob's cache entry (`ensure_entry`), off the
+        // reader's path. Writing it here too put a SQLite write and an fsync between the
+        // verified chunk and the reply (traced under strace: 0.3-0.9 ms). If the chunk
+        // fails its check, the record is fetched again by the next read.
+        let info = Arc::new(match self.fetch_checked_info(hash, size, root).await? {
+            Fetched::Known(info) | Fetched::New(info) => info,
+        });
         debug_assert_eq!(chunk_count(info.size), chunk_count(size));
         let i = early.chunk;
         {
@@ -221,22 +225,6 @@ impl Cache {
                 .is_some_and(|e| e.present.get(i));
             if !present && !flights.by_chunk.contains_key(&(hash.to_string(), i)) {
                 self.start_flight(&mut flights, &info, i..i + 1, early.task.take());
-            }
-        }
-        // Kept on a blocking thread, not awaited: the index write (an fsync) used to
-        // come before the reader's answer whenever the chunk arrived with the record
-        // (traced on a new device's first read: 0.3-0.9 ms of SQLite and fsync between
-        // the verified chunk and the reply). The record is checked already; if it
-        // cannot be kept it is fetched again next time (and the flight's `keep_chunks`
-        // keeps it too, when it makes the blob's cache entry).
-        if new {
-            let (cache, kept) = (self.me.upgrade(), info.clone());
-            if let Some(cache) = cache {
-                tokio::task::spawn_blocking(move || {
-                    if let Err(e) = cache.keep_info(&kept) {
-                        tracing::warn!(hash = %kept.hash, "chunk-hash record not cached: {e}");
-                    }
-                });
             }
         }
         Ok(Arc::unwrap_or_clone(info))
