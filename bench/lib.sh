@@ -52,7 +52,7 @@ cleanup() {
   set +e
   local i
   for ((i = ${#MOUNTS[@]} - 1; i >= 0; i--)); do unmount_entry "${MOUNTS[$i]}"; done
-  for pid in "${PIDS[@]+"${PIDS[@]}"}"; do kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null; done
+  for pid in "${PIDS[@]+"${PIDS[@]}"}" ${LANDING_PID:-}; do kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null; done
   if [ "${KEEP_WORK:-0}" = 1 ]; then log "work folder kept: $WORK"; else rm -rf "$WORK"; fi
 }
 trap cleanup EXIT
@@ -189,6 +189,34 @@ sealed_size() {
 # (an encrypted store's blob names are keyed MACs, so the blob is found by its size).
 blob_landed() {
   find "$WORK/s3/$BUCKET/$STORE_PREFIX/blobs" -type f -newer "$1" -size "$(sealed_size "$2")c" 2>/dev/null | grep -q .
+}
+
+# watch_landing SIZE: starts bench/landed.py, armed before it returns, to catch the
+# moment s3s-fs puts an object of SIZE bytes (as stored: see sealed_size) in place.
+# landed_ms_since T0 then prints the milliseconds from T0 (now_ns) to that moment, or
+# FAIL. Unlike `wait_fine blob_landed`, it takes no CPU while the upload runs.
+watch_landing() {
+  rm -f "$WORK/landing-ready" "$WORK/landing-at"
+  python3 "$ROOT/bench/landed.py" "$WORK/s3" "$(sealed_size "$1")" "$WORK/landing-ready" >"$WORK/landing-at" &
+  LANDING_PID=$!
+  wait_for 10 test -e "$WORK/landing-ready"
+}
+landed_ms_since() {
+  # The watcher records the moment itself: checking its output every 0.1 s costs the
+  # measurement nothing.
+  local waited=0
+  while ! [ -s "$WORK/landing-at" ] && [ $waited -lt $((WAIT_SECS * 10)) ]; do sleep 0.1; waited=$((waited + 1)); done
+  if ! [ -s "$WORK/landing-at" ]; then
+    kill "$LANDING_PID" 2>/dev/null || true
+    echo FAIL
+    return
+  fi
+  awk -v d=$(($(cat "$WORK/landing-at") - $1)) 'BEGIN { printf "%.2f\n", d / 1e6 }'
+}
+# landing_done: reaps the watcher (run in the main shell after landed_ms_since).
+landing_done() {
+  wait "$LANDING_PID" 2>/dev/null || true
+  LANDING_PID=
 }
 
 # daemon_pid HOME: the running daemon holds daemon.lock and wrote its pid in it.

@@ -210,18 +210,18 @@ for L in "${LIVE[@]+"${LIVE[@]}"}"; do
 done
 
 log "write 64 MiB + close, then close -> blob in the store"
-# Fresh bytes every run; the blob's arrival is seen in s3s-fs's own data folder (the
-# object file at its full size), not in the daemon's status.
+# Fresh bytes every run; the blob's arrival is seen in s3s-fs's own data folder (its
+# rename into place at its full size, bench/landed.py), not in the daemon's status.
 for ((i = 0; i < RUNS; i++)); do
   for L in $(in_turn "$i"); do
     use_suite "$L"
     fresh_w64
-    touch "$WORK/mark-$L"
+    watch_landing $((64 << 20)) || die "bench/landed.py did not start"
     pid=$(daemon_pid "${HOME_A[$L]}") c0=$(cpu_ms "$pid")
     add_run "${L}_write_ms" "$(ms_of cp "$DATA/w64" "${MNT_A[$L]}/w64_$i")"
     add_run "${L}_write_cpu_ms" $(($(cpu_ms "$pid") - c0))
-    t0=$(now_ns)
-    if wait_fine "$WAIT_SECS" blob_landed "$WORK/mark-$L" $((64 << 20)); then add_run "${L}_landed_ms" "$(since_ms "$t0")"; else add_run "${L}_landed_ms" FAIL; fi
+    add_run "${L}_landed_ms" "$(landed_ms_since "$(now_ns)")"
+    landing_done
     cmp -s "$DATA/w64" "${MNT_A[$L]}/w64_$i" || NOTE[${L}_write]="$L: the written file w64_$i reads back different!"
   done
 done
