@@ -20,9 +20,9 @@ for bin in "$@"; do
     songfs_mount "$home" "$m"
     land=(); wr=()
     for ((i = 0; i < N; i++)); do
-      head -c $((64 << 20)) /dev/urandom >"$DATA/w64"; touch "$WORK/mark"
+      head -c $((64 << 20)) /dev/urandom >"$DATA/w64"; watch_landing $((64 << 20))
       wr+=("$(ms_of cp "$DATA/w64" "$m/w64_$i")")
-      t0=$(now_ns); wait_fine 60 blob_landed "$WORK/mark" $((64 << 20)); land+=("$(since_ms "$t0")")
+      land+=("$(landed_ms_since "$(now_ns)")"); landing_done
     done
     songfs_unmount "$home" "$m"
     INIT_ARGS=(); lst=()
