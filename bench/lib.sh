@@ -185,16 +185,10 @@ new_device() {
 sealed_size() {
   if [ "${ENCRYPTED:-0}" = 1 ]; then echo $((48 + $1 + 16 * (($1 + 65535) / 65536))); else echo "$1"; fi
 }
-# blob_landed MARK SIZE: a blob object newer than MARK is in s3s-fs's folder, whole
-# (an encrypted store's blob names are keyed MACs, so the blob is found by its size).
-blob_landed() {
-  find "$WORK/s3/$BUCKET/$STORE_PREFIX/blobs" -type f -newer "$1" -size "$(sealed_size "$2")c" 2>/dev/null | grep -q .
-}
-
 # watch_landing SIZE: starts bench/landed.py, armed before it returns, to catch the
 # moment s3s-fs puts an object of SIZE bytes (as stored: see sealed_size) in place.
 # landed_ms_since T0 then prints the milliseconds from T0 (now_ns) to that moment, or
-# FAIL. Unlike `wait_fine blob_landed`, it takes no CPU while the upload runs.
+# FAIL. It takes no CPU while the upload runs (polling the store's folder with find did).
 watch_landing() {
   rm -f "$WORK/landing-ready" "$WORK/landing-at"
   python3 "$ROOT/bench/landed.py" "$WORK/s3" "$(sealed_size "$1")" "$WORK/landing-ready" >"$WORK/landing-at" &

@@ -136,7 +136,7 @@ SUITES=(songfs enc)
 echo "bench-passphrase-$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')" >"$WORK/passphrase"
 export SONGFS_PASSPHRASE_FILE=$WORK/passphrase
 
-# use_suite LABEL: points new_device, cold_device and blob_landed at that suite's store.
+# use_suite LABEL: points new_device, cold_device and watch_landing at that suite's store.
 use_suite() {
   case $1 in
     songfs) STORE_PREFIX=bench INIT_ARGS=() ENCRYPTED=0 ;;
@@ -294,12 +294,13 @@ if [[ " ${LIVE[*]-} " == *" songfs "* ]]; then
     pid=$(daemon_pid "$home_a")
     head -c $((1024 << 20)) /dev/urandom >"$DATA/w1g"
     reset_peak "$pid"
-    touch "$WORK/mark-songfs"
-    if cp "$DATA/w1g" "$ma/w1g" && wait_for "$WAIT_SECS" blob_landed "$WORK/mark-songfs" $((1024 << 20)); then
+    watch_landing $((1024 << 20)) || die "bench/landed.py did not start"
+    if cp "$DATA/w1g" "$ma/w1g" && [ "$(landed_ms_since "$(now_ns)")" != FAIL ]; then
       RESULT[rss_peak_write]=$(vm_mib "$pid" VmHWM)
     else
       NOTE[rss_write]="writing 1 GiB (and its upload) failed or took over ${WAIT_SECS}s"
     fi
+    landing_done
     rm -f "$DATA/w1g"
     songfs_unmount "$home_a" "$ma"
   fi
