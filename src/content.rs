@@ -281,10 +281,12 @@ pub fn hash_bytes(data: &[u8]) -> BlobInfo {
     h.finish()
 }
 
+/// A file's hashes; a large one is hashed by two threads (one SHA-256 pass of wall time).
 pub fn hash_file(path: &Path) -> std::io::Result<BlobInfo> {
-    let mut h = StreamHasher::new();
+    let mut h = BackgroundHasher::new();
     read_blocks(path, |block| h.update(block))?;
-    Ok(h.finish())
+    h.finish()
+        .ok_or_else(|| std::io::Error::other("a hashing thread stopped; try again"))
 }
 
 /// SHA-256 and size of a local file, without its chunk hashes (half the work of

@@ -93,7 +93,7 @@ impl SongFs {
     pub fn new(catalog: Arc<Catalog>, cache: Arc<Cache>, opts: FsOptions) -> FsResult<SongFs> {
         std::fs::create_dir_all(&opts.local_dir)?;
         super::staging::rescue_leftovers(&cache.staging_dir(), &opts.rescue_dir);
-        Ok(SongFs {
+        let fs = SongFs {
             catalog,
             cache,
             opts,
@@ -103,7 +103,9 @@ impl SongFs {
             staged: Mutex::new(HashMap::new()),
             last_open_hash: Mutex::new(HashMap::new()),
             orphans: Mutex::new(HashMap::new()),
-        })
+        };
+        fs.recover_closed();
+        Ok(fs)
     }
 
     pub fn catalog(&self) -> &Catalog {
@@ -126,13 +128,17 @@ impl SongFs {
     pub(super) fn overlay(&self, mut n: Node) -> Node {
         if let Some(st) = self.staged_of(n.ino) {
             let st = lock(&st);
-            if st.is_staged() {
-                n.size = st.size();
-                if st.dirty {
-                    n.mtime_ns = st.mtime_ns;
-                    // A change of the bytes is a change of the inode too.
-                    n.ctime_ns = n.ctime_ns.max(st.mtime_ns);
-                }
+            if !st.is_staged() {
+                // A release may have committed while we waited for the lock: `n` may
+                // be older than that commit.
+                drop(st);
+                return self.catalog.get(n.ino).unwrap_or(n);
+            }
+            n.size = st.size();
+            if st.dirty {
+                n.mtime_ns = st.mtime_ns;
+                // A change of the bytes is a change of the inode too.
+                n.ctime_ns = n.ctime_ns.max(st.mtime_ns);
             }
         }
         n
@@ -318,6 +324,12 @@ impl SongFs {
     // ---- open, create, release ----
 
     pub fn open(&self, ino: u64, writable: bool) -> FsResult<Opened> {
+        // Whether it is staged first: that waits for a commit in progress (the release
+        // of a handle just closed), so the entry read next is not older than it.
+        let staged = self.staged_of(ino).is_some_and(|st| {
+            let g = lock(&st);
+            g.writers > 0 || g.is_staged()
+        });
         let node = self.catalog.get(ino)?;
         if node.is_dir() {
             return Err(CatalogError::IsDir.into());
@@ -331,10 +343,6 @@ impl SongFs {
             last.insert(ino, node.hash.clone());
             same
         };
-        let staged = self.staged_of(ino).is_some_and(|st| {
-            let g = lock(&st);
-            g.writers > 0 || g.is_staged()
-        });
         let backing = match &node.hash {
             Some(h) if !writable && !staged && !node.local_only => {
                 self.cache.open_clean(h).map(|f| (h.clone(), f))

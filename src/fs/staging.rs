@@ -21,6 +21,9 @@ static NEXT_STAGING: AtomicU64 = AtomicU64::new(1);
 
 /// File-name prefix of staging files, so leftovers of a crash can be recognised.
 pub const STAGING_PREFIX: &str = "fsw-";
+/// The prefix once the file was closed: a crash before its commit finished leaves bytes
+/// the user considers saved, which the next start commits (`closed_leftovers`).
+pub const CLOSED_PREFIX: &str = "fsc-";
 
 /// The pending write state of one inode.
 #[derive(Default)]
@@ -59,6 +62,34 @@ impl Staged {
 
     pub fn size(&self) -> u64 {
         self.size
+    }
+
+    /// close(): renames the staging file so a crash before the commit is recovered as
+    /// the file's content, not as a file that was still being written.
+    pub fn mark_closed(&mut self) -> std::io::Result<()> {
+        self.rename_prefix(STAGING_PREFIX, CLOSED_PREFIX)
+    }
+
+    /// A writer opened the file again: its bytes are being written once more.
+    pub fn mark_open(&mut self) -> std::io::Result<()> {
+        self.rename_prefix(CLOSED_PREFIX, STAGING_PREFIX)
+    }
+
+    fn rename_prefix(&mut self, from: &str, to: &str) -> std::io::Result<()> {
+        let Some((_, path)) = &mut self.file else {
+            return Ok(());
+        };
+        let Some(rest) = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_prefix(from))
+        else {
+            return Ok(());
+        };
+        let renamed = path.with_file_name(format!("{to}{rest}"));
+        std::fs::rename(&*path, &renamed)?;
+        *path = renamed;
+        Ok(())
     }
 
     /// Starts an empty staging file (new file, or truncated to 0: nothing to copy).
@@ -251,7 +282,8 @@ pub fn rescue_leftovers(dir: &Path, rescue: &Path) {
         return;
     };
     for e in entries.flatten() {
-        if !e.file_name().to_string_lossy().starts_with(STAGING_PREFIX) {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !name.starts_with(STAGING_PREFIX) && !name.starts_with(CLOSED_PREFIX) {
             continue;
         }
         let from = e.path();
@@ -272,6 +304,24 @@ pub fn rescue_leftovers(dir: &Path, rescue: &Path) {
             }
         }
     }
+}
+
+/// The staging files of closed files that `rescue_leftovers` saved into `rescue`, with
+/// the inode each belongs to (named `fsc-<pid>-<ino>-<n>`).
+pub fn closed_leftovers(rescue: &Path) -> Vec<(PathBuf, u64)> {
+    let Ok(entries) = std::fs::read_dir(rescue) else {
+        return Vec::new();
+    };
+    let mut found: Vec<(PathBuf, u64)> = entries
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            let ino = name.strip_prefix(CLOSED_PREFIX)?.split('-').nth(1)?;
+            Some((e.path(), ino.parse().ok()?))
+        })
+        .collect();
+    found.sort();
+    found
 }
 
 impl Staged {

@@ -70,7 +70,7 @@ async fn read_all(fs: &SongFs, ino: u64) -> Vec<u8> {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_written_file_commits_on_flush_and_reads_back_through_a_new_handle() {
+async fn a_written_file_commits_at_release_not_at_close_and_reads_back_through_a_new_handle() {
     let w = world();
     let (node, o) =
         w.fs.create(ROOT_INO, "a.mp3", 0o600, 1000, 1000, true)
@@ -85,11 +85,21 @@ async fn a_written_file_commits_on_flush_and_reads_back_through_a_new_handle() {
     }
     // Uncommitted bytes are visible (size and content) before the flush.
     assert_eq!(w.fs.getattr(node.ino).unwrap().size, 700_000);
+    // close() does not wait for the hash: the bytes stay staged, shown as they are.
     w.fs.flush(o.fh).unwrap();
+    let closed = w.fs.getattr(node.ino).unwrap();
+    assert_eq!(closed.size, 700_000);
+    assert_eq!(
+        closed.hash.as_deref(),
+        Some(EMPTY_HASH),
+        "not committed at close"
+    );
+    assert!(w.fs.has_unsaved_writes(node.ino));
+    w.fs.release(o.fh).unwrap();
     let committed = w.fs.getattr(node.ino).unwrap();
     assert_eq!(committed.hash, Some(hash_bytes(&data).hash));
     assert!(w.cache.complete_path(&hash_bytes(&data).hash).is_some());
-    w.fs.release(o.fh).unwrap();
+    assert!(!w.fs.has_unsaved_writes(node.ino));
     assert_eq!(read_all(&w.fs, node.ino).await, data);
     assert!(w.uploader.drain(Duration::from_secs(10)).await);
 }
@@ -200,4 +210,63 @@ async fn bytes_written_to_an_unlinked_open_file_are_dropped_at_close() {
     assert_eq!(w.uploader.pending().0, 0);
     let staged = std::fs::read_dir(w.cache.staging_dir()).unwrap().count();
     assert_eq!(staged, 0, "no staging file left behind");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_file_closed_but_not_committed_when_songfs_died_is_committed_at_the_next_start() {
+    let w = world();
+    let (node, o) =
+        w.fs.create(ROOT_INO, "c.wav", 0o644, 1000, 1000, true)
+            .unwrap();
+    let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 241) as u8).collect();
+    w.fs.write(o.fh, 0, &data).unwrap();
+    let (gone, og) =
+        w.fs.create(ROOT_INO, "d.wav", 0o644, 1000, 1000, true)
+            .unwrap();
+    w.fs.write(og.fh, 0, b"removed before the start").unwrap();
+    w.fs.flush(o.fh).unwrap();
+    w.fs.flush(og.fh).unwrap();
+    // kill -9 here: the release never came. The daemon's start moves the staging
+    // folder's leftovers to lost+found (`rescue_leftovers`) before the cache opens.
+    let rescue = w.dir.path().join("lost+found");
+    std::fs::create_dir_all(&rescue).unwrap();
+    for e in std::fs::read_dir(w.cache.staging_dir()).unwrap() {
+        let e = e.unwrap();
+        let name = e.file_name().into_string().unwrap();
+        assert!(name.starts_with("fsc-"), "closed files are marked: {name}");
+        std::fs::copy(e.path(), rescue.join(&name)).unwrap();
+    }
+    w.fs.catalog().unlink(ROOT_INO, "d.wav").unwrap();
+    assert_eq!(
+        w.fs.catalog().get(node.ino).unwrap().hash.as_deref(),
+        Some(EMPTY_HASH)
+    );
+
+    let db = w.dir.path().join("state.db");
+    let restarted = SongFs::new(
+        Arc::new(Catalog::open(&db, 1000, 1000).unwrap()),
+        w.cache.clone(),
+        FsOptions {
+            local_dir: w.dir.path().join("local"),
+            rescue_dir: rescue.clone(),
+            local_only_patterns: Vec::new(),
+        },
+    )
+    .unwrap();
+    let n = restarted.getattr(node.ino).unwrap();
+    assert_eq!(n.hash, Some(hash_bytes(&data).hash));
+    assert_eq!(n.size, data.len() as u64);
+    assert_eq!(read_all(&restarted, node.ino).await, data);
+    let left: Vec<String> = std::fs::read_dir(&rescue)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(
+        left.len(),
+        1,
+        "only the unlinked file's bytes stay aside: {left:?}"
+    );
+    assert!(left[0].contains(&format!("-{}-", gone.ino)), "{left:?}");
+    // The first instance "died": the restart took its staging files.
+    drop(w.fs);
 }

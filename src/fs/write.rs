@@ -4,13 +4,14 @@
 //! first write or truncate stages the inode: an empty staging file when the content is
 //! new or truncated to 0, else a copy of the current content (local-only file, complete
 //! cached blob, or — the only slow case — the blob materialized by the cache first, on
-//! the runtime). On flush, fsync, release, or a truncate with no writer open, the staged
-//! file is sealed (hashed), renamed into the cache as a dirty blob whose upload is
+//! the runtime). On a handle's release (sent by the kernel once close has returned: close
+//! does not wait for the hash), on fsync, or on a truncate with no writer open, the
+//! staged file is sealed (hashed), renamed into the cache as a dirty blob whose upload is
 //! durably queued (`Cache::commit_new`), and only then the namespace entry gets the new
-//! hash, size and mtime. So a closed file is always either the old content or the new
-//! one, both present locally, and a crash before the namespace update leaves the old
-//! entry pointing at a blob that is still there. A later write on the same handle stages
-//! again. Files whose names match the local-only patterns commit to `$SONGFS_HOME/local/`
+//! hash, size and mtime. So a file is always either the old content or the new one, both
+//! present locally; a crash before the namespace update leaves the old entry pointing at
+//! a blob that is still there, and a file closed but not committed yet is committed at
+//! the next start (`recover_closed`). A later write on the same handle stages again. Files whose names match the local-only patterns commit to `$SONGFS_HOME/local/`
 //! instead and are never queued for upload. This module never fetches bytes itself
 //! (`prepare_staging` asks the cache) and never touches the namespace beyond the
 //! committed entry's content.
@@ -81,7 +82,11 @@ impl SongFs {
     pub(super) fn writer_entry(&self, ino: u64, writer: bool) -> Arc<Mutex<Staged>> {
         let st = lock(&self.staged).entry(ino).or_default().clone();
         if writer {
-            lock(&st).writers += 1;
+            let mut g = lock(&st);
+            g.writers += 1;
+            if let Err(e) = g.mark_open() {
+                tracing::warn!(ino, "cannot mark a staged file open again: {e}");
+            }
         }
         st
     }
@@ -97,20 +102,29 @@ impl SongFs {
         }
     }
 
-    /// close(): commit what this handle (or another writer of the inode) wrote.
+    /// close(): returns without committing (hashing a large file takes longer than
+    /// writing it); the handle's release, which the kernel sends after close returns,
+    /// commits. The staging file is marked closed, so a crash in between commits it at
+    /// the next start (`recover_closed`) instead of setting it aside.
     pub fn flush(&self, fh: u64) -> FsResult<()> {
         let h = self.handle(fh)?;
-        if h.writable {
-            self.commit(h.ino)?;
+        if let Some(st) = self.staged_of(h.ino).filter(|_| h.writable) {
+            let mut g = lock(&st);
+            if g.dirty {
+                g.mark_closed()?;
+            }
         }
         Ok(())
     }
 
-    /// fsync(2): commit like close, then wait for the disk (close does not: see
+    /// fsync(2): commit, then wait for the disk (close does neither: see `flush` and
     /// `cache/dirty.rs`). The namespace entry is durable at commit already (SQLite FULL).
     pub fn fsync(&self, fh: u64) -> FsResult<()> {
-        self.flush(fh)?;
-        let node = self.catalog.get(self.handle(fh)?.ino)?;
+        let h = self.handle(fh)?;
+        if h.writable {
+            self.commit(h.ino)?;
+        }
+        let node = self.catalog.get(h.ino)?;
         if node.local_only {
             // No file yet: nothing was ever written to it.
             if let Ok(f) = std::fs::File::open(self.local_path(node.ino)) {
@@ -250,20 +264,55 @@ impl SongFs {
         Ok(())
     }
 
-    /// The writer part of `release`: commit, then stop counting this handle.
+    /// The writer part of `release`: commit, then stop counting this handle (under one
+    /// lock, so the sync never sees the file closed but not committed).
     pub(super) fn release_writer(&self, ino: u64) -> FsResult<()> {
-        let result = self.commit(ino);
-        if let Some(st) = self.staged_of(ino) {
-            let mut g = lock(&st);
-            g.writers = g.writers.saturating_sub(1);
-            if g.writers == 0 && g.dirty {
-                // The commit failed: the bytes stay staged for the next try
-                // rather than being lost; a later open/truncate commits them.
-                tracing::warn!(ino, "closing with uncommitted bytes kept in staging");
+        let result = match self.staged_of(ino) {
+            Some(st) => {
+                let mut g = lock(&st);
+                let result = self.commit_locked(ino, &mut g);
+                g.writers = g.writers.saturating_sub(1);
+                if g.writers == 0 && g.dirty {
+                    // The commit failed: the bytes stay staged for the next try
+                    // rather than being lost; a later open/truncate commits them.
+                    tracing::warn!(ino, "closing with uncommitted bytes kept in staging");
+                }
+                result
             }
-        }
+            None => Ok(()),
+        };
         self.drop_writer_entry_if_idle(ino);
         result
+    }
+
+    /// At start: commits the files that were closed but whose commit a crash cut short
+    /// (`staging::closed_leftovers`), as their inodes' content. One whose inode is gone
+    /// stays in lost+found.
+    pub(super) fn recover_closed(&self) {
+        for (path, ino) in super::staging::closed_leftovers(&self.opts.rescue_dir) {
+            let recovered = (|| -> FsResult<()> {
+                let node = self.catalog.get(ino)?;
+                if node.kind != Kind::File {
+                    return Err(CatalogError::IsDir.into());
+                }
+                let info = crate::content::hash_file(&path)?;
+                let mtime_ns = std::fs::metadata(&path)?
+                    .modified()
+                    .ok()
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    .map_or_else(now_ns, |d| d.as_nanos() as i64);
+                self.publish(&node, &path, &info, mtime_ns)
+            })();
+            match recovered {
+                Ok(()) => tracing::warn!(
+                    ino,
+                    "a file closed just before songfs stopped was committed now"
+                ),
+                Err(e) => {
+                    tracing::error!(ino, file = %path.display(), "a file closed just before songfs stopped could not be committed; its bytes stay here: {e}")
+                }
+            }
+        }
     }
 
     /// After the last close of an inode whose cache file the kernel had as a passthrough
