@@ -32,23 +32,28 @@ fn world() -> World {
     )
     .unwrap();
     let uploader = Uploader::start(cache.clone(), store);
-    let catalog = Arc::new(Catalog::open(&db, 1000, 1000).unwrap());
-    let fs = SongFs::new(
-        catalog,
-        cache.clone(),
-        FsOptions {
-            local_dir: dir.path().join("local"),
-            rescue_dir: dir.path().join("lost+found"),
-            local_only_patterns: vec![glob::Pattern::new("songfactory_backup_*.db").unwrap()],
-        },
-    )
-    .unwrap();
+    let fs = start_fs(dir.path(), &cache);
     World {
         fs,
         cache,
         uploader,
         dir,
     }
+}
+
+/// A `SongFs` over the namespace and cache in `dir`, as a daemon start opens it.
+fn start_fs(dir: &std::path::Path, cache: &Arc<Cache>) -> SongFs {
+    let catalog = Arc::new(Catalog::open(&dir.join("state.db"), 1000, 1000).unwrap());
+    SongFs::new(
+        catalog,
+        cache.clone(),
+        FsOptions {
+            local_dir: dir.join("local"),
+            rescue_dir: dir.join("lost+found"),
+            local_only_patterns: vec![glob::Pattern::new("songfactory_backup_*.db").unwrap()],
+        },
+    )
+    .unwrap()
 }
 
 /// Reads a whole file through a fresh handle, fetching what is not local.
@@ -226,15 +231,11 @@ async fn a_file_closed_but_not_committed_when_songfs_died_is_committed_at_the_ne
     w.fs.write(og.fh, 0, b"removed before the start").unwrap();
     w.fs.flush(o.fh).unwrap();
     w.fs.flush(og.fh).unwrap();
-    // kill -9 here: the release never came. The daemon's start moves the staging
-    // folder's leftovers to lost+found (`rescue_leftovers`) before the cache opens.
-    let rescue = w.dir.path().join("lost+found");
-    std::fs::create_dir_all(&rescue).unwrap();
+    // kill -9 here: the release never came. The next start moves the staging folder's
+    // leftovers to lost+found (`rescue_leftovers`), then commits the closed ones.
     for e in std::fs::read_dir(w.cache.staging_dir()).unwrap() {
-        let e = e.unwrap();
-        let name = e.file_name().into_string().unwrap();
+        let name = e.unwrap().file_name().into_string().unwrap();
         assert!(name.starts_with("fsc-"), "closed files are marked: {name}");
-        std::fs::copy(e.path(), rescue.join(&name)).unwrap();
     }
     w.fs.catalog().unlink(ROOT_INO, "d.wav").unwrap();
     assert_eq!(
@@ -242,17 +243,8 @@ async fn a_file_closed_but_not_committed_when_songfs_died_is_committed_at_the_ne
         Some(EMPTY_HASH)
     );
 
-    let db = w.dir.path().join("state.db");
-    let restarted = SongFs::new(
-        Arc::new(Catalog::open(&db, 1000, 1000).unwrap()),
-        w.cache.clone(),
-        FsOptions {
-            local_dir: w.dir.path().join("local"),
-            rescue_dir: rescue.clone(),
-            local_only_patterns: Vec::new(),
-        },
-    )
-    .unwrap();
+    let restarted = start_fs(w.dir.path(), &w.cache);
+    let rescue = w.dir.path().join("lost+found");
     let n = restarted.getattr(node.ino).unwrap();
     assert_eq!(n.hash, Some(hash_bytes(&data).hash));
     assert_eq!(n.size, data.len() as u64);

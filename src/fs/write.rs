@@ -11,7 +11,8 @@
 //! hash, size and mtime. So a file is always either the old content or the new one, both
 //! present locally; a crash before the namespace update leaves the old entry pointing at
 //! a blob that is still there, and a file closed but not committed yet is committed at
-//! the next start (`recover_closed`). A later write on the same handle stages again. Files whose names match the local-only patterns commit to `$SONGFS_HOME/local/`
+//! the next start (`recover_closed`). A later write on the same handle stages again.
+//! Files whose names match the local-only patterns commit to `$SONGFS_HOME/local/`
 //! instead and are never queued for upload. This module never fetches bytes itself
 //! (`prepare_staging` asks the cache) and never touches the namespace beyond the
 //! committed entry's content.
@@ -22,7 +23,7 @@ use std::sync::{Arc, Mutex};
 use super::error::{FsError, FsResult};
 use super::filesystem::{ebadf, lock, SongFs, EMPTY_HASH};
 use super::staging::Staged;
-use crate::catalog::{now_ns, CatalogError, Kind, Node};
+use crate::catalog::{now_ns, time_to_ns, CatalogError, Kind, Node};
 use crate::content::BlobInfo;
 
 impl SongFs {
@@ -296,11 +297,8 @@ impl SongFs {
                     return Err(CatalogError::IsDir.into());
                 }
                 let info = crate::content::hash_file(&path)?;
-                let mtime_ns = std::fs::metadata(&path)?
-                    .modified()
-                    .ok()
-                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-                    .map_or_else(now_ns, |d| d.as_nanos() as i64);
+                let modified = std::fs::metadata(&path)?.modified();
+                let mtime_ns = modified.map_or_else(|_| now_ns(), time_to_ns);
                 self.publish(&node, &path, &info, mtime_ns)
             })();
             match recovered {
